@@ -1,0 +1,128 @@
+"""Loss functions with torch.nn's names, arguments and definitions.
+
+``value = loss(pred, target)`` returns the loss as a float and keeps its
+gradient; ``loss.backward()`` returns d(value)/d(pred), shaped like ``pred``.
+"""
+import numpy as np
+
+import kernels
+from fastbp._checks import as_choice, as_float, as_labels, as_matrix, describe
+
+
+class _Loss:
+    code = None
+    # pointwise losses take a 1-D prediction as one output per sample
+    accepts_vector = True
+
+    def __init__(self, reduction="mean"):
+        self.reduction = as_choice("reduction", reduction, ("mean", "sum"))
+        self._grad = None
+
+    @property
+    def param(self):
+        """The kernel's scalar parameter (Huber delta or label smoothing)."""
+        return 0.0
+
+    def __repr__(self):
+        return f"{type(self).__name__}(reduction={self.reduction!r})"
+
+    def _prediction(self, pred):
+        array = np.asarray(pred)
+        dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float64
+        if array.ndim == 1 and self.accepts_vector:
+            array = array.reshape(-1, 1)
+        return as_matrix("pred", array, dtype, column_name="outputs")
+
+    def targets(self, target, n_rows, n_outputs, dtype):
+        """``target`` checked and converted to the kernel's pair of arrays
+        ``(targets, labels)``; the one this loss does not use is empty."""
+        array = np.asarray(target)
+        if array.ndim == 1 and n_outputs == 1:
+            array = array.reshape(-1, 1)
+        targets = as_matrix("target", array, dtype, n_outputs, rows=n_rows, column_name="outputs")
+        return targets, np.empty(0, dtype=np.int64)
+
+    def __call__(self, pred, target):
+        original_shape = np.shape(pred)
+        pred = self._prediction(pred)
+        targets, labels = self.targets(target, pred.shape[0], pred.shape[1], pred.dtype)
+        grad = np.empty_like(pred)
+        value = kernels.loss_value_and_grad(grad, pred, targets, labels, self.code, self.param,
+                                            self.reduction == "mean")
+        self._grad = grad.reshape(original_shape)
+        return float(value)
+
+    forward = __call__
+
+    def backward(self):
+        """d(value)/d(pred) of the last call, shaped like that call's ``pred``."""
+        if self._grad is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() needs the loss computed first: "
+                               "call loss(pred, target)")
+        return self._grad
+
+
+class MSELoss(_Loss):
+    """Mean squared error, ``(pred - target)**2`` reduced."""
+    code = kernels.MSE
+
+
+class L1Loss(_Loss):
+    """Mean absolute error, ``|pred - target|`` reduced."""
+    code = kernels.L1
+
+
+class HuberLoss(_Loss):
+    """Quadratic for ``|pred - target| < delta``, linear beyond."""
+    code = kernels.HUBER
+
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction)
+        self.delta = as_float("delta", delta, low=0.0, low_open=True)
+
+    @property
+    def param(self):
+        return self.delta
+
+    def __repr__(self):
+        return f"HuberLoss(reduction={self.reduction!r}, delta={self.delta})"
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross-entropy of ``sigmoid(pred)`` against targets in [0, 1]."""
+    code = kernels.BCE_WITH_LOGITS
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax cross-entropy from logits (batch, n_classes) and integer labels
+    (batch,), with optional label smoothing."""
+    code = kernels.CROSS_ENTROPY
+    accepts_vector = False
+
+    def __init__(self, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        self.label_smoothing = as_float("label_smoothing", label_smoothing, low=0.0, high=1.0)
+
+    @property
+    def param(self):
+        return self.label_smoothing
+
+    def __repr__(self):
+        return f"CrossEntropyLoss(reduction={self.reduction!r}, label_smoothing={self.label_smoothing})"
+
+    def targets(self, target, n_rows, n_outputs, dtype):
+        labels = as_labels("target", target, n_outputs, rows=n_rows)
+        return np.empty((0, 0), dtype=dtype), labels
+
+
+LOSSES = {"mse": MSELoss, "l1": L1Loss, "huber": HuberLoss, "cross_entropy": CrossEntropyLoss,
+          "bce_with_logits": BCEWithLogitsLoss}
+
+
+def as_loss(value):
+    """A loss instance from an instance or a name in ``LOSSES``."""
+    if isinstance(value, _Loss):
+        return value
+    if isinstance(value, str):
+        return LOSSES[as_choice("loss", value, tuple(LOSSES))]()
+    raise TypeError(f"loss must be a fastbp loss or one of {', '.join(LOSSES)}, got {describe(value)}")

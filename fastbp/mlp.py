@@ -1,0 +1,211 @@
+"""The multi-layer perceptron: flat buffers plus the layer table that drives
+the kernels in ``kernels.network``."""
+import numpy as np
+
+from kernels.network import layer_units, network_backward, network_forward
+from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, describe
+from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
+
+
+def _require_torch(what):
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"{what} needs PyTorch; install it with: pip install 'fastbp[torch]'") from None
+    return torch
+
+
+class MLP:
+    """A stack of dense layers with activations, ``W`` shaped (n_out, n_in)
+    as in torch.nn.Linear.
+
+    Args:
+        sizes: layer widths ``[n_in, hidden..., n_out]``, at least two, each >= 1.
+        activation: the hidden layers' activation, a name or ``fastbp.Activation``,
+            or a list with one per hidden layer.
+        output_activation: the last layer's activation (default "identity",
+            what the losses expect: they take logits).
+        bias: whether every layer has a bias.
+        dtype: "float32" or "float64".
+        seed: seed for the initialisation, which draws W and b from
+            U(-1/sqrt(n_in), 1/sqrt(n_in)) as torch.nn.Linear does.
+
+    Shape:
+        Input (batch, sizes[0]); output (batch, sizes[-1]).
+
+    Parameters, gradients and the activations cached for backward live in
+    flat buffers; ``params`` and ``grads`` are per-layer ``(W, b)`` views into
+    them (``b`` is None without bias), so writing into a view changes the model.
+
+    Example:
+        >>> model = fastbp.MLP([2, 8, 1], activation="tanh", seed=0)
+        >>> out = model.forward(np.ones((4, 2)))
+        >>> dx = model.backward(np.ones_like(out))
+    """
+
+    def __init__(self, sizes, activation="relu", output_activation="identity", bias=True,
+                 dtype="float32", seed=None):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise TypeError(f"sizes must be a list of layer widths, got {describe(sizes)}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must list at least the input and output widths, got {list(sizes)}")
+        sizes = tuple(as_int(f"sizes[{i}]", size, minimum=1) for i, size in enumerate(sizes))
+        n_hidden = len(sizes) - 2
+        if isinstance(activation, (list, tuple)):
+            if len(activation) != n_hidden:
+                raise ValueError(f"activation must list one activation per hidden layer ({n_hidden}), "
+                                 f"got {len(activation)}")
+            hidden = [as_activation(f"activation[{i}]", a) for i, a in enumerate(activation)]
+        else:
+            hidden = [as_activation("activation", activation)] * n_hidden
+        self.sizes = sizes
+        self.activations = hidden + [as_activation("output_activation", output_activation)]
+        self.bias = as_bool("bias", bias)
+        self.dtype = as_dtype("dtype", dtype)
+
+        layers, offset, units = [], 0, 0
+        for n_in, n_out, act in zip(sizes[:-1], sizes[1:], self.activations):
+            bias_offset = offset + n_out * n_in if self.bias else -1
+            layers.append((n_in, n_out, offset, bias_offset, act.code, units))
+            offset += n_out * n_in + (n_out if self.bias else 0)
+            units += n_out
+        self._layers = np.array(layers, dtype=np.int64)
+        self._activation_params = np.array([(a.p1, a.p2) for a in self.activations], dtype=np.float64)
+        self._total_units = units
+        self._params = np.zeros(offset, dtype=self.dtype)
+        self._grads = np.zeros(offset, dtype=self.dtype)
+        self.params = self._views(self._params)
+        self.grads = self._views(self._grads)
+        self._capacity = 0
+        self._forward_rows = None
+        self.reset_parameters(seed)
+
+    def _views(self, flat):
+        views = []
+        for n_in, n_out, w_offset, b_offset, _, _ in self._layers:
+            W = flat[w_offset:w_offset + n_out * n_in].reshape(n_out, n_in)
+            b = flat[b_offset:b_offset + n_out] if b_offset >= 0 else None
+            views.append((W, b))
+        return views
+
+    def reset_parameters(self, seed=None):
+        """Redraw every W and b from U(-1/sqrt(n_in), 1/sqrt(n_in))."""
+        rng = np.random.default_rng(seed)
+        for W, b in self.params:
+            bound = 1.0 / np.sqrt(W.shape[1])
+            W[...] = rng.uniform(-bound, bound, size=W.shape)
+            if b is not None:
+                b[...] = rng.uniform(-bound, bound, size=b.shape)
+
+    @property
+    def n_params(self):
+        return self._params.size
+
+    def __repr__(self):
+        acts = ", ".join(repr(a.name) for a in self.activations)
+        return f"MLP(sizes={list(self.sizes)}, activations=[{acts}], bias={self.bias}, dtype='{self.dtype.name}')"
+
+    def _ensure_capacity(self, rows):
+        """Grow the activation and scratch buffers to hold ``rows`` samples."""
+        if rows <= self._capacity:
+            return
+        self._z = np.empty(rows * self._total_units, dtype=self.dtype)
+        self._a = np.empty(rows * self._total_units, dtype=self.dtype)
+        self._scratch = np.empty((2, rows * max(self.sizes)), dtype=self.dtype)
+        self._inputs = np.empty(rows * self.sizes[0], dtype=self.dtype)
+        self._capacity = rows
+        self._forward_rows = None
+
+    def forward(self, x):
+        """The network's output for ``x`` (batch, n_in); caches what backward needs."""
+        x = as_matrix("x", x, self.dtype, self.sizes[0])
+        rows = x.shape[0]
+        self._ensure_capacity(rows)
+        # Our own copy of x: backward must see the input forward saw.
+        inputs = self._inputs[:x.size].reshape(x.shape)
+        inputs[...] = x
+        network_forward(self._z, self._a, inputs, self._params, self._layers, self._activation_params)
+        self._forward_rows = rows
+        return layer_units(self._a, self._layers, len(self._layers) - 1, rows).copy()
+
+    __call__ = forward
+
+    def backward(self, dout):
+        """Accumulate parameter gradients into ``grads`` from d(loss)/d(output)
+        (batch, n_out) of the last forward call; return d(loss)/d(x)."""
+        if self._forward_rows is None:
+            raise RuntimeError("backward() needs a forward() first: there is no cached forward pass "
+                               "to differentiate")
+        rows = self._forward_rows
+        dout = as_matrix("dout", dout, self.dtype, self.sizes[-1], rows=rows, column_name="outputs")
+        self._scratch[0, :dout.size] = dout.ravel()
+        inputs = self._inputs[:rows * self.sizes[0]].reshape(rows, self.sizes[0])
+        network_backward(self._grads, self._scratch, inputs, self._params, self._layers,
+                         self._activation_params, self._z, self._a, True)
+        return self._scratch[len(self._layers) % 2, :inputs.size].reshape(inputs.shape).copy()
+
+    def zero_grad(self):
+        """Set every gradient to zero (gradients accumulate until then, as in torch)."""
+        self._grads[...] = 0
+
+    def to_torch(self):
+        """A torch.nn.Sequential computing the same function (copies the weights)."""
+        torch = _require_torch("MLP.to_torch()")
+        modules = []
+        for (W, b), act in zip(self.params, self.activations):
+            linear = torch.nn.Linear(W.shape[1], W.shape[0], bias=self.bias,
+                                     dtype=getattr(torch, self.dtype.name))
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W.copy()))
+                if b is not None:
+                    linear.bias.copy_(torch.from_numpy(b.copy()))
+            modules.append(linear)
+            if act.name != "identity":
+                modules.append(act.to_torch())
+        return torch.nn.Sequential(*modules)
+
+    @classmethod
+    def from_torch(cls, sequential):
+        """An MLP from a torch.nn.Sequential of Linear layers, each optionally
+        followed by one activation module (copies the weights)."""
+        torch = _require_torch("MLP.from_torch()")
+        if not isinstance(sequential, torch.nn.Sequential):
+            raise TypeError(f"sequential must be a torch.nn.Sequential, got {describe(sequential)}")
+        linears, activations = [], []
+        for index, module in enumerate(sequential):
+            if isinstance(module, torch.nn.Linear):
+                if linears and linears[-1].out_features != module.in_features:
+                    raise ValueError(f"sequential[{index}] takes {module.in_features} inputs but the layer "
+                                     f"before gives {linears[-1].out_features}")
+                linears.append(module)
+                activations.append(Activation("identity"))
+                continue
+            activation = Activation.from_torch(module)
+            if activation is None:
+                raise TypeError(f"sequential[{index}] is {type(module).__name__}; only Linear and the "
+                                f"activations {', '.join(sorted(_TORCH_CLASSES.values()))} are supported")
+            if not linears:
+                raise ValueError(f"sequential[{index}] is an activation before any Linear layer")
+            if activation.name == "identity":
+                continue
+            if activations[-1].name != "identity":
+                raise ValueError(f"sequential[{index}] is a second activation after one Linear layer")
+            activations[-1] = activation
+        if not linears:
+            raise ValueError("sequential has no Linear layer")
+        has_bias = {linear.bias is not None for linear in linears}
+        if len(has_bias) > 1:
+            raise ValueError("every Linear layer must have a bias, or none")
+        dtypes = {linear.weight.dtype for linear in linears}
+        if len(dtypes) > 1 or dtypes.pop() not in (torch.float32, torch.float64):
+            found = sorted(str(linear.weight.dtype) for linear in linears)
+            raise TypeError(f"Linear weights must all be float32 or all float64, got {found}")
+        sizes = [linears[0].in_features] + [linear.out_features for linear in linears]
+        model = cls(sizes, activation=activations[:-1], output_activation=activations[-1],
+                    bias=has_bias.pop(), dtype=str(linears[0].weight.dtype).replace("torch.", ""))
+        for (W, b), linear in zip(model.params, linears):
+            W[...] = linear.weight.detach().cpu().numpy()
+            if b is not None:
+                b[...] = linear.bias.detach().cpu().numpy()
+        return model
+

@@ -1,0 +1,18 @@
+"""fastbp's compiled kernels: plain functions over preallocated NumPy buffers.
+
+Importable on its own (``import kernels``); nothing here imports fastbp.
+Every kernel writes into the buffers it is given and allocates nothing.
+"""
+from kernels.activations import (
+    ELU, GELU, GELU_TANH, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH,
+    activation_backward, activation_forward,
+)
+from kernels.blas import gemm
+from kernels.dense import dense_backward, dense_forward
+from kernels.losses import (
+    BCE_WITH_LOGITS, CROSS_ENTROPY, HUBER, L1, MSE,
+    cross_entropy_loss, loss_value_and_grad, pointwise_loss,
+)
+from kernels.network import network_backward, network_forward
+from kernels.optimizers import ADAM, RMSPROP, SGD, adam_step, optimizer_step, rmsprop_step, sgd_step
+from kernels.training import clip_grad_norm, shuffle_indices, train_epoch

@@ -1,0 +1,53 @@
+"""Dense (fully connected) layer, forward and backward side by side.
+
+Weights follow torch.nn.Linear: ``W`` is (n_out, n_in), so a layer computes
+``out = x @ W.T + b``.
+"""
+from kernels.blas import gemm
+from kernels.config import jit
+
+
+@jit
+def dense_forward(out, x, W, b):
+    """``out = x @ W.T + b``.
+
+    Parameters
+    ----------
+    out : (batch, n_out) array, written
+    x : (batch, n_in) array
+    W : (n_out, n_in) array
+    b : (n_out,) array; None or an empty array for a layer without bias
+    """
+    if b is not None and b.shape[0] > 0:
+        # Writing the bias first and letting gemm accumulate onto it touches
+        # ``out`` once less than adding the bias afterwards.
+        for i in range(out.shape[0]):
+            out[i, :] = b
+        gemm(out, x, W, False, True, 1.0, 1.0)
+    else:
+        gemm(out, x, W, False, True, 1.0, 0.0)
+
+
+@jit
+def dense_backward(dx, dW, db, dout, x, W):
+    """Gradients of a dense layer; parameter gradients accumulate, dx is written.
+
+    Parameters
+    ----------
+    dx : (batch, n_in) array, written with ``dout @ W``; None or an empty
+        array to skip it
+    dW : (n_out, n_in) array, ``dout.T @ x`` is added to it
+    db : (n_out,) array, the column sums of ``dout`` are added to it; None or
+        an empty array for a layer without bias
+    dout : (batch, n_out) array, gradient of the loss w.r.t. ``out``
+    x : (batch, n_in) array, the forward input
+    W : (n_out, n_in) array
+    """
+    # in the forward pass this was: out = x @ W.T + b
+    gemm(dW, dout, x, True, False, 1.0, 1.0)
+    if db is not None and db.shape[0] > 0:
+        for i in range(dout.shape[0]):
+            for j in range(dout.shape[1]):
+                db[j] += dout[i, j]
+    if dx is not None and dx.shape[0] > 0:
+        gemm(dx, dout, W, False, False, 1.0, 0.0)

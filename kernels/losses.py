@@ -1,0 +1,105 @@
+"""Losses: each kernel returns the loss value and writes its gradient w.r.t.
+the prediction in the same pass, as llm.c fuses softmax with cross-entropy.
+
+Definitions are those of torch.nn.functional. ``mean=True`` is
+``reduction="mean"`` (divide by the number of elements, or by the batch for
+cross-entropy), ``mean=False`` is ``reduction="sum"``. Sums run in float64.
+"""
+import math
+
+from kernels.config import jit
+
+MSE, L1, HUBER, CROSS_ENTROPY, BCE_WITH_LOGITS = range(5)
+
+
+@jit
+def _pointwise(x, y, code, delta):
+    """(loss, d loss / d x) of one prediction ``x`` against its target ``y``."""
+    if code == BCE_WITH_LOGITS:
+        # max(x, 0) - x*y + log(1 + exp(-|x|)) is torch's form without overflow
+        loss = max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
+        if x >= 0.0:
+            probability = 1.0 / (1.0 + math.exp(-x))
+        else:
+            e = math.exp(x)
+            probability = e / (1.0 + e)
+        return loss, probability - y
+    d = x - y
+    if code == MSE:
+        return d * d, 2.0 * d
+    if code == L1:
+        return abs(d), (d > 0.0) - (d < 0.0)
+    # HUBER: quadratic inside |d| < delta, linear outside
+    if abs(d) < delta:
+        return 0.5 * d * d, d
+    return delta * (abs(d) - 0.5 * delta), delta if d > 0.0 else -delta
+
+
+@jit
+def pointwise_loss(dpred, pred, target, code, delta, mean):
+    """MSE, L1, Huber or BCE-with-logits: value returned, gradient written.
+
+    Parameters
+    ----------
+    dpred : (batch, n) array, written with d(loss)/d(pred)
+    pred : (batch, n) array; logits for BCE_WITH_LOGITS
+    target : (batch, n) array; probabilities in [0, 1] for BCE_WITH_LOGITS
+    code : MSE, L1, HUBER or BCE_WITH_LOGITS
+    delta : float, the Huber threshold (ignored by the others)
+    mean : bool, divide by ``pred.size`` (else sum)
+    """
+    scale = 1.0 / pred.size if mean else 1.0
+    total = 0.0
+    for i in range(pred.shape[0]):
+        for j in range(pred.shape[1]):
+            loss, grad = _pointwise(float(pred[i, j]), float(target[i, j]), code, delta)
+            total += loss
+            dpred[i, j] = grad * scale
+    return total * scale
+
+
+@jit
+def cross_entropy_loss(dlogits, logits, labels, label_smoothing, mean):
+    """Softmax cross-entropy from logits and integer labels, with the softmax
+    fused into the gradient: ``dlogits = (softmax(logits) - q) * scale`` where
+    ``q`` is the (smoothed) one-hot target.
+
+    Parameters
+    ----------
+    dlogits : (batch, n_classes) array, written
+    logits : (batch, n_classes) array
+    labels : (batch,) integer array, each in [0, n_classes)
+    label_smoothing : float in [0, 1]
+    mean : bool, divide by ``batch`` (else sum)
+    """
+    batch, n_classes = logits.shape
+    scale = 1.0 / batch if mean else 1.0
+    smooth = label_smoothing / n_classes
+    total = 0.0
+    for i in range(batch):
+        largest = -math.inf
+        for c in range(n_classes):
+            largest = max(largest, float(logits[i, c]))
+        exp_sum = 0.0
+        logit_sum = 0.0
+        for c in range(n_classes):
+            exp_sum += math.exp(logits[i, c] - largest)
+            logit_sum += logits[i, c]
+        log_sum_exp = largest + math.log(exp_sum)
+        label = labels[i]
+        nll = log_sum_exp - logits[i, label]
+        total += (1.0 - label_smoothing) * nll + smooth * (n_classes * log_sum_exp - logit_sum)
+        for c in range(n_classes):
+            probability = math.exp(logits[i, c] - log_sum_exp)
+            dlogits[i, c] = (probability - smooth - (1.0 - label_smoothing) * (c == label)) * scale
+    return total * scale
+
+
+@jit
+def loss_value_and_grad(dpred, pred, target, labels, code, param, mean):
+    """Dispatch on ``code``: ``labels`` feeds cross-entropy, ``target`` every
+    other loss (pass an empty array for the one not used). ``param`` is the
+    Huber delta or the label smoothing."""
+    if code == CROSS_ENTROPY:
+        return cross_entropy_loss(dpred, pred, labels, param, mean)
+    return pointwise_loss(dpred, pred, target, code, param, mean)

@@ -1,0 +1,106 @@
+"""A whole multi-layer perceptron, forward and backward, over flat buffers.
+
+The network is described by a layer table, so one compiled function serves
+every depth and width:
+
+``layers`` : (n_layers, 6) int64 array, one row per dense layer:
+    ``n_in, n_out, weight_offset, bias_offset (-1: no bias), activation_code,
+    unit_offset`` where the offsets index the flat parameter buffer and
+    ``unit_offset`` is the sum of ``n_out`` over the layers before.
+``activation_params`` : (n_layers, 2) float64 array, ``p1, p2`` per layer.
+
+Layer ``i`` owns ``W = params[w:w + n_out*n_in]`` viewed as (n_out, n_in) and
+``b = params[b:b + n_out]``; ``grads`` has the same layout. For a batch of
+``batch`` rows, layer ``i``'s pre-activations ``z`` and outputs ``a`` are the
+(batch, n_out) views ``store[batch*u : batch*(u + n_out)]`` of two flat
+buffers, ``u`` its unit offset.
+"""
+from kernels.activations import IDENTITY, activation_backward, activation_forward
+from kernels.config import jit
+from kernels.dense import dense_backward, dense_forward
+
+N_IN, N_OUT, WEIGHT_OFFSET, BIAS_OFFSET, ACTIVATION, UNIT_OFFSET = range(6)
+
+
+@jit
+def layer_weights(params, layers, i):
+    """(W, b) views of layer ``i`` in a flat buffer; ``b`` is empty without bias."""
+    n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
+    start = layers[i, WEIGHT_OFFSET]
+    W = params[start:start + n_out * n_in].reshape((n_out, n_in))
+    bias_start = layers[i, BIAS_OFFSET]
+    if bias_start < 0:
+        return W, params[start:start]
+    return W, params[bias_start:bias_start + n_out]
+
+
+@jit
+def layer_units(store, layers, i, batch):
+    """The (batch, n_out) view of layer ``i`` in a flat activation buffer."""
+    n_out = layers[i, N_OUT]
+    start = batch * layers[i, UNIT_OFFSET]
+    return store[start:start + batch * n_out].reshape((batch, n_out))
+
+
+@jit
+def scratch_view(scratch, parity, batch, width):
+    """A (batch, width) view of one of the two rows of the backward scratch."""
+    return scratch[parity, :batch * width].reshape((batch, width))
+
+
+@jit
+def network_forward(z_store, a_store, x, params, layers, activation_params):
+    """Run every layer; the output is ``layer_units(a_store, layers, -1, batch)``.
+
+    Parameters
+    ----------
+    z_store, a_store : (>= batch * total_units,) arrays, written
+    x : (batch, n_in) C-contiguous array
+    params : (n_params,) array
+    layers, activation_params : the layer table (see the module docstring)
+    """
+    batch = x.shape[0]
+    inputs = x
+    for i in range(layers.shape[0]):
+        W, b = layer_weights(params, layers, i)
+        z = layer_units(z_store, layers, i, batch)
+        a = layer_units(a_store, layers, i, batch)
+        dense_forward(z, inputs, W, b)
+        activation_forward(a, z, layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1])
+        inputs = a
+
+
+@jit
+def network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx):
+    """Backpropagate from d(loss)/d(output), accumulating into ``grads``.
+
+    Parameters
+    ----------
+    grads : (n_params,) array, parameter gradients are added to it
+    scratch : (2, >= batch * max_width) array; on entry its row 0 holds
+        d(loss)/d(output) as (batch, n_out_last); on exit, when ``need_dx``,
+        row ``n_layers % 2`` holds d(loss)/d(x) as (batch, n_in)
+    x : (batch, n_in) array, the forward input
+    params, layers, activation_params : as in ``network_forward``
+    z_store, a_store : the buffers the forward pass filled
+    need_dx : bool, compute the gradient w.r.t. ``x``
+    """
+    batch = x.shape[0]
+    n_layers = layers.shape[0]
+    for i in range(n_layers - 1, -1, -1):
+        parity = (n_layers - 1 - i) % 2
+        n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
+        # d(loss)/d(a) arrives in this buffer and becomes d(loss)/d(z) in place
+        delta = scratch_view(scratch, parity, batch, n_out)
+        code = layers[i, ACTIVATION]
+        if code != IDENTITY:
+            z = layer_units(z_store, layers, i, batch)
+            a = layer_units(a_store, layers, i, batch)
+            activation_backward(delta, delta, z, a, code, activation_params[i, 0], activation_params[i, 1])
+        W, b = layer_weights(params, layers, i)
+        dW, db = layer_weights(grads, layers, i)
+        inputs = layer_units(a_store, layers, i - 1, batch) if i > 0 else x
+        # zero rows asks dense_backward to skip d(loss)/d(x) of the first layer
+        rows = batch if i > 0 or need_dx else 0
+        dinputs = scratch_view(scratch, 1 - parity, rows, n_in)
+        dense_backward(dinputs, dW, db, delta, inputs, W)

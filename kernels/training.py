@@ -1,0 +1,121 @@
+"""Whole training epochs in compiled code: shuffle, gather each minibatch,
+forward, loss, backward and the optimizer update, over the flat buffers of
+``kernels.network``. The per-step kernels are the very ones the Python API
+calls one at a time, so a fused epoch computes what the step-by-step loop
+computes.
+"""
+import numpy as np
+
+from kernels.config import jit
+from kernels.losses import loss_value_and_grad
+from kernels.network import N_IN, layer_units, network_backward, network_forward, scratch_view
+from kernels.optimizers import optimizer_step
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@jit
+def next_random(rng_state):
+    """splitmix64: the next 64-bit value from the 1-element uint64 ``rng_state``.
+
+    The generator's whole state is that one integer, so a checkpoint that
+    stores it resumes the same sequence exactly.
+    """
+    rng_state[0] += _GOLDEN
+    z = rng_state[0]
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@jit
+def shuffle_indices(order, rng_state):
+    """Fisher-Yates shuffle of ``order`` in place.
+
+    ``next_random % (i + 1)`` is biased by at most ``n / 2**64``, far below
+    anything a training run can notice.
+    """
+    for i in range(order.shape[0] - 1, 0, -1):
+        j = np.int64(next_random(rng_state) % np.uint64(i + 1))
+        order[i], order[j] = order[j], order[i]
+
+
+@jit
+def clip_grad_norm(grads, max_norm):
+    """Scale ``grads`` so that their global L2 norm is at most ``max_norm``
+    (torch.nn.utils.clip_grad_norm_'s rule); returns the norm before scaling."""
+    total = 0.0
+    for i in range(grads.shape[0]):
+        total += float(grads[i]) * float(grads[i])
+    norm = np.sqrt(total)
+    scale = max_norm / (norm + 1e-6)
+    if scale < 1.0:
+        for i in range(grads.shape[0]):
+            grads[i] = grads[i] * scale
+    return norm
+
+
+@jit
+def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step,
+                X, targets, labels, order, batch_size, max_grad_norm,
+                layers, activation_params, loss_code, loss_param, loss_mean,
+                batch_x, batch_targets, batch_labels, z_store, a_store, scratch):
+    """One pass over the data in minibatches taken in the order ``order``.
+
+    Parameters
+    ----------
+    params, grads : (n_params,) arrays; params updated, grads left holding
+        the last step's gradients
+    optimizer_code, optimizer_hyper, state0, state1, state2 : as in
+        ``kernels.optimizers.optimizer_step``
+    step : int, updates taken before this epoch
+    X : (n, n_in) array
+    targets : (n, n_out) array for the pointwise losses, else (0, 0)
+    labels : (n,) int64 array for cross-entropy, else (0,)
+    order : (n,) int64 array, the sample order
+    batch_size : int; the last batch may be smaller
+    max_grad_norm : float, clip the global gradient norm to it (0: no clipping)
+    layers, activation_params : the layer table of ``kernels.network``
+    loss_code, loss_param, loss_mean : as in ``kernels.losses.loss_value_and_grad``
+    batch_x : (>= batch_size * n_in,) gather buffer
+    batch_targets : (>= batch_size * n_out,) gather buffer
+    batch_labels : (>= batch_size,) int64 gather buffer
+    z_store, a_store, scratch : the buffers of ``kernels.network``
+
+    Returns
+    -------
+    (loss_sum, step) : the sum over samples of each sample's share of its
+        batch loss (batch loss times batch size for ``mean``), and the number
+        of updates taken so far
+    """
+    n = X.shape[0]
+    n_in = layers[0, N_IN]
+    n_layers = layers.shape[0]
+    n_out = layers[n_layers - 1, 1]
+    loss_sum = 0.0
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        xb = batch_x[:rows * n_in].reshape((rows, n_in))
+        tb = batch_targets[:rows * n_out * (targets.shape[0] > 0)].reshape((-1, n_out))
+        lb = batch_labels[:rows * (labels.shape[0] > 0)]
+        for r in range(rows):
+            sample = order[start + r]
+            xb[r, :] = X[sample, :]
+            if targets.shape[0] > 0:
+                tb[r, :] = targets[sample, :]
+            if labels.shape[0] > 0:
+                lb[r] = labels[sample]
+        network_forward(z_store, a_store, xb, params, layers, activation_params)
+        prediction = layer_units(a_store, layers, n_layers - 1, rows)
+        dprediction = scratch_view(scratch, 0, rows, n_out)
+        value = loss_value_and_grad(dprediction, prediction, tb, lb, loss_code, loss_param, loss_mean)
+        loss_sum += value * rows if loss_mean else value
+        grads[:] = 0.0
+        network_backward(grads, scratch, xb, params, layers, activation_params, z_store, a_store, False)
+        if max_grad_norm > 0.0:
+            clip_grad_norm(grads, max_grad_norm)
+        step += 1
+        optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
+    return loss_sum, step
