@@ -1,0 +1,254 @@
+"""Every kernel against torch autograd, float64 to 1e-10 and float32 to 1e-4."""
+import numpy as np
+import pytest
+
+import kernels
+from tests.conftest import RTOL, assert_close, check_against_torch
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+# (batch, n_in, n_out): ones, odd sizes, and a large layer
+DENSE_SHAPES = [(1, 1, 1), (1, 7, 1), (5, 1, 3), (3, 17, 9), (64, 33, 65), (257, 300, 129)]
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dense(shape, bias, dtype):
+    batch, n_in, n_out = shape
+    rng = np.random.default_rng(batch * 1000 + n_in)
+    x = rng.standard_normal((batch, n_in))
+    W = rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)
+    b = rng.standard_normal(n_out)
+    dW_before = rng.standard_normal((n_out, n_in))  # backward must add to what is there
+    db_before = rng.standard_normal(n_out)
+
+    def fastbp_dense(x, W, *rest):
+        dout = rest[-1]
+        bias_array = rest[0] if bias else None
+        out = np.empty((batch, n_out), dtype=x.dtype)
+        kernels.dense_forward(out, x, W, bias_array)
+        dx = np.full_like(x, np.nan)  # written, not accumulated
+        dW = dW_before.astype(x.dtype)
+        db = db_before.astype(x.dtype) if bias else None
+        kernels.dense_backward(dx, dW, db, dout, x, W)
+        grads = [dx, dW - dW_before.astype(x.dtype)]
+        if bias:
+            grads.append(db - db_before.astype(x.dtype))
+        return out, grads
+
+    inputs = [x, W, b] if bias else [x, W]
+    check_against_torch("dense", inputs, lambda x, W, *b: F.linear(x, W, *b), fastbp_dense, dtype, RTOL[dtype])
+
+
+def test_dense_backward_skips_what_is_absent():
+    rng = np.random.default_rng(1)
+    x, W, dout = rng.standard_normal((4, 3)), rng.standard_normal((2, 3)), rng.standard_normal((4, 2))
+    dW = np.zeros((2, 3))
+    kernels.dense_backward(None, dW, None, dout, x, W)
+    np.testing.assert_allclose(dW, dout.T @ x, rtol=1e-14)
+    empty_dx, empty_db = np.empty((0, 3)), np.empty(0)
+    kernels.dense_backward(empty_dx, dW, empty_db, dout, x, W)
+    np.testing.assert_allclose(dW, 2 * dout.T @ x, rtol=1e-14)
+
+
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+def test_gemm_transposes_and_strided_views(trans_a, trans_b, dtype):
+    rng = np.random.default_rng(2)
+    m, n, k = 5, 7, 3
+    A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    C = rng.standard_normal((m, n)).astype(dtype)
+    expected = 0.5 * ((A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)) + 2.0 * C
+    kernels.gemm(C, A, B, trans_a, trans_b, 0.5, 2.0)
+    assert_close("gemm", dtype, C, expected, RTOL[dtype])
+    # a view with a row stride larger than its width goes through BLAS too,
+    # and a view with strided columns through the loop fallback
+    big = rng.standard_normal((m, 2 * n)).astype(dtype)
+    for view in (big[:, :n], big[:, ::2]):
+        before = view.copy()
+        kernels.gemm(view, A, B, trans_a, trans_b, 1.0, 1.0)
+        assert_close("gemm", dtype, view, before + (A.T if trans_a else A) @ (B.T if trans_b else B),
+                     RTOL[dtype])
+
+
+# name, torch function, kernel code, p1, p2
+ACTIVATIONS = [
+    ("identity", lambda x: x * 1, kernels.IDENTITY, 0.0, 0.0),
+    ("relu", F.relu, kernels.RELU, 0.0, 0.0),
+    ("leaky_relu", lambda x: F.leaky_relu(x, 0.1), kernels.LEAKY_RELU, 0.1, 0.0),
+    ("sigmoid", torch.sigmoid, kernels.SIGMOID, 0.0, 0.0),
+    ("tanh", torch.tanh, kernels.TANH, 0.0, 0.0),
+    ("gelu", F.gelu, kernels.GELU, 0.0, 0.0),
+    ("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"), kernels.GELU_TANH, 0.0, 0.0),
+    ("silu", F.silu, kernels.SILU, 0.0, 0.0),
+    ("elu", lambda x: F.elu(x, 0.7), kernels.ELU, 0.7, 0.0),
+    ("softplus", lambda x: F.softplus(x, 2.0, 15.0), kernels.SOFTPLUS, 2.0, 15.0),
+    ("softplus_default", F.softplus, kernels.SOFTPLUS, 1.0, 20.0),
+]
+
+EXTREMES = np.array([-1000.0, -100.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 100.0, 1000.0])
+
+
+def _activation_inputs(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 3
+    flat = x.reshape(-1)
+    flat[:min(flat.size, EXTREMES.size)] = EXTREMES[:flat.size]
+    return x
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 13), (128, 300)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation(name, torch_fn, code, p1, p2, shape, dtype):
+    x = _activation_inputs(shape, seed=sum(shape))
+
+    def fastbp_activation(x, dout):
+        out = np.empty_like(x)
+        kernels.activation_forward(out, x, code, p1, p2)
+        dx = np.empty_like(x)
+        kernels.activation_backward(dx, dout, x, out, code, p1, p2)
+        return out, [dx]
+
+    with np.errstate(all="raise"):  # no overflow anywhere on the NumPy side either
+        check_against_torch(name, [x], torch_fn, fastbp_activation, dtype, RTOL[dtype])
+
+
+def test_activation_in_place_and_nan_propagation():
+    x = np.array([[-2.0, np.nan, 3.0]])
+    out = x.copy()
+    kernels.activation_forward(out, out, kernels.TANH, 0.0, 0.0)
+    assert np.isnan(out[0, 1]) and out[0, 0] == np.tanh(-2.0)
+    relu = np.empty_like(x)
+    kernels.activation_forward(relu, x, kernels.SIGMOID, 0.0, 0.0)
+    assert np.isnan(relu[0, 1])
+
+
+def _labels(batch, n_classes, seed):
+    return np.random.default_rng(seed).integers(0, n_classes, size=batch)
+
+
+# name, torch function of (pred, target, reduction), code, param
+POINTWISE = [
+    ("mse", lambda p, t, r: F.mse_loss(p, t, reduction=r), kernels.MSE, 0.0),
+    ("l1", lambda p, t, r: F.l1_loss(p, t, reduction=r), kernels.L1, 0.0),
+    ("huber", lambda p, t, r: F.huber_loss(p, t, reduction=r, delta=0.8), kernels.HUBER, 0.8),
+    ("bce_with_logits", lambda p, t, r: F.binary_cross_entropy_with_logits(p, t, reduction=r),
+     kernels.BCE_WITH_LOGITS, 0.0),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(1, 1), (5, 3), (256, 10)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name, torch_fn, code, param", POINTWISE, ids=[p[0] for p in POINTWISE])
+def test_pointwise_loss(name, torch_fn, code, param, shape, reduction, dtype):
+    rng = np.random.default_rng(shape[0])
+    pred = rng.standard_normal(shape) * 2
+    if code == kernels.BCE_WITH_LOGITS:
+        target = rng.uniform(size=shape)
+        pred.reshape(-1)[:2] = [1000.0, -1000.0][:pred.size]  # extreme logits stay finite
+    else:
+        target = pred + rng.standard_normal(shape)
+        target.reshape(-1)[:1] = pred.reshape(-1)[:1]  # a zero residual: L1's subgradient 0
+
+    def fastbp_loss(pred, target, dout):
+        dpred = np.empty_like(pred)
+        value = kernels.pointwise_loss(dpred, pred, target, code, param, reduction == "mean")
+        return value, [dpred * dout]  # the upstream gradient of a scalar is a scalar
+
+    check_against_torch(f"{name} loss", [pred, target], lambda p, t: torch_fn(p, t, reduction),
+                        fastbp_loss, dtype, RTOL[dtype], constant=(1,))
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (9, 5), (300, 10)], ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy(shape, reduction, label_smoothing, dtype):
+    rng = np.random.default_rng(shape[0] + shape[1])
+    logits = rng.standard_normal(shape) * 3
+    logits.reshape(-1)[:3] = [1e4, -1e4, 5e3][:logits.size]  # softmax must not overflow
+    labels = _labels(shape[0], shape[1], seed=shape[0])
+
+    def fastbp_cross_entropy(logits, labels, dout):
+        dlogits = np.empty_like(logits)
+        value = kernels.cross_entropy_loss(dlogits, logits, labels, label_smoothing, reduction == "mean")
+        return value, [dlogits * dout]
+
+    check_against_torch(
+        "cross_entropy loss", [logits, labels],
+        lambda x, y: F.cross_entropy(x, y, reduction=reduction, label_smoothing=label_smoothing),
+        fastbp_cross_entropy, dtype, RTOL[dtype])
+
+
+# name, torch optimizer factory, fastbp kernel call (params, grads, state, step)
+def _sgd(params, grads, state, step, lr, momentum, dampening, weight_decay, nesterov):
+    kernels.sgd_step(params, grads, state[0], lr, momentum, dampening, weight_decay, nesterov, step)
+
+
+def _adam(params, grads, state, step, lr, betas, eps, weight_decay, amsgrad, decoupled):
+    kernels.adam_step(params, grads, state[0], state[1], state[2], lr, betas[0], betas[1], eps,
+                      weight_decay, amsgrad, decoupled, step)
+
+
+def _rmsprop(params, grads, state, step, lr, alpha, eps, weight_decay, momentum, centered):
+    kernels.rmsprop_step(params, grads, state[0], state[1], state[2], lr, alpha, eps, weight_decay,
+                         momentum, centered)
+
+
+OPTIMIZERS = [
+    ("sgd", torch.optim.SGD, _sgd, dict(lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False)),
+    ("sgd_momentum", torch.optim.SGD, _sgd,
+     dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.01, nesterov=False)),
+    ("sgd_nesterov", torch.optim.SGD, _sgd,
+     dict(lr=0.05, momentum=0.9, dampening=0.0, weight_decay=0.0, nesterov=True)),
+    ("adam", torch.optim.Adam, _adam,
+     dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False)),
+    ("adam_l2_amsgrad", torch.optim.Adam, _adam,
+     dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, amsgrad=True)),
+    ("adamw", torch.optim.AdamW, _adam,
+     dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05, amsgrad=False)),
+    ("adamw_amsgrad", torch.optim.AdamW, _adam,
+     dict(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.05, amsgrad=True)),
+    ("rmsprop", torch.optim.RMSprop, _rmsprop,
+     dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False)),
+    ("rmsprop_centered_momentum", torch.optim.RMSprop, _rmsprop,
+     dict(lr=1e-3, alpha=0.9, eps=1e-6, weight_decay=0.01, momentum=0.8, centered=True)),
+]
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000])
+@pytest.mark.parametrize("name, torch_class, kernel, hyper", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
+def test_optimizer_kernel(name, torch_class, kernel, hyper, size, dtype):
+    rng = np.random.default_rng(size)
+    start = rng.standard_normal(size)
+    gradients = rng.standard_normal((20, size)) * np.logspace(-3, 1, 20)[:, None]
+    reference = torch.tensor(start, requires_grad=True)
+    optimizer = torch_class([reference], **hyper)
+    params = start.astype(dtype)
+    state = np.zeros((3, size), dtype=dtype)
+    extra = {"decoupled": torch_class is torch.optim.AdamW} if kernel is _adam else {}
+    for step, grad in enumerate(gradients, start=1):
+        reference.grad = torch.tensor(grad)
+        optimizer.step()
+        kernel(params, grad.astype(dtype), state, step, **hyper, **extra)
+    assert_close(f"{name} optimizer", dtype, params, reference.detach().numpy(), RTOL[dtype])
+
+
+def test_optimizer_step_dispatch_matches_direct_kernels():
+    rng = np.random.default_rng(3)
+    grads = rng.standard_normal(11)
+    for code, hyper, call in [
+        (kernels.SGD, [0.1, 0.9, 0.0, 0.01, 1.0],
+         lambda p, s: kernels.sgd_step(p, grads, s[0], 0.1, 0.9, 0.0, 0.01, True, 2)),
+        (kernels.ADAM, [0.01, 0.9, 0.99, 1e-8, 0.1, 1.0, 1.0],
+         lambda p, s: kernels.adam_step(p, grads, s[0], s[1], s[2], 0.01, 0.9, 0.99, 1e-8, 0.1, True, True, 2)),
+        (kernels.RMSPROP, [0.01, 0.9, 1e-8, 0.0, 0.5, 1.0],
+         lambda p, s: kernels.rmsprop_step(p, grads, s[0], s[1], s[2], 0.01, 0.9, 1e-8, 0.0, 0.5, True)),
+    ]:
+        params, state = rng.standard_normal(11), np.abs(rng.standard_normal((3, 11)))
+        p1, s1, p2, s2 = params.copy(), state.copy(), params.copy(), state.copy()
+        kernels.optimizer_step(code, p1, grads, s1[0], s1[1], s1[2], np.array(hyper), 2)
+        call(p2, s2)
+        np.testing.assert_array_equal(p1, p2)
+        np.testing.assert_array_equal(s1, s2)
