@@ -11,7 +11,7 @@ from fastbp._checks import as_choice, as_float, as_labels, as_matrix, describe
 
 class _Loss:
     code = None
-    # pointwise losses take a 1-D prediction as one output per sample
+    # pointwise losses take a scalar or 1-D prediction as one output per sample
     accepts_vector = True
 
     def __init__(self, reduction="mean"):
@@ -29,7 +29,7 @@ class _Loss:
     def _prediction(self, pred):
         array = np.asarray(pred)
         dtype = array.dtype if array.dtype in (np.float32, np.float64) else np.float64
-        if array.ndim == 1 and self.accepts_vector:
+        if array.ndim <= 1 and self.accepts_vector:
             array = array.reshape(-1, 1)
         return as_matrix("pred", array, dtype, column_name="outputs")
 
@@ -37,7 +37,7 @@ class _Loss:
         """``target`` checked and converted to the kernel's pair of arrays
         ``(targets, labels)``; the one this loss does not use is empty."""
         array = np.asarray(target)
-        if array.ndim == 1 and n_outputs == 1:
+        if array.ndim <= 1 and n_outputs == 1:
             array = array.reshape(-1, 1)
         targets = as_matrix("target", array, dtype, n_outputs, rows=n_rows, column_name="outputs")
         return targets, np.empty(0, dtype=np.int64)
