@@ -2,10 +2,14 @@
 
 Each kernel updates ``params`` in place from ``grads`` and its state buffers
 (all 1-D, one entry per parameter). ``step`` is the 1-based number of the
-update being taken, as torch counts it. Scalar arithmetic runs in float64 and
-is rounded once when stored.
+update being taken, as torch counts it. Scalars such as the bias corrections
+are computed in float64 and then, like torch's, the elementwise arithmetic
+runs in the buffers' dtype: float32 updates round as torch's do, and run at
+twice the vector width of float64.
 """
 import math
+
+import numpy as np
 
 from kernels.config import jit
 
@@ -24,15 +28,17 @@ def sgd_step(params, grads, momentum_buffer, lr, momentum, dampening, weight_dec
     nesterov : bool
     step : int, 1 on the first update (the buffer then starts as the gradient)
     """
+    real = params.dtype.type
+    lr, momentum, weight_decay = real(lr), real(momentum), real(weight_decay)
+    undamped = real(1.0 - dampening)
+    use_momentum = momentum != 0.0
+    first = step == 1
     for i in range(params.shape[0]):
         grad = grads[i] + weight_decay * params[i]
-        if momentum != 0.0:
-            if step == 1:
-                buffer = grad
-            else:
-                buffer = momentum * momentum_buffer[i] + (1.0 - dampening) * grad
+        if use_momentum:
+            buffer = grad if first else momentum * momentum_buffer[i] + undamped * grad
             momentum_buffer[i] = buffer
-            grad = grad + momentum * momentum_buffer[i] if nesterov else momentum_buffer[i]
+            grad = grad + momentum * buffer if nesterov else buffer
         params[i] = params[i] - lr * grad
 
 
@@ -51,27 +57,27 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, bet
     amsgrad, decoupled : bool
     step : int, 1-based, for the bias corrections
     """
-    step_size = lr / (1.0 - beta1 ** step)
-    bias_correction2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    real = params.dtype.type
+    step_size = real(lr / (1.0 - beta1 ** step))
+    bias_correction2_sqrt = real(math.sqrt(1.0 - beta2 ** step))
+    # Branch-free weight decay keeps the loop vectorizable: multiplying by
+    # 1.0 and adding 0.0 * param leave the other variant's numbers unchanged.
+    shrink = real(1.0 - lr * weight_decay if decoupled else 1.0)
+    l2 = real(0.0 if decoupled else weight_decay)
+    one_minus_beta1, one_minus_beta2 = real(1.0 - beta1), real(1.0 - beta2)
+    beta2, eps = real(beta2), real(eps)
     for i in range(params.shape[0]):
-        param = float(params[i])
-        grad = float(grads[i])
-        if decoupled:
-            param = param * (1.0 - lr * weight_decay)
-        else:
-            grad = grad + weight_decay * param
+        grad = grads[i] + l2 * params[i]
+        param = params[i] * shrink
         # torch's lerp form: m + (1 - beta1) * (g - m)
-        first = exp_avg[i] + (1.0 - beta1) * (grad - exp_avg[i])
-        second = beta2 * exp_avg_sq[i] + (1.0 - beta2) * grad * grad
+        first = exp_avg[i] + one_minus_beta1 * (grad - exp_avg[i])
+        second = beta2 * exp_avg_sq[i] + one_minus_beta2 * grad * grad
         exp_avg[i] = first
         exp_avg_sq[i] = second
-        # Read the moments back so float32 buffers round exactly as torch's do.
-        second = float(exp_avg_sq[i])
         if amsgrad:
-            second = max(float(max_exp_avg_sq[i]), second)
+            second = max(max_exp_avg_sq[i], second)
             max_exp_avg_sq[i] = second
-        denominator = math.sqrt(second) / bias_correction2_sqrt + eps
-        params[i] = param - step_size * exp_avg[i] / denominator
+        params[i] = param - step_size * first / (np.sqrt(second) / bias_correction2_sqrt + eps)
 
 
 @jit
@@ -88,17 +94,23 @@ def rmsprop_step(params, grads, square_avg, momentum_buffer, grad_avg, lr, alpha
     lr, alpha, eps, weight_decay, momentum : float
     centered : bool
     """
+    real = params.dtype.type
+    lr, alpha, eps, weight_decay, momentum = real(lr), real(alpha), real(eps), real(weight_decay), real(momentum)
+    one_minus_alpha = real(1.0) - alpha
+    use_momentum = momentum > 0.0
     for i in range(params.shape[0]):
         grad = grads[i] + weight_decay * params[i]
-        square_avg[i] = alpha * square_avg[i] + (1.0 - alpha) * grad * grad
-        square = float(square_avg[i])
+        square = alpha * square_avg[i] + one_minus_alpha * grad * grad
+        square_avg[i] = square
         if centered:
-            grad_avg[i] = grad_avg[i] + (1.0 - alpha) * (grad - grad_avg[i])
-            square = square_avg[i] - grad_avg[i] * grad_avg[i]
-        denominator = math.sqrt(square) + eps
-        if momentum > 0.0:
-            momentum_buffer[i] = momentum * momentum_buffer[i] + grad / denominator
-            params[i] = params[i] - lr * momentum_buffer[i]
+            average = grad_avg[i] + one_minus_alpha * (grad - grad_avg[i])
+            grad_avg[i] = average
+            square = square - average * average
+        denominator = np.sqrt(square) + eps
+        if use_momentum:
+            buffer = momentum * momentum_buffer[i] + grad / denominator
+            momentum_buffer[i] = buffer
+            params[i] = params[i] - lr * buffer
         else:
             params[i] = params[i] - lr * grad / denominator
 
