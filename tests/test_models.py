@@ -216,3 +216,24 @@ def test_default_initialisation_matches_torch_linear_distribution():
     layer = torch.nn.Linear(400, 300)
     assert layer.weight.detach().numpy().std() == pytest.approx(W.std(), rel=0.01)
     assert not np.array_equal(W, fastbp.MLP([400, 300], dtype="float64", seed=1).params[0][0])
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 40), min_size=2, max_size=6),
+       activation=st.sampled_from(ACTIVATION_CHOICES), batch=st.integers(1, 20), seed=st.integers(0, 2**16))
+def test_any_architecture_matches_torch(sizes, activation, batch, seed):
+    """Property: for any widths, depth, activation and batch, forward and the
+    input gradient equal torch's in float64."""
+    model = fastbp.MLP(sizes, activation=activation, dtype="float64", seed=seed)
+    reference = model.to_torch()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, sizes[0]))
+    dout = rng.standard_normal((batch, sizes[-1]))
+    xt = torch.tensor(x, requires_grad=True)
+    out = reference(xt)
+    (dx,) = torch.autograd.grad(out, [xt], torch.tensor(dout))
+    assert_close("MLP (hypothesis) forward", np.float64, model.forward(x), out.detach().numpy(), 1e-9)
+    assert_close("MLP (hypothesis) backward", np.float64, model.backward(dout), dx.numpy(), 1e-9)
