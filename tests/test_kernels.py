@@ -52,19 +52,20 @@ def test_dense_backward_skips_what_is_absent():
     np.testing.assert_allclose(dW, 2 * dout.T @ x, rtol=1e-14)
 
 
+@pytest.mark.parametrize("m, n, k", [(5, 7, 3), (19, 23, 17)], ids=["loops", "blas"])
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
-def test_gemm_transposes_and_strided_views(trans_a, trans_b, dtype):
+def test_gemm_transposes_and_strided_views(trans_a, trans_b, m, n, k, dtype):
+    assert (m * n * k < kernels.blas.SMALL_GEMM) == (m == 5)  # both routes are exercised
     rng = np.random.default_rng(2)
-    m, n, k = 5, 7, 3
     A = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     B = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     C = rng.standard_normal((m, n)).astype(dtype)
     expected = 0.5 * ((A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)) + 2.0 * C
     kernels.gemm(C, A, B, trans_a, trans_b, 0.5, 2.0)
     assert_close("gemm", dtype, C, expected, RTOL[dtype])
-    # a view with a row stride larger than its width goes through BLAS too,
-    # and a view with strided columns through the loop fallback
+    # a view with a row stride larger than its width is fine for BLAS too,
+    # and a view with strided columns takes the loops
     big = rng.standard_normal((m, 2 * n)).astype(dtype)
     for view in (big[:, :n], big[:, ::2]):
         before = view.copy()
