@@ -93,17 +93,18 @@ def _fastbp_run(config, optimizer_name, seed=0):
     return model, run
 
 
-def _torch_run(config, optimizer_name, model):
+def _torch_run(config, optimizer_name, model, compiled=False):
     import torch
 
     reference = model.to_torch()
+    forward = torch.compile(reference) if compiled else reference
     optimizer = (torch.optim.SGD(reference.parameters(), lr=0.01) if optimizer_name == "sgd"
                  else torch.optim.Adam(reference.parameters(), lr=1e-3))
     loss = torch.nn.MSELoss() if config.loss == "mse" else torch.nn.CrossEntropyLoss()
 
     def step(xb, yb):
         optimizer.zero_grad()
-        loss(reference(xb), yb).backward()
+        loss(forward(xb), yb).backward()
         optimizer.step()
 
     def run(X, y):
@@ -152,8 +153,10 @@ def torch_available():
     return True
 
 
-def measure(config, optimizer_name, repeats=3, ceiling=None):
-    """One row of the table: fastbp and torch eager step times for a config."""
+def measure(config, optimizer_name, repeats=3, ceiling=None, torch_compile=False):
+    """One row of the table: fastbp and torch eager step times for a config,
+    and torch.compile's when asked (its compilation takes tens of seconds per
+    config, so it is opt-in). JAX is not measured."""
     check_fits_in_memory(config)
     compile_start = time.perf_counter()
     model, fastbp_run = _fastbp_run(config, optimizer_name)
@@ -167,6 +170,9 @@ def measure(config, optimizer_name, repeats=3, ceiling=None):
         torch.set_num_threads(os.cpu_count() or 1)
         torch_run = _torch_run(config, optimizer_name, model)
         runs["torch"] = (torch_run, _steps_for(torch_run, config, data_for))
+        if torch_compile:
+            compiled_run = _torch_run(config, optimizer_name, model, compiled=True)
+            runs["torch_compile"] = (compiled_run, _steps_for(compiled_run, config, data_for))
     data = {name: data_for(steps) for name, (_, steps) in runs.items()}
     best = {name: np.inf for name in runs}
     for _ in range(repeats):
@@ -177,6 +183,9 @@ def measure(config, optimizer_name, repeats=3, ceiling=None):
            "torch_step_s": best.get("torch"), "fastbp_gflops": config.flops_per_step / best["fastbp"] / 1e9,
            "fastbp_first_call_s": compile_seconds}
     row["ratio"] = row["torch_step_s"] / row["fastbp_step_s"] if row["torch_step_s"] else None
+    if "torch_compile" in best:
+        row["torch_compile_step_s"] = best["torch_compile"]
+        row["compile_ratio"] = best["torch_compile"] / best["fastbp"]
     if ceiling:
         row["ceiling_gflops"] = ceiling
         row["fraction_of_ceiling"] = row["fastbp_gflops"] / ceiling
@@ -209,15 +218,17 @@ def measure_startup():
 
 
 def format_table(rows):
+    compiled = any("compile_ratio" in row for row in rows)
     header = (f"{'config':<8}{'optimizer':<10}{'fastbp step':>13}{'torch step':>13}{'torch/fastbp':>14}"
-              f"{'GFLOP/s':>10}{'% ceiling':>11}")
+              f"{'GFLOP/s':>10}{'% ceiling':>11}" + (f"{'compiled/fastbp':>17}" if compiled else ""))
     lines = [header, "-" * len(header)]
     for row in rows:
         torch_time = f"{row['torch_step_s'] * 1e6:>11.1f}us" if row["torch_step_s"] else f"{'n/a':>13}"
         ratio = f"{row['ratio']:>13.2f}x" if row["ratio"] else f"{'n/a':>14}"
         fraction = f"{100 * row['fraction_of_ceiling']:>10.1f}%" if row.get("fraction_of_ceiling") else f"{'':>11}"
         lines.append(f"{row['config']:<8}{row['optimizer']:<10}{row['fastbp_step_s'] * 1e6:>11.1f}us"
-                     f"{torch_time}{ratio}{row['fastbp_gflops']:>10.2f}{fraction}")
+                     f"{torch_time}{ratio}{row['fastbp_gflops']:>10.2f}{fraction}"
+                     + (f"{row['compile_ratio']:>16.2f}x" if "compile_ratio" in row else ""))
     return "\n".join(lines)
 
 

@@ -54,7 +54,8 @@ def _bench(args, parser):
     rows = []
     for config in configs:
         for optimizer in args.optimizer or benchmark.OPTIMIZERS:
-            rows.append(benchmark.measure(config, optimizer, repeats=args.repeats, ceiling=ceiling))
+            rows.append(benchmark.measure(config, optimizer, repeats=args.repeats, ceiling=ceiling,
+                                          torch_compile=args.torch_compile))
             if not args.quiet:
                 print(benchmark.format_table(rows[-1:]).splitlines()[-1], flush=True)
     print()
@@ -85,6 +86,8 @@ def build_parser():
     bench.add_argument("--sizes", type=_sizes, help="a custom config's layer widths, e.g. 784,128,10")
     bench.add_argument("--batch", type=_positive, help="the custom config's batch size (default 64)")
     bench.add_argument("--repeats", type=_positive, default=3, help="timed runs per framework (best counts)")
+    bench.add_argument("--torch-compile", action="store_true",
+                       help="also time torch.compile (tens of seconds of compilation per config)")
     bench.add_argument("--startup", action="store_true", help="also time cold and warm start in subprocesses")
     bench.add_argument("--json", default="fastbp-bench.json", help="where to write the results")
     bench.add_argument("--png", default="fastbp-bench.png", help="where to write the bar chart")
