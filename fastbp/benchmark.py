@@ -124,7 +124,7 @@ def _steps_for(run, config, data_for):
     return int(np.clip(_TARGET_SECONDS / one, 2, 20000))
 
 
-def _best_time(run, X, y, steps):
+def _seconds_per_step(run, X, y, steps):
     start = time.perf_counter()
     run(X, y)
     return (time.perf_counter() - start) / steps
@@ -177,7 +177,7 @@ def measure(config, optimizer_name, repeats=3, ceiling=None, torch_compile=False
     best = {name: np.inf for name in runs}
     for _ in range(repeats):
         for name, (run, steps) in runs.items():
-            best[name] = min(best[name], _best_time(run, *data[name], steps))
+            best[name] = min(best[name], _seconds_per_step(run, *data[name], steps))
     row = {"config": config.name, "sizes": "-".join(map(str, config.sizes)), "batch": config.batch,
            "optimizer": optimizer_name, "loss": config.loss, "fastbp_step_s": best["fastbp"],
            "torch_step_s": best.get("torch"), "fastbp_gflops": config.flops_per_step / best["fastbp"] / 1e9,

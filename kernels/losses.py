@@ -83,14 +83,17 @@ def cross_entropy_loss(dlogits, logits, labels, label_smoothing, mean):
         exp_sum = 0.0
         logit_sum = 0.0
         for c in range(n_classes):
-            exp_sum += math.exp(logits[i, c] - largest)
+            shifted = math.exp(logits[i, c] - largest)
+            exp_sum += shifted
             logit_sum += logits[i, c]
+            dlogits[i, c] = shifted  # kept so that the softmax below needs no second exp
         log_sum_exp = largest + math.log(exp_sum)
         label = labels[i]
         nll = log_sum_exp - logits[i, label]
         total += (1.0 - label_smoothing) * nll + smooth * (n_classes * log_sum_exp - logit_sum)
+        inverse_sum = 1.0 / exp_sum
         for c in range(n_classes):
-            probability = math.exp(logits[i, c] - log_sum_exp)
+            probability = dlogits[i, c] * inverse_sum
             dlogits[i, c] = (probability - smooth - (1.0 - label_smoothing) * (c == label)) * scale
     return total * scale
 
