@@ -148,6 +148,13 @@ class MLP:
         """Set every gradient to zero (gradients accumulate until then, as in torch)."""
         self._grads[...] = 0
 
+    def save(self, path):
+        """Write the model (sizes, activations, dtype, parameters) to an .npz
+        file, atomically; read it back with ``fastbp.load``."""
+        from fastbp.io import save_model
+
+        save_model(self, path)
+
     def to_torch(self):
         """A torch.nn.Sequential computing the same function (copies the weights)."""
         torch = _require_torch("MLP.to_torch()")
