@@ -112,8 +112,9 @@ def as_labels(name, value, n_classes, rows=None):
         raise ValueError(f"{name} must have {rows} labels to match the prediction, got shape {array.shape}")
     if array.dtype.kind == "f":
         _check_finite(name, array)
-        if np.any(array != np.round(array)):
-            bad = array[array != np.round(array)][0]
+        fractional = array != np.round(array)
+        if fractional.any():
+            bad = array[fractional][0]
             raise TypeError(f"{name} must hold integer class labels, got non-integer value {bad}")
     elif array.dtype.kind == "b":
         raise TypeError(f"{name} must hold integer class labels, got {describe(array)}")

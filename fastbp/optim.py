@@ -28,14 +28,16 @@ class Optimizer:
         """Which of the kernel's three state buffers this configuration reads."""
         raise NotImplementedError
 
+    _flags = ("nesterov", "amsgrad", "decoupled", "centered")
+
     def __getattr__(self, name):
-        hyperparameters = type(self).hyperparameters
-        if name in hyperparameters:
-            value = self.__dict__["_hyper"][hyperparameters.index(name)]
+        # Hyperparameters live only in the array the kernel reads, so that a
+        # change (a learning-rate schedule) cannot leave a stale copy behind.
+        hyper = self.__dict__.get("_hyper")
+        if hyper is not None and name in type(self).hyperparameters:
+            value = hyper[type(self).hyperparameters.index(name)]
             return bool(value) if name in self._flags else float(value)
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
-
-    _flags = ("nesterov", "amsgrad", "decoupled", "centered")
 
     @property
     def lr(self):
