@@ -18,7 +18,7 @@ test, train = order[:360], order[360:]
 model = fastbp.MLP([64, 128, 10], activation="relu", seed=0)
 trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), fastbp.Adam(model, lr=2e-3))
 start = time.perf_counter()
-history = trainer.fit(X[train], y[train], epochs=40, batch_size=32, seed=0)
+history = trainer.fit(X[train], y[train], epochs=40, batch_size=32, seed=0).loss
 elapsed = time.perf_counter() - start
 accuracy = (trainer.predict(X[test]).argmax(1) == y[test]).mean()
 print(f"epochs 40  first loss {history[0]:.4f}  last loss {history[-1]:.4f}")

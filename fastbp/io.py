@@ -1,10 +1,20 @@
-"""Model files: a NumPy .npz archive (no pickles) with a format version.
+"""Model files and training checkpoints: NumPy .npz archives (no pickles)
+with a format name and version.
 
-Keys of format version 1:
-``format`` ("fastbp-model"), ``format_version`` (1), ``sizes`` (int64),
-``activations`` (JSON: a list of [name, params] per layer), ``bias`` (bool),
-``dtype`` ("float32" / "float64"), ``params`` (the flat parameter buffer,
-layer by layer: W (n_out, n_in) row-major, then b).
+A model file (``format`` "fastbp-model", ``format_version`` 1) holds:
+``sizes`` (int64), ``activations`` (JSON: a list of [name, params] per layer),
+``bias`` (bool), ``dtype`` ("float32" / "float64"), ``params`` (the flat
+parameter buffer, layer by layer: W (n_out, n_in) row-major, then b).
+
+A checkpoint (``format`` "fastbp-checkpoint", ``format_version`` 1) holds the
+model's keys and what a run needs to go on exactly where it stopped:
+``optimizer`` (its name), ``optimizer_hyper`` (float64, the kernel's scalars,
+the current learning rate first), ``optimizer_state_0..2`` (the moment
+buffers; empty when unused), ``optimizer_step``, ``rng_state`` (uint64, the
+shuffling stream), ``best_params`` (empty unless early stopping kept a copy),
+and ``training`` (JSON: epoch, loss name and arguments, max_grad_norm,
+schedule name, arguments and state, the history, the best-params epoch and the
+trainer's metadata).
 """
 import json
 import os
@@ -16,7 +26,8 @@ import numpy as np
 from fastbp.activations import Activation
 from fastbp.mlp import MLP
 
-FORMAT = "fastbp-model"
+MODEL_FORMAT = "fastbp-model"
+CHECKPOINT_FORMAT = "fastbp-checkpoint"
 FORMAT_VERSION = 1
 
 
@@ -40,34 +51,68 @@ def atomic_savez(path, **arrays):
         raise
 
 
+def _model_arrays(model):
+    activations = json.dumps([[a.name, a.params] for a in model.activations])
+    return dict(sizes=np.array(model.sizes, dtype=np.int64), activations=np.array(activations),
+                bias=np.array(model.bias), dtype=np.array(model.dtype.name), params=model._params)
+
+
 def save_model(model, path):
     """Write ``model`` to ``path`` (see the module docstring for the format)."""
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastbp.MLP, got {type(model).__name__}")
-    activations = json.dumps([[a.name, a.params] for a in model.activations])
-    atomic_savez(path, format=np.array(FORMAT), format_version=np.array(FORMAT_VERSION),
-                 sizes=np.array(model.sizes, dtype=np.int64), activations=np.array(activations),
-                 bias=np.array(model.bias), dtype=np.array(model.dtype.name), params=model._params)
+    atomic_savez(path, format=np.array(MODEL_FORMAT), format_version=np.array(FORMAT_VERSION),
+                 **_model_arrays(model))
 
 
-def load(path):
-    """Read a model written by ``MLP.save``; a missing, truncated, corrupt or
-    foreign file, or one of another format version, raises a ValueError (or
-    FileNotFoundError) that says which."""
+def save_checkpoint(trainer, path):
+    """Write ``trainer``'s whole state to ``path`` (see the module docstring)."""
+    optimizer, schedule = trainer.optimizer, trainer.schedule
+    best = trainer._best_params
+    training = {
+        "epoch": trainer.epoch,
+        "loss": [trainer.loss.name, trainer.loss.arguments()],
+        "max_grad_norm": trainer.max_grad_norm,
+        "schedule": None if schedule is None else [schedule.name, schedule.arguments(), schedule.state_dict()],
+        "history": trainer.history.as_dict(),
+        "best_params_epoch": None if best is None else best[0],
+        "metadata": trainer.metadata,
+    }
+    try:
+        training = json.dumps(training)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"trainer.metadata must hold JSON-serialisable values only ({error})") from None
+    rng_state = trainer._rng_state if trainer._rng_state is not None else np.zeros(0, dtype=np.uint64)
+    atomic_savez(path, format=np.array(CHECKPOINT_FORMAT), format_version=np.array(FORMAT_VERSION),
+                 **_model_arrays(trainer.model), optimizer=np.array(optimizer.name),
+                 optimizer_hyper=optimizer._hyper, optimizer_step=np.array(optimizer.step_count),
+                 **{f"optimizer_state_{i}": state for i, state in enumerate(optimizer._state)},
+                 rng_state=rng_state, training=np.array(training),
+                 best_params=np.zeros(0, dtype=trainer.model.dtype) if best is None else best[1])
+
+
+def _read(path, formats):
+    """The arrays of a file in one of ``formats`` (format name -> what to call it)."""
     path = os.fspath(path)
+    what = " or ".join(formats.values())
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: no model file at {path!r}")
+        raise FileNotFoundError(f"path: no {what} file at {path!r}")
     try:
         with np.load(path, allow_pickle=False) as archive:
             contents = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path!r} is not a readable fastbp model file ({error})") from None
-    if str(contents.get("format", "")) != FORMAT:
-        raise ValueError(f"{path!r} is not a fastbp model file (no {FORMAT!r} marker)")
+        raise ValueError(f"{path!r} is not a readable fastbp {what} file ({error})") from None
+    found = str(contents.get("format", ""))
+    if found not in formats:
+        raise ValueError(f"{path!r} is not a fastbp {what} file (no {' or '.join(map(repr, formats))} marker)")
     version = int(contents.get("format_version", -1))
     if version != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has model format version {version}; this fastbp reads version "
+        raise ValueError(f"{path!r} has {formats[found]} format version {version}; this fastbp reads version "
                          f"{FORMAT_VERSION}")
+    return path, contents
+
+
+def _model(path, contents):
     try:
         activations = [Activation(name, **params) for name, params in json.loads(str(contents["activations"]))]
         model = MLP([int(s) for s in contents["sizes"]], activation=activations[:-1],
@@ -76,6 +121,65 @@ def load(path):
         if params.shape != model._params.shape or params.dtype != model.dtype:
             raise ValueError(f"params of shape {params.shape} and dtype {params.dtype} do not fit the layer sizes")
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"{path!r} is a damaged fastbp model file ({error})") from None
+        raise ValueError(f"{path!r} is a damaged fastbp file ({error})") from None
     model._params[...] = params
     return model
+
+
+def load(path):
+    """The model in a model file (``MLP.save``) or a checkpoint
+    (``Trainer.save``); a missing, truncated, corrupt or foreign file, or one of
+    another format version, raises a ValueError (or FileNotFoundError) that
+    says which."""
+    return _model(*_read(path, {MODEL_FORMAT: "model", CHECKPOINT_FORMAT: "checkpoint"}))
+
+
+def _fitting(path, name, array, size, dtype):
+    if array.ndim != 1 or array.size not in size or array.dtype != dtype:
+        raise ValueError(f"{path!r} is a damaged fastbp file ({name} has shape {array.shape} and dtype "
+                         f"{array.dtype}; expected one of the sizes {sorted(size)} and dtype {dtype})")
+    return array.copy()
+
+
+def load_checkpoint(path):
+    """The fastbp.Trainer a checkpoint holds, ready to ``fit`` on exactly as
+    the run that wrote it would have."""
+    from fastbp.losses import LOSSES
+    from fastbp.optim import OPTIMIZERS
+    from fastbp.schedules import SCHEDULES
+    from fastbp.trainer import Trainer
+    from fastbp.history import History
+
+    path, contents = _read(path, {CHECKPOINT_FORMAT: "checkpoint"})
+    model = _model(path, contents)
+    n, dtype = model.n_params, model.dtype
+    try:
+        training = json.loads(str(contents["training"]))
+        optimizer = OPTIMIZERS[str(contents["optimizer"])](model)
+        optimizer._hyper[...] = _fitting(path, "optimizer_hyper", contents["optimizer_hyper"],
+                                         {optimizer._hyper.size}, np.float64)
+        optimizer._state = [_fitting(path, f"optimizer_state_{i}", contents[f"optimizer_state_{i}"], {0, n}, dtype)
+                            for i in range(3)]
+        used = optimizer._state_used(dict(zip(optimizer.hyperparameters, optimizer._hyper)))
+        for i, (state, needed) in enumerate(zip(optimizer._state, used)):
+            if needed and state.size != n:
+                raise ValueError(f"optimizer_state_{i} is empty but {optimizer!r} updates it")
+        optimizer.step_count = int(contents["optimizer_step"])
+        loss_name, loss_arguments = training["loss"]
+        trainer = Trainer(model, LOSSES[loss_name](**loss_arguments), optimizer,
+                          max_grad_norm=training["max_grad_norm"])
+        if training["schedule"] is not None:
+            name, arguments, state = training["schedule"]
+            trainer.schedule = SCHEDULES[name](optimizer, **arguments)
+            trainer.schedule.load_state_dict(state)
+        trainer.epoch = int(training["epoch"])
+        trainer.history = History.from_dict(training["history"])
+        trainer.metadata = training["metadata"]
+        rng_state = contents["rng_state"]
+        trainer._rng_state = None if rng_state.size == 0 else _fitting(path, "rng_state", rng_state, {1}, np.uint64)
+        if training["best_params_epoch"] is not None:
+            trainer._best_params = (int(training["best_params_epoch"]),
+                                    _fitting(path, "best_params", contents["best_params"], {n}, dtype))
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise ValueError(f"{path!r} is a damaged fastbp checkpoint ({type(error).__name__}: {error})") from None
+    return trainer

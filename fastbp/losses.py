@@ -11,6 +11,8 @@ from fastbp._checks import as_choice, as_float, as_labels, as_matrix, describe
 
 class _Loss:
     code = None
+    # the keyword argument behind ``param``, if the loss has one
+    param_name = None
     # pointwise losses take a scalar or 1-D prediction as one output per sample
     accepts_vector = True
 
@@ -21,7 +23,16 @@ class _Loss:
     @property
     def param(self):
         """The kernel's scalar parameter (Huber delta or label smoothing)."""
-        return 0.0
+        return getattr(self, self.param_name) if self.param_name else 0.0
+
+    @property
+    def name(self):
+        return next(name for name, cls in LOSSES.items() if cls is type(self))
+
+    def arguments(self):
+        """The constructor's keyword arguments, to rebuild this loss."""
+        extra = {self.param_name: self.param} if self.param_name else {}
+        return {"reduction": self.reduction, **extra}
 
     def __repr__(self):
         return f"{type(self).__name__}(reduction={self.reduction!r})"
@@ -75,14 +86,11 @@ class L1Loss(_Loss):
 class HuberLoss(_Loss):
     """Quadratic for ``|pred - target| < delta``, linear beyond."""
     code = kernels.HUBER
+    param_name = "delta"
 
     def __init__(self, reduction="mean", delta=1.0):
         super().__init__(reduction)
         self.delta = as_float("delta", delta, low=0.0, low_open=True)
-
-    @property
-    def param(self):
-        return self.delta
 
     def __repr__(self):
         return f"HuberLoss(reduction={self.reduction!r}, delta={self.delta})"
@@ -97,15 +105,12 @@ class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy from logits (batch, n_classes) and integer labels
     (batch,), with optional label smoothing."""
     code = kernels.CROSS_ENTROPY
+    param_name = "label_smoothing"
     accepts_vector = False
 
     def __init__(self, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
         self.label_smoothing = as_float("label_smoothing", label_smoothing, low=0.0, high=1.0)
-
-    @property
-    def param(self):
-        return self.label_smoothing
 
     def __repr__(self):
         return f"CrossEntropyLoss(reduction={self.reduction!r}, label_smoothing={self.label_smoothing})"

@@ -40,6 +40,10 @@ class Optimizer:
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     @property
+    def name(self):
+        return next(name for name, cls in OPTIMIZERS.items() if cls is type(self))
+
+    @property
     def lr(self):
         return float(self._hyper[0])
 

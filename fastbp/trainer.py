@@ -1,12 +1,17 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
+import time
+
 import numpy as np
 
 import kernels
 from kernels.network import layer_units, network_forward
 from fastbp._checks import as_bool, as_float, as_int, as_matrix, describe
-from fastbp.losses import _Loss, as_loss
+from fastbp.history import History
+from fastbp.losses import as_loss
+from fastbp.metrics import metric_name, score
 from fastbp.mlp import MLP
 from fastbp.optim import Optimizer
+from fastbp.schedules import Schedule
 
 # rows per forward call in predict/evaluate: bounds the activation memory
 _INFERENCE_ROWS = 4096
@@ -21,13 +26,21 @@ class Trainer:
         optimizer: a fastbp optimizer built on ``model``.
         max_grad_norm: clip the global gradient norm to this before each
             update (torch.nn.utils.clip_grad_norm_); None for no clipping.
+        schedule: a learning-rate schedule built on ``optimizer``
+            (fastbp.StepLR, CosineAnnealingLR, ReduceLROnPlateau), stepped
+            after every epoch; None keeps the rate constant.
+
+    The trainer keeps everything a run needs to go on: ``epoch``, the
+    ``history`` of every epoch, the shuffling stream, the best epoch so far;
+    ``fit`` continues from there, and ``save``/``Trainer.load`` carry it
+    through a checkpoint file.
 
     Example:
         >>> trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), fastbp.Adam(model))
-        >>> history = trainer.fit(X, y, epochs=10, batch_size=64, seed=0)
+        >>> history = trainer.fit(X, y, epochs=10, batch_size=64, validation_split=0.1, seed=0)
     """
 
-    def __init__(self, model, loss, optimizer, max_grad_norm=None):
+    def __init__(self, model, loss, optimizer, max_grad_norm=None, schedule=None):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastbp.MLP, got {describe(model)}")
         loss = as_loss(loss)
@@ -35,19 +48,51 @@ class Trainer:
             raise TypeError(f"optimizer must be a fastbp optimizer, got {describe(optimizer)}")
         if optimizer.model is not model:
             raise ValueError("optimizer must be built on the same model the Trainer trains")
-        self.model, self.loss, self.optimizer = model, loss, optimizer
+        if schedule is not None:
+            if not isinstance(schedule, Schedule):
+                raise TypeError(f"schedule must be a fastbp schedule or None, got {describe(schedule)}")
+            if schedule.optimizer is not optimizer:
+                raise ValueError("schedule must be built on the Trainer's optimizer")
+        self.model, self.loss, self.optimizer, self.schedule = model, loss, optimizer, schedule
         self.max_grad_norm = None if max_grad_norm is None else as_float(
             "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
+        self.epoch = 0
+        self.history = History(metric_name(loss))
+        self.stop_training = False
+        # data a checkpoint carries for its writer (the command line keeps
+        # its preprocessing here); JSON-serialisable values only
+        self.metadata = {}
         self._rng_state = None
+        # (epoch, parameters) of the best epoch, kept for early stopping
+        self._best_params = None
 
-    def _data(self, X, y):
+    def _data(self, X, y, name="X"):
         model = self.model
-        X = as_matrix("X", X, model.dtype, model.sizes[0])
+        X = as_matrix(name, X, model.dtype, model.sizes[0])
         targets, labels = self.loss.targets(y, X.shape[0], model.sizes[-1], model.dtype)
         return X, targets, labels
 
-    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=None):
-        """Train for ``epochs`` passes over (X, y) in minibatches.
+    def _validation(self, X, y, validation_data, validation_split):
+        """(train part, validation part or None), each (X, targets, labels)."""
+        if validation_data is not None and validation_split:
+            raise ValueError("give validation_data or validation_split, not both")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
+            return self._data(X, y), self._data(*validation_data, name="validation_data[0]")
+        split = as_float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)
+        train = self._data(X, y)
+        n_val = int(round(split * train[0].shape[0]))
+        if n_val == 0:
+            return train, None
+        if n_val == train[0].shape[0]:
+            raise ValueError(f"validation_split={split} leaves no training samples out of {n_val}")
+        cut = train[0].shape[0] - n_val  # the last samples, as Keras takes them
+        return tuple(a[:cut] if a.size else a for a in train), tuple(a[cut:] if a.size else a for a in train)
+
+    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=None, validation_data=None,
+            validation_split=0.0, early_stopping=None, restore_best=True, callbacks=()):
+        """Train for ``epochs`` more passes over (X, y) in minibatches.
 
         Args:
             X: (n_samples, n_in) inputs.
@@ -59,15 +104,29 @@ class Trainer:
             shuffle: draw a new sample order each epoch.
             seed: seeds the shuffling; None continues the previous stream (or
                 starts a random one).
+            validation_data: (X_val, y_val) scored after every epoch.
+            validation_split: or the fraction of (X, y) to hold out for that,
+                taken from the end of the data.
+            early_stopping: stop once the validation loss (the training loss
+                without validation data) has not improved for this many
+                epochs; None trains every epoch.
+            restore_best: with early_stopping, end with the parameters of the
+                best epoch.
+            callbacks: callables ``f(trainer, logs)`` (or objects with
+                ``on_epoch_end(trainer, logs)``) run after every epoch; logs is
+                the epoch's row of the history. Setting
+                ``trainer.stop_training = True`` ends the run.
 
         Returns:
-            list of floats: each epoch's mean per-sample training loss (each
-            batch's loss weighted by its size).
+            the trainer's History (every epoch of every fit call so far).
         """
-        X, targets, labels = self._data(X, y)
+        (X, targets, labels), validation = self._validation(X, y, validation_data, validation_split)
         epochs = as_int("epochs", epochs, minimum=0)
         batch_size = as_int("batch_size", batch_size, minimum=1)
         shuffle = as_bool("shuffle", shuffle)
+        patience = None if early_stopping is None else as_int("early_stopping", early_stopping, minimum=1)
+        restore_best = as_bool("restore_best", restore_best)
+        callbacks = [self._as_callback(i, c) for i, c in enumerate(callbacks)]
         if seed is not None or self._rng_state is None:
             self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
         model, optimizer, loss = self.model, self.optimizer, self.loss
@@ -79,17 +138,64 @@ class Trainer:
         batch_targets = np.empty(rows * n_out if targets.size else 0, dtype=model.dtype)
         batch_labels = np.empty(rows if labels.size else 0, dtype=np.int64)
         order = np.arange(n, dtype=np.int64)
-        history = []
+        keep_best = patience is not None and restore_best
+        self.stop_training = False
         for _ in range(epochs):
+            start = time.perf_counter()
+            logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
             if shuffle:
-                kernels.shuffle_indices(order, self._rng_state)
+                kernels.random_permutation(order, self._rng_state)
             loss_sum, optimizer.step_count = kernels.train_epoch(
                 model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
                 optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
                 model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
                 batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
-            history.append(loss_sum / n)
-        return history
+            self.epoch += 1
+            logs["loss"] = loss_sum / n
+            if not np.isfinite(logs["loss"]):
+                raise FloatingPointError(f"training diverged: the loss is {logs['loss']} in epoch {self.epoch}; "
+                                         f"try a lower learning rate (lr={optimizer.lr}) or max_grad_norm")
+            if validation is not None:
+                logs["val_loss"], outputs = self._evaluate(*validation)
+                logs["val_metric"] = score(loss, outputs, validation[1], validation[2])
+            logs["seconds"] = time.perf_counter() - start
+            self.history.append(logs)
+            best_epoch = self.history.best_epoch
+            if keep_best and best_epoch == self.epoch:
+                self._best_params = (self.epoch, model._params.copy())
+            if self.schedule is not None:
+                self.schedule.step(logs.get("val_loss", logs["loss"]))
+            for callback in callbacks:
+                callback(self, logs)
+            if self.stop_training or (patience is not None and self.epoch - best_epoch >= patience):
+                break
+        best = self._best_params
+        if keep_best and best is not None and best[0] == self.history.best_epoch != self.epoch:
+            model._params[...] = best[1]
+        return self.history
+
+    @staticmethod
+    def _as_callback(index, callback):
+        if hasattr(callback, "on_epoch_end"):
+            return callback.on_epoch_end
+        if callable(callback):
+            return callback
+        raise TypeError(f"callbacks[{index}] must be callable or have on_epoch_end, got {describe(callback)}")
+
+    def save(self, path):
+        """Write a checkpoint (model, optimizer state, schedule, epoch,
+        shuffling stream, history) to ``path`` atomically; ``Trainer.load``
+        resumes from it exactly."""
+        from fastbp.io import save_checkpoint
+
+        save_checkpoint(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """The Trainer a checkpoint written by ``Trainer.save`` holds."""
+        from fastbp.io import load_checkpoint
+
+        return load_checkpoint(path)
 
     def _batches(self, X):
         """Yield (start, output view) for each inference chunk of X."""
@@ -110,17 +216,26 @@ class Trainer:
             out[start:start + output.shape[0]] = output
         return out
 
-    def evaluate(self, X, y):
-        """The loss over the whole of (X, y), as one batch of that loss would give."""
-        X, targets, labels = self._data(X, y)
+    def _evaluate(self, X, targets, labels):
+        """(loss over the whole of X, the outputs (n_samples, n_out))."""
         mean = self.loss.reduction == "mean"
+        outputs = np.empty((X.shape[0], self.model.sizes[-1]), dtype=self.model.dtype)
         total = 0.0
         for start, output in self._batches(X):
             stop = start + output.shape[0]
-            grad = np.empty_like(output)
+            outputs[start:stop] = output
             value = kernels.loss_value_and_grad(
-                grad, output, targets[start:stop] if targets.size else targets,
+                np.empty_like(output), output, targets[start:stop] if targets.size else targets,
                 labels[start:stop] if labels.size else labels, self.loss.code, self.loss.param, mean)
             # mean: the value is per element (per sample for cross-entropy)
             total += value * output.shape[0] if mean else value
-        return total / X.shape[0] if mean else total
+        return (total / X.shape[0] if mean else total), outputs
+
+    def evaluate(self, X, y):
+        """The loss over the whole of (X, y), as one batch of that loss would give."""
+        return self._evaluate(*self._data(X, y))[0]
+
+    def score(self, X, y):
+        """The metric of ``history.metric`` (accuracy or R^2) on (X, y)."""
+        X, targets, labels = self._data(X, y)
+        return score(self.loss, self._evaluate(X, targets, labels)[1], targets, labels)

@@ -31,15 +31,19 @@ def next_random(rng_state):
 
 
 @jit
-def shuffle_indices(order, rng_state):
-    """Fisher-Yates shuffle of ``order`` in place.
+def random_permutation(order, rng_state):
+    """Write a random permutation of 0..n-1 into ``order`` (n,), drawn from
+    ``rng_state`` (inside-out Fisher-Yates). The result depends on the stream
+    alone, not on what ``order`` held, so a run resumed from a saved stream
+    visits the samples in the same order.
 
     ``next_random % (i + 1)`` is biased by at most ``n / 2**64``, far below
     anything a training run can notice.
     """
-    for i in range(order.shape[0] - 1, 0, -1):
+    for i in range(order.shape[0]):
         j = np.int64(next_random(rng_state) % np.uint64(i + 1))
-        order[i], order[j] = order[j], order[i]
+        order[i] = order[j]
+        order[j] = i
 
 
 @jit

@@ -177,7 +177,7 @@ import numpy as np, fastbp
 model = fastbp.MLP([4, 8, 3], seed=0)
 trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), fastbp.Adam(model, lr=0.01))
 X = np.random.default_rng(0).standard_normal((64, 4)); y = (X[:, 0] > 0).astype(int)
-history = trainer.fit(X, y, epochs=30, batch_size=16, seed=0)
+history = trainer.fit(X, y, epochs=30, batch_size=16, seed=0).loss
 assert history[-1] < history[0] * 0.5, history
 try:
     model.to_torch()

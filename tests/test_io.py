@@ -45,19 +45,19 @@ def test_bad_files_give_clear_errors(model, tmp_path):
     good = tmp_path / "good.npz"
     model.save(good)
     data = good.read_bytes()
-    with pytest.raises(FileNotFoundError, match="no model file at"):
+    with pytest.raises(FileNotFoundError, match="no model or checkpoint file at"):
         fastbp.load(tmp_path / "missing.npz")
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(data[:len(data) // 2])
-    with pytest.raises(ValueError, match="not a readable fastbp model file"):
+    with pytest.raises(ValueError, match="not a readable fastbp model or checkpoint file"):
         fastbp.load(truncated)
     garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(b"not a zip at all")
-    with pytest.raises(ValueError, match="not a readable fastbp model file"):
+    with pytest.raises(ValueError, match="not a readable fastbp model or checkpoint file"):
         fastbp.load(garbage)
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, x=np.ones(3))
-    with pytest.raises(ValueError, match="not a fastbp model file"):
+    with pytest.raises(ValueError, match="not a fastbp model or checkpoint file"):
         fastbp.load(foreign)
     with np.load(good) as archive:
         contents = dict(archive)
@@ -67,11 +67,11 @@ def test_bad_files_give_clear_errors(model, tmp_path):
         fastbp.load(newer)
     misfit = tmp_path / "misfit.npz"
     np.savez(misfit, **{**contents, "params": contents["params"][:-1]})
-    with pytest.raises(ValueError, match="damaged fastbp model file .* do not fit the layer sizes"):
+    with pytest.raises(ValueError, match="damaged fastbp file .* do not fit the layer sizes"):
         fastbp.load(misfit)
     unknown = tmp_path / "unknown.npz"
     np.savez(unknown, **{**contents, "activations": np.array(json.dumps([["swish", {}], ["sigmoid", {}]]))})
-    with pytest.raises(ValueError, match="damaged fastbp model file"):
+    with pytest.raises(ValueError, match="damaged fastbp file"):
         fastbp.load(unknown)
 
 
