@@ -96,9 +96,15 @@ def as_matrix(name, value, dtype, n_columns=None, rows=None, column_name="featur
         raise ValueError(f"{name} must have {n_columns} {column_name} per sample, got shape {array.shape}")
     if rows is not None and array.shape[0] != rows:
         raise ValueError(f"{name} must have {rows} rows to match the prediction, got shape {array.shape}")
-    array = np.ascontiguousarray(array, dtype=dtype)
+    array = _writeable(np.ascontiguousarray(array, dtype=dtype))
     _check_finite(name, array)
     return array
+
+
+def _writeable(array):
+    # Numba compiles a second specialisation of every kernel for read-only
+    # arrays (memory maps, broadcast views): a copy is far cheaper.
+    return array if array.flags.writeable else array.copy()
 
 
 def as_labels(name, value, n_classes, rows=None):
@@ -122,4 +128,4 @@ def as_labels(name, value, n_classes, rows=None):
     if low < 0 or high >= n_classes:
         bad = low if low < 0 else high
         raise ValueError(f"{name} must be class labels in [0, {n_classes}), got {bad}")
-    return np.ascontiguousarray(array, dtype=np.int64)
+    return _writeable(np.ascontiguousarray(array, dtype=np.int64))

@@ -1,10 +1,15 @@
-"""The ``fastbp`` command line."""
+"""The ``fastbp`` command line: train, predict, check, bench."""
 import argparse
 import json
 import platform
 import sys
 
-from fastbp import benchmark
+import numpy as np
+
+from fastbp import benchmark, data
+from fastbp.activations import NAMES as ACTIVATIONS
+from fastbp.losses import LOSSES
+from fastbp.optim import OPTIMIZERS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,14 +29,33 @@ def _sizes(text):
     return sizes
 
 
-def _positive(text):
+def _widths(text):
     try:
-        value = int(text)
+        widths = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected comma-separated hidden widths such as 128,64, got {text!r}")
+    if any(width < 1 for width in widths):
+        raise argparse.ArgumentTypeError(f"every hidden width must be >= 1, got {text!r}")
+    return widths
+
+
+def _number(convert, accept, expected):
+    """An argparse type: ``convert(text)``, which ``accept`` must approve."""
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+    return parse
+
+
+_positive = _number(int, lambda value: value >= 1, "a positive integer")
+_non_negative = _number(int, lambda value: value >= 0, "an integer >= 0")
+_non_negative_float = _number(float, lambda value: 0 <= value < np.inf, "a finite number >= 0")
+_fraction = _number(float, lambda value: 0 <= value < 1, "a fraction in [0, 1)")
 
 
 def _bench(args, parser):
@@ -75,9 +99,83 @@ def _bench(args, parser):
     return 0
 
 
+def _train(args, parser):
+    from fastbp import run
+
+    given = {name: getattr(args, name) for name in run.DEFAULTS}
+    return run.train(given, resume=args.resume, save=args.save, plot=args.plot, quiet=args.quiet,
+                     threads=args.threads)
+
+
+def _predict(args, parser):
+    from fastbp import run
+
+    return run.predict(args.model, args.data, target=args.target, out_path=args.out)
+
+
+def _check(args, parser):
+    from fastbp import check
+
+    try:
+        results = check.rows()
+    except ImportError as error:
+        print(f"fastbp: error: {error}", file=sys.stderr)
+        return 2
+    text, passed = check.report(results)
+    print(text)
+    print("all kernels agree with torch" if passed else "MISS: some kernels disagree with torch beyond the limit")
+    return 0 if passed else 1
+
+
 def build_parser():
     parser = _Parser(prog="fastbp", description="JIT-compiled MLP training, checked against PyTorch.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser(
+        "train", help="train an MLP (default: scikit-learn's handwritten digits)",
+        description="Train an MLP on an embedded dataset or a file, report the held-out test metric, and "
+                    "optionally save a checkpoint. With no options: digits, 128,64 relu, Adam, 30 epochs.")
+    source = train.add_mutually_exclusive_group()
+    source.add_argument("--dataset", help=f"an embedded dataset: {', '.join(data.DATASETS)} (default digits)")
+    source.add_argument("--data", metavar="PATH", help="a .npz (arrays X, y), .npy (features) or .csv file")
+    train.add_argument("--target", metavar="COLUMN", help="the CSV's target column, or the .npy file of targets")
+    train.add_argument("--task", choices=data.TASKS, help="inferred when not given: string or few integer "
+                       f"labels (<= {data.MAX_INFERRED_CLASSES}) classify, anything else regresses")
+    train.add_argument("--hidden", type=_widths, metavar="W1,W2", help="hidden layer widths (default 128,64)")
+    train.add_argument("--activation", choices=ACTIVATIONS, help="hidden activation (default relu)")
+    train.add_argument("--loss", choices=LOSSES, help="default cross_entropy to classify, mse to regress")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
+    train.add_argument("--lr", type=_non_negative_float, help="learning rate (default 0.01 for sgd, else 0.001)")
+    train.add_argument("--momentum", type=_non_negative_float, help="sgd (default 0.9) and rmsprop (default 0)")
+    train.add_argument("--weight-decay", type=_non_negative_float, help="L2 penalty (decoupled for adamw)")
+    train.add_argument("--epochs", type=_non_negative, help="total epochs of the run (default 30)")
+    train.add_argument("--batch-size", type=_positive, help="samples per update (default 64)")
+    train.add_argument("--val-split", type=_fraction, help="fraction held out to validate each epoch (default 0.1)")
+    train.add_argument("--test-split", type=_fraction, help="fraction held out for the final test (default 0.2)")
+    train.add_argument("--early-stopping", type=_positive, metavar="PATIENCE",
+                       help="stop after this many epochs without a better validation loss; keep the best weights")
+    train.add_argument("--lr-schedule", choices=("constant", "step", "cosine", "plateau"),
+                       help="step: x0.1 every epochs/3; cosine: to 0 over the run; plateau: x0.1 after 5 epochs "
+                            "without a better validation loss (default constant)")
+    train.add_argument("--max-grad-norm", type=_non_negative_float, help="clip the global gradient norm to this")
+    train.add_argument("--seed", type=_non_negative, help="seeds the split, the weights and the shuffling (default 0)")
+    train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
+    train.add_argument("--threads", type=_positive, help="limit the BLAS threads")
+    train.add_argument("--standardize", action=argparse.BooleanOptionalAction,
+                       help="standardise features (and regression targets) on the training split (default on)")
+    train.add_argument("--save", metavar="PATH", help="write a checkpoint (model, optimizer, schedule, history)")
+    train.add_argument("--resume", metavar="PATH", help="go on from a checkpoint up to --epochs in total")
+    train.add_argument("--plot", metavar="PATH", help="write a PNG of loss and metric per epoch")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    predict = commands.add_parser("predict", help="predict with a saved model or checkpoint")
+    predict.add_argument("--model", required=True, metavar="PATH", help="a file written by fastbp train --save")
+    predict.add_argument("--data", required=True, metavar="PATH", help="a .npz (array X), .npy or .csv file")
+    predict.add_argument("--target", metavar="COLUMN", help="score against this CSV column or .npy of targets")
+    predict.add_argument("--out", metavar="PATH", help="write predictions to a .csv or .npy (default: print them)")
+
+    commands.add_parser("check", help="compare this machine's kernels with torch autograd")
+
     bench = commands.add_parser("bench", help="time training steps against torch eager")
     bench.add_argument("--config", action="append", default=[], metavar="NAME",
                        help=f"a config to run (repeatable): {', '.join(benchmark.CONFIGS)}; default all")
@@ -95,12 +193,27 @@ def build_parser():
     return parser
 
 
+COMMANDS = {"train": _train, "predict": _predict, "check": _check, "bench": _bench}
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "bench":
-        return _bench(args, parser)
-    return 2
+    try:
+        return COMMANDS[args.command](args, parser)
+    except data.DataError as error:
+        print(f"fastbp: error: {error}", file=sys.stderr)
+        return 2
+    except FloatingPointError as error:
+        print(f"fastbp: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("fastbp: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader (e.g. head) stopped listening: not an error worth a traceback
+        sys.stdout = None
+        return 1
 
 
 if __name__ == "__main__":

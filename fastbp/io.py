@@ -98,7 +98,10 @@ def _read(path, formats):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"path: no {what} file at {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not hasattr(archive, "files"):
+            raise ValueError("it holds one .npy array, not an .npz archive")
+        with archive:
             contents = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path!r} is not a readable fastbp {what} file ({error})") from None
@@ -144,13 +147,25 @@ def _fitting(path, name, array, size, dtype):
 def load_checkpoint(path):
     """The fastbp.Trainer a checkpoint holds, ready to ``fit`` on exactly as
     the run that wrote it would have."""
+    return _trainer(*_read(path, {CHECKPOINT_FORMAT: "checkpoint"}))
+
+
+def load_any(path):
+    """(model, trainer) from a model file (trainer None) or a checkpoint."""
+    path, contents = _read(path, {MODEL_FORMAT: "model", CHECKPOINT_FORMAT: "checkpoint"})
+    if str(contents["format"]) == MODEL_FORMAT:
+        return _model(path, contents), None
+    trainer = _trainer(path, contents)
+    return trainer.model, trainer
+
+
+def _trainer(path, contents):
     from fastbp.losses import LOSSES
     from fastbp.optim import OPTIMIZERS
     from fastbp.schedules import SCHEDULES
     from fastbp.trainer import Trainer
     from fastbp.history import History
 
-    path, contents = _read(path, {CHECKPOINT_FORMAT: "checkpoint"})
     model = _model(path, contents)
     n, dtype = model.n_params, model.dtype
     try:

@@ -6,6 +6,9 @@ from kernels.network import layer_units, network_backward, network_forward
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, describe
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
 
+# rows per forward call in predict: bounds the activation memory
+_INFERENCE_ROWS = 4096
+
 
 def _require_torch(what):
     try:
@@ -129,6 +132,26 @@ class MLP:
         return layer_units(self._a, self._layers, len(self._layers) - 1, rows).copy()
 
     __call__ = forward
+
+    def _chunks(self, X):
+        """Yield (start, output view) for each chunk of X (n_samples, n_in),
+        checked already; the views are overwritten by the next chunk."""
+        rows = min(_INFERENCE_ROWS, X.shape[0])
+        self._ensure_capacity(rows)
+        self._forward_rows = None  # the cached forward pass is overwritten
+        for start in range(0, X.shape[0], rows):
+            chunk = X[start:start + rows]
+            network_forward(self._z, self._a, chunk, self._params, self._layers, self._activation_params)
+            yield start, layer_units(self._a, self._layers, len(self._layers) - 1, chunk.shape[0])
+
+    def predict(self, x):
+        """The network's output for ``x`` (n_samples, n_in), computed in chunks
+        of at most 4096 rows and not kept for backward."""
+        x = as_matrix("x", x, self.dtype, self.sizes[0])
+        out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
+        for start, output in self._chunks(x):
+            out[start:start + output.shape[0]] = output
+        return out
 
     def backward(self, dout):
         """Accumulate parameter gradients into ``grads`` from d(loss)/d(output)

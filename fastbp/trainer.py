@@ -4,7 +4,6 @@ import time
 import numpy as np
 
 import kernels
-from kernels.network import layer_units, network_forward
 from fastbp._checks import as_bool, as_float, as_int, as_matrix, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
@@ -12,10 +11,6 @@ from fastbp.metrics import metric_name, score
 from fastbp.mlp import MLP
 from fastbp.optim import Optimizer
 from fastbp.schedules import Schedule
-
-# rows per forward call in predict/evaluate: bounds the activation memory
-_INFERENCE_ROWS = 4096
-
 
 class Trainer:
     """Fits an MLP with a loss and an optimizer.
@@ -197,31 +192,16 @@ class Trainer:
 
         return load_checkpoint(path)
 
-    def _batches(self, X):
-        """Yield (start, output view) for each inference chunk of X."""
-        model = self.model
-        rows = min(_INFERENCE_ROWS, X.shape[0])
-        model._ensure_capacity(rows)
-        model._forward_rows = None
-        for start in range(0, X.shape[0], rows):
-            chunk = X[start:start + rows]
-            network_forward(model._z, model._a, chunk, model._params, model._layers, model._activation_params)
-            yield start, layer_units(model._a, model._layers, len(model._layers) - 1, chunk.shape[0])
-
     def predict(self, X):
         """The model's outputs for X (n_samples, n_in), computed in chunks."""
-        X = as_matrix("X", X, self.model.dtype, self.model.sizes[0])
-        out = np.empty((X.shape[0], self.model.sizes[-1]), dtype=self.model.dtype)
-        for start, output in self._batches(X):
-            out[start:start + output.shape[0]] = output
-        return out
+        return self.model.predict(X)
 
     def _evaluate(self, X, targets, labels):
         """(loss over the whole of X, the outputs (n_samples, n_out))."""
         mean = self.loss.reduction == "mean"
         outputs = np.empty((X.shape[0], self.model.sizes[-1]), dtype=self.model.dtype)
         total = 0.0
-        for start, output in self._batches(X):
+        for start, output in self.model._chunks(X):
             stop = start + output.shape[0]
             outputs[start:stop] = output
             value = kernels.loss_value_and_grad(
