@@ -75,6 +75,7 @@ def save_checkpoint(trainer, path):
         "max_grad_norm": trainer.max_grad_norm,
         "schedule": None if schedule is None else [schedule.name, schedule.arguments(), schedule.state_dict()],
         "history": trainer.history.as_dict(),
+        "best": trainer._best,
         "best_params_epoch": None if best is None else best[0],
         "metadata": trainer.metadata,
     }
@@ -190,6 +191,7 @@ def _trainer(path, contents):
         trainer.epoch = int(training["epoch"])
         trainer.history = History.from_dict(training["history"])
         trainer.metadata = training["metadata"]
+        trainer._best = None if training["best"] is None else (int(training["best"][0]), float(training["best"][1]))
         rng_state = contents["rng_state"]
         trainer._rng_state = None if rng_state.size == 0 else _fitting(path, "rng_state", rng_state, {1}, np.uint64)
         if training["best_params_epoch"] is not None:

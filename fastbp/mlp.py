@@ -100,6 +100,11 @@ class MLP:
             if b is not None:
                 b[...] = rng.uniform(-bound, bound, size=b.shape)
 
+    def __reduce__(self):
+        # pickle and copy rebuild the flat buffers and the views into them
+        # (pickling the views would cut them loose from the buffers)
+        return (_rebuild, (self.sizes, self.activations, self.bias, self.dtype.name, self._params, self._grads))
+
     @property
     def n_params(self):
         return self._params.size
@@ -239,3 +244,10 @@ class MLP:
                 b[...] = linear.bias.detach().cpu().numpy()
         return model
 
+
+
+def _rebuild(sizes, activations, bias, dtype, params, grads):
+    model = MLP(sizes, activation=activations[:-1], output_activation=activations[-1], bias=bias, dtype=dtype)
+    model._params[...] = params
+    model._grads[...] = grads
+    return model

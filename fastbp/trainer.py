@@ -58,7 +58,9 @@ class Trainer:
         # its preprocessing here); JSON-serialisable values only
         self.metadata = {}
         self._rng_state = None
-        # (epoch, parameters) of the best epoch, kept for early stopping
+        # (epoch, monitored loss) of the best epoch so far, and (epoch,
+        # parameters) of it when early stopping keeps them
+        self._best = None
         self._best_params = None
 
     def _data(self, X, y, name="X"):
@@ -86,7 +88,7 @@ class Trainer:
         return tuple(a[:cut] if a.size else a for a in train), tuple(a[cut:] if a.size else a for a in train)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=None, validation_data=None,
-            validation_split=0.0, early_stopping=None, restore_best=True, callbacks=()):
+            validation_split=0.0, early_stopping=None, min_delta=0.0, restore_best=True, callbacks=()):
         """Train for ``epochs`` more passes over (X, y) in minibatches.
 
         Args:
@@ -105,6 +107,7 @@ class Trainer:
             early_stopping: stop once the validation loss (the training loss
                 without validation data) has not improved for this many
                 epochs; None trains every epoch.
+            min_delta: the least decrease that counts as an improvement.
             restore_best: with early_stopping, end with the parameters of the
                 best epoch.
             callbacks: callables ``f(trainer, logs)`` (or objects with
@@ -120,6 +123,7 @@ class Trainer:
         batch_size = as_int("batch_size", batch_size, minimum=1)
         shuffle = as_bool("shuffle", shuffle)
         patience = None if early_stopping is None else as_int("early_stopping", early_stopping, minimum=1)
+        min_delta = as_float("min_delta", min_delta, low=0.0)
         restore_best = as_bool("restore_best", restore_best)
         callbacks = [self._as_callback(i, c) for i, c in enumerate(callbacks)]
         if seed is not None or self._rng_state is None:
@@ -155,17 +159,19 @@ class Trainer:
                 logs["val_metric"] = score(loss, outputs, validation[1], validation[2])
             logs["seconds"] = time.perf_counter() - start
             self.history.append(logs)
-            best_epoch = self.history.best_epoch
-            if keep_best and best_epoch == self.epoch:
-                self._best_params = (self.epoch, model._params.copy())
+            monitored = logs.get("val_loss", logs["loss"])
+            if self._best is None or monitored < self._best[1] - min_delta:
+                self._best = (self.epoch, monitored)
+                if keep_best:
+                    self._best_params = (self.epoch, model._params.copy())
             if self.schedule is not None:
-                self.schedule.step(logs.get("val_loss", logs["loss"]))
+                self.schedule.step(monitored)
             for callback in callbacks:
                 callback(self, logs)
-            if self.stop_training or (patience is not None and self.epoch - best_epoch >= patience):
+            if self.stop_training or (patience is not None and self.epoch - self._best[0] >= patience):
                 break
         best = self._best_params
-        if keep_best and best is not None and best[0] == self.history.best_epoch != self.epoch:
+        if keep_best and best is not None and best[0] == self._best[0] != self.epoch:
             model._params[...] = best[1]
         return self.history
 
