@@ -233,6 +233,11 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
 
     started = time.perf_counter()
     save, plot = check_output("--save", save), check_output("--plot", plot)
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise DataError("--plot needs matplotlib; install it with: pip install 'fastbp[plot]'") from None
     if resume is not None:
         from fastbp.io import load_checkpoint
 

@@ -201,3 +201,26 @@ def test_resume_rejects_settings_the_checkpoint_fixes(tmp_path):
                           (["--epochs", "1"], "the checkpoint has trained 1 epochs already")]:
         status, out, err = fastbp_cli("train", "--resume", tmp_path / "m.npz", *args)
         assert status == 2 and message in err, err
+
+
+@pytest.mark.parametrize("missing, args, message", [
+    ("sklearn", [], "--dataset digits needs scikit-learn; install it with: pip install 'fastbp[sklearn]'"),
+    ("matplotlib", ["--plot", "h.png"], "--plot needs matplotlib; install it with: pip install 'fastbp[plot]'"),
+])
+def test_a_missing_extra_is_one_line_naming_it(missing, args, message, tmp_path):
+    code = (f"import sys; sys.modules[{missing!r}] = None; from fastbp.cli import main; "
+            f"sys.exit(main(['train', *{args!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 2 and result.stderr == f"fastbp: error: {message}\n"
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_tqdm_progress_is_a_line_per_epoch(tmp_path):
+    code = "import sys; sys.modules['tqdm'] = None; from fastbp.cli import main; sys.exit(main(['train', '--epochs', '3', '--hidden', '8']))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2", "epoch 3"]
+    assert "val_accuracy" in lines[-1] and "samples/s" in lines[-1]
