@@ -261,6 +261,7 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
         raise DataError(f"--epochs {settings['epochs']}: the checkpoint has trained {trainer.epoch} epochs "
                         f"already; ask for more")
     limit = thread_limit(threads)
+    data_seconds = time.perf_counter() - started
     X_train, y_train = prepared.part("train")
     X_val, y_val = prepared.part("val")
     X_test, y_test = prepared.part("test")
@@ -313,8 +314,8 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
     if test_score is not None:
         detail = f" ({int(round(test_score * len(X_test)))}/{len(X_test)} correct)" if metric == "accuracy" else ""
         print(f"test {metric} {test_score:.4f}{detail}", file=out)
-    print(f"time {time.perf_counter() - started:.2f} s: training {fit_seconds - jit_seconds:.2f} s, "
-          f"JIT compile and cache load {jit_seconds:.2f} s", file=out)
+    print(f"time {time.perf_counter() - started:.2f} s: data {data_seconds:.2f} s, training and evaluation "
+          f"{fit_seconds:.2f} s (of which JIT compile and cache load {jit_seconds:.2f} s)", file=out)
     if save:
         trainer.save(save)
         print(f"saved {save} (fastbp predict --model {save} --data ...; --resume {save} to go on)", file=out)

@@ -224,3 +224,11 @@ def test_without_tqdm_progress_is_a_line_per_epoch(tmp_path):
     lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
     assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2", "epoch 3"]
     assert "val_accuracy" in lines[-1] and "samples/s" in lines[-1]
+
+
+def test_threads_limits_the_blas_pool_while_training():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with run.thread_limit(1):
+        inside = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+    assert inside and set(inside) == {1}
+    assert cli.main(["train", "--threads", "1", "--epochs", "1", "--quiet", "--hidden", "8"]) == 0

@@ -218,3 +218,28 @@ def test_bad_fit_arguments_change_nothing():
             trainer.fit(X, y, epochs=2, **kwargs)
     np.testing.assert_array_equal(trainer.model._params, before)
     assert trainer.epoch == 0 and len(trainer.history) == 0
+
+
+def test_min_delta_counts_only_real_improvements():
+    X, y = classification()
+    runs = {}
+    for min_delta in (0.0, 10.0):
+        trainer = make_trainer()
+        trainer.fit(X, y, epochs=30, batch_size=16, seed=0, early_stopping=3, min_delta=min_delta)
+        runs[min_delta] = trainer.epoch
+    assert runs[10.0] == 4 and runs[0.0] > 4  # nothing improves by 10: epoch 1 stays best, stop after 3 more
+
+
+def test_a_checkpoint_keeps_the_early_stopping_state(tmp_path):
+    X, y = classification()
+    X_val, y_val = X[:40], (y[:40] + 1) % 3
+    trainer = make_trainer()
+    trainer.fit(X, y, epochs=2, batch_size=16, seed=0, validation_data=(X_val, y_val), early_stopping=10)
+    trainer.save(tmp_path / "run.npz")
+    loaded = fastbp.Trainer.load(tmp_path / "run.npz")
+    assert loaded._best == trainer._best and loaded._best_params[0] == trainer._best_params[0]
+    np.testing.assert_array_equal(loaded._best_params[1], trainer._best_params[1])
+    for each in (trainer, loaded):
+        each.fit(X, y, epochs=20, batch_size=16, validation_data=(X_val, y_val), early_stopping=3)
+    np.testing.assert_array_equal(loaded.model._params, trainer.model._params)
+    assert loaded.epoch == trainer.epoch < 22
