@@ -20,3 +20,9 @@ def test_kernels_import_without_fastbp():
     code = "import sys, kernels; assert not any(m.startswith('fastbp') for m in sys.modules); print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_readme_main_job_is_fastbp_train_with_the_same_set_up():
+    blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    main_job, setup_and_test = blocks[0].split(" && "), blocks[1].split(" && ")
+    assert main_job[-1] == "fastbp train" and main_job[:-1] == setup_and_test[:-1]
