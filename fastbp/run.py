@@ -221,7 +221,8 @@ def decode(preprocessing, loss_name, outputs):
 def describe_counts(prepared):
     counts = "/".join(str(len(prepared.parts[p])) for p in ("train", "val", "test"))
     classes = prepared.preprocessing["classes"]
-    what = f"{len(classes)} classes" if classes is not None else f"{prepared.n_outputs} target(s)"
+    n = prepared.n_outputs
+    what = f"{len(classes)} classes" if classes is not None else f"{n} target{'s' if n > 1 else ''}"
     return (f"{prepared.source}: {prepared.X.shape[0]} samples, {prepared.n_features} features, {what}; "
             f"train/val/test {counts}")
 

@@ -110,7 +110,7 @@ def test_npz_npy_and_regression(digits_files, tmp_path, capsys):
     assert cli.main(["train", "--data", str(digits_files / "X.npy"), "--target", str(digits_files / "y.npy"),
                      "--task", "regress", "--quiet", "--epochs", "3", "--save", str(tmp_path / "r.npz")]) == 0
     out = capsys.readouterr().out
-    assert "1 target(s)" in out and "test r2" in out
+    assert "64 features, 1 target;" in out and "test r2" in out
     assert cli.main(["predict", "--model", str(tmp_path / "r.npz"), "--data", str(digits_files / "X.npy"),
                      "--target", str(digits_files / "y.npy"), "--out", str(tmp_path / "p.npy")]) == 0
     predictions = np.load(tmp_path / "p.npy")
