@@ -99,8 +99,9 @@ def resolve(given, checkpoint_settings=None):
     given = {key: value for key, value in given.items() if value is not None}
     if checkpoint_settings is None:
         settings = {**DEFAULTS, **given}
-        if settings["standardize"] is None:
-            settings["standardize"] = settings["data"] is None and data.DATASETS.get(settings["dataset"], (None, None, False))[2]
+        if settings["standardize"] is None:  # the embedded dataset's default; off for files
+            embedded = data.DATASETS.get(settings["dataset"]) if settings["data"] is None else None
+            settings["standardize"] = bool(embedded and embedded[2])
         return settings
     fixed = [_flag(name) for name in MODEL_SETTINGS if name in given]
     if fixed:
@@ -229,9 +230,9 @@ def describe_counts(prepared):
 
 def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None):
     """The ``fastbp train`` command; returns the exit status."""
-    out = out or sys.stdout
     import numba.core.event as numba_event
 
+    out = out or sys.stdout
     started = time.perf_counter()
     save, plot = check_output("--save", save), check_output("--plot", plot)
     if plot is not None:
