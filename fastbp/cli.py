@@ -19,24 +19,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"fastbp: error: {message}\n")
 
 
-def _sizes(text):
-    try:
-        sizes = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer widths such as 784,128,10, got {text!r}")
-    if len(sizes) < 2 or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"expected at least two widths, each >= 1, got {text!r}")
-    return sizes
-
-
 def _widths(text):
     try:
         widths = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated hidden widths such as 128,64, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated widths such as 128,64, got {text!r}") from None
     if any(width < 1 for width in widths):
-        raise argparse.ArgumentTypeError(f"every hidden width must be >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"every width must be >= 1, got {text!r}")
     return widths
+
+
+def _sizes(text):
+    sizes = tuple(_widths(text))
+    if len(sizes) < 2:
+        raise argparse.ArgumentTypeError(f"expected at least two widths (input and output), got {text!r}")
+    return sizes
 
 
 def _number(convert, accept, expected):
@@ -134,20 +131,21 @@ def build_parser():
     train = commands.add_parser(
         "train", help="train an MLP (default: scikit-learn's handwritten digits)",
         description="Train an MLP on an embedded dataset or a file, report the held-out test metric, and "
-                    "optionally save a checkpoint. With no options: digits, 128,64 relu, Adam, 30 epochs.")
+                    "optionally save a checkpoint. With no options: digits, 256,128 relu, AdamW, cosine schedule, "
+                    "30 epochs.")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--dataset", help=f"an embedded dataset: {', '.join(data.DATASETS)} (default digits)")
     source.add_argument("--data", metavar="PATH", help="a .npz (arrays X, y), .npy (features) or .csv file")
     train.add_argument("--target", metavar="COLUMN", help="the CSV's target column, or the .npy file of targets")
     train.add_argument("--task", choices=data.TASKS, help="inferred when not given: string or few integer "
                        f"labels (<= {data.MAX_INFERRED_CLASSES}) classify, anything else regresses")
-    train.add_argument("--hidden", type=_widths, metavar="W1,W2", help="hidden layer widths (default 128,64)")
+    train.add_argument("--hidden", type=_widths, metavar="W1,W2", help="hidden layer widths (default 256,128)")
     train.add_argument("--activation", choices=ACTIVATIONS, help="hidden activation (default relu)")
     train.add_argument("--loss", choices=LOSSES, help="default cross_entropy to classify, mse to regress")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adam")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
     train.add_argument("--lr", type=_non_negative_float, help="learning rate (default 0.01 for sgd, else 0.001)")
     train.add_argument("--momentum", type=_non_negative_float, help="sgd (default 0.9) and rmsprop (default 0)")
-    train.add_argument("--weight-decay", type=_non_negative_float, help="L2 penalty (decoupled for adamw)")
+    train.add_argument("--weight-decay", type=_non_negative_float, help="L2 penalty (decoupled for adamw; default 0, 0.01 for adamw)")
     train.add_argument("--epochs", type=_non_negative, help="total epochs of the run (default 30)")
     train.add_argument("--batch-size", type=_positive, help="samples per update (default 64)")
     train.add_argument("--val-split", type=_fraction, help="fraction held out to validate each epoch (default 0.1)")
@@ -156,13 +154,14 @@ def build_parser():
                        help="stop after this many epochs without a better validation loss; keep the best weights")
     train.add_argument("--lr-schedule", choices=("constant", "step", "cosine", "plateau"),
                        help="step: x0.1 every epochs/3; cosine: to 0 over the run; plateau: x0.1 after 5 epochs "
-                            "without a better validation loss (default constant)")
+                            "without a better validation loss (default cosine)")
     train.add_argument("--max-grad-norm", type=_non_negative_float, help="clip the global gradient norm to this")
     train.add_argument("--seed", type=_non_negative, help="seeds the split, the weights and the shuffling (default 0)")
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--threads", type=_positive, help="limit the BLAS threads")
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction,
-                       help="standardise features (and regression targets) on the training split (default on)")
+                       help="standardise features (and regression targets) on the training split "
+                            "(default: on for the embedded datasets except digits, off for files)")
     train.add_argument("--save", metavar="PATH", help="write a checkpoint (model, optimizer, schedule, history)")
     train.add_argument("--resume", metavar="PATH", help="go on from a checkpoint up to --epochs in total")
     train.add_argument("--plot", metavar="PATH", help="write a PNG of loss and metric per epoch")

@@ -46,9 +46,10 @@ def _number(text):
     return value if np.isfinite(value) else None
 
 
-def _read_csv(path, target):
+def _read_csv(path, target, need_target):
     """(X, y or None, feature names) of a CSV file with a header row; ``target``
-    names the target column (None: every column is a feature)."""
+    names the target column (None, or absent and not needed: every column is a
+    feature)."""
     with open(path, newline="") as stream:
         rows = list(csv.reader(stream))
     if not rows:
@@ -56,6 +57,8 @@ def _read_csv(path, target):
     header, body = [name.strip() for name in rows[0]], [row for row in rows[1:] if row]
     if not body:
         raise DataError(f"--data: {path!r} has a header but no rows")
+    if target is not None and target not in header and not need_target:
+        target = None
     if target is not None and target not in header:
         raise DataError(f"--target: {path!r} has no column {target!r}; its columns are {', '.join(header)}")
     for line, row in enumerate(body, start=2):
@@ -84,6 +87,8 @@ def read_data(path, target=None, need_target=True):
 
     .npz: arrays ``X`` and ``y``; .npy: X, with ``target`` the path of a .npy
     of targets; .csv: a header row, ``target`` the target column's name.
+    Without ``need_target`` (prediction), targets are read where present and a
+    CSV without the ``target`` column is all features.
     """
     if not os.path.isfile(path):
         raise DataError(f"--data: no file at {path!r}")
@@ -92,7 +97,7 @@ def read_data(path, target=None, need_target=True):
         if extension == ".csv":
             if target is None and need_target:
                 raise DataError("--target: a CSV file needs --target COLUMN naming the target column")
-            X, y, names = _read_csv(path, target)
+            X, y, names = _read_csv(path, target, need_target)
         elif extension == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 if "X" not in archive.files or (need_target and "y" not in archive.files):

@@ -24,7 +24,12 @@ import zipfile
 import numpy as np
 
 from fastbp.activations import Activation
+from fastbp.history import History
+from fastbp.losses import LOSSES
 from fastbp.mlp import MLP
+from fastbp.optim import OPTIMIZERS
+from fastbp.schedules import SCHEDULES
+from fastbp.trainer import Trainer
 
 MODEL_FORMAT = "fastbp-model"
 CHECKPOINT_FORMAT = "fastbp-checkpoint"
@@ -161,12 +166,6 @@ def load_any(path):
 
 
 def _trainer(path, contents):
-    from fastbp.losses import LOSSES
-    from fastbp.optim import OPTIMIZERS
-    from fastbp.schedules import SCHEDULES
-    from fastbp.trainer import Trainer
-    from fastbp.history import History
-
     model = _model(path, contents)
     n, dtype = model.n_params, model.dtype
     try:

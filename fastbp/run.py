@@ -13,6 +13,7 @@ import numpy as np
 
 from fastbp import data
 from fastbp.data import DataError
+from fastbp.io import load_any, load_checkpoint
 from fastbp.losses import LOSSES
 from fastbp.metrics import r2, score
 from fastbp.mlp import MLP
@@ -241,8 +242,6 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
         except ImportError:
             raise DataError("--plot needs matplotlib; install it with: pip install 'fastbp[plot]'") from None
     if resume is not None:
-        from fastbp.io import load_checkpoint
-
         try:
             trainer = load_checkpoint(resume)
         except (OSError, ValueError) as error:
@@ -295,13 +294,16 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
                         early_stopping=settings["early_stopping"], callbacks=callbacks)
             test_score = trainer.score(X_test, y_test) if len(X_test) else None
     except KeyboardInterrupt:
+        interrupted = True
+    else:
+        interrupted = False
+    finally:
         progress.close()
+    if interrupted:
         kept = f"; {save} holds epoch {trainer.history.epoch[-1]}: --resume {save} goes on" \
             if save and len(trainer.history) else ""
         print(f"fastbp: interrupted in epoch {trainer.epoch + 1}{kept}", file=sys.stderr)
         return 130
-    finally:
-        progress.close()
     fit_seconds = time.perf_counter() - fit_started
     jit_seconds = jit.duration if jit.done else 0.0
 
@@ -327,17 +329,9 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
     return 0
 
 
-def _csv_header(path):
-    import csv
-
-    with open(path, newline="") as stream:
-        return [name.strip() for name in next(csv.reader(stream), [])]
-
-
 def predict(model_path, data_path, target=None, out_path=None, out=None):
     """The ``fastbp predict`` command; returns the exit status."""
     out = out or sys.stdout
-    from fastbp.io import load_any
 
     out_path = check_output("--out", out_path)
     if out_path is not None and os.path.splitext(out_path)[1].lower() not in (".csv", ".npy"):
@@ -348,10 +342,8 @@ def predict(model_path, data_path, target=None, out_path=None, out=None):
         raise DataError(f"--model: {error}") from None
     loss_name = trainer.loss.name if trainer is not None else None
     preprocessing = trainer.metadata.get("preprocessing") if trainer is not None else None
-    if target is None and preprocessing is not None and preprocessing["target"] is not None:
-        if data_path.lower().endswith(".csv") and os.path.isfile(data_path) \
-                and preprocessing["target"] in _csv_header(data_path):
-            target = preprocessing["target"]
+    if target is None and preprocessing is not None and data_path.lower().endswith(".csv"):
+        target = preprocessing["target"]  # scored when the file has that column
     X, y, _ = data.read_data(data_path, target, need_target=False)
     if X.shape[1] != model.sizes[0]:
         raise DataError(f"--data: {X.shape[1]} features, but the model in {model_path!r} takes {model.sizes[0]}")

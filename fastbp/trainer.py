@@ -12,6 +12,7 @@ from fastbp.mlp import MLP
 from fastbp.optim import Optimizer
 from fastbp.schedules import Schedule
 
+
 class Trainer:
     """Fits an MLP with a loss and an optimizer.
 

@@ -5,19 +5,18 @@ import collections
 import numpy as np
 import pytest
 
+from fastbp import check
+
 # worst relative error per (what, dtype), filled by check_against_torch
 WORST = collections.defaultdict(float)
 
 
 def relative_error(actual, expected):
-    """max |actual - expected| / max |expected| (0 when both are all zero)."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
+    """fastbp.check's max-norm relative error, with the reason when it is inf."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, f"shape {actual.shape} != torch's {expected.shape}"
     assert np.isfinite(actual).all(), "non-finite values where torch has finite ones"
-    scale = np.abs(expected).max(initial=0.0)
-    difference = np.abs(actual - expected).max(initial=0.0)
-    return difference / scale if scale > 0 else difference
+    return check.relative_error(actual, expected)
 
 
 def record(name, dtype, error):

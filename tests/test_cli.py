@@ -103,6 +103,12 @@ def test_csv_with_string_labels_then_predict(digits_files, tmp_path, capsys):
     assert rows[0] == ["prediction"] and len(rows) == 1798
     assert {row[0] for row in rows[1:]} <= {"zero", "one", "two", "three", "four", "five", "six", "seven",
                                            "eight", "nine"}
+    # a CSV of features only: predictions, no score
+    with open(digits_files / "digits.csv") as source, open(tmp_path / "features.csv", "w", newline="") as target:
+        csv.writer(target).writerows(row[:-1] for row in csv.reader(source))
+    assert cli.main(["predict", "--model", str(model), "--data", str(tmp_path / "features.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [row[0] for row in rows[1:]] and "accuracy" not in err
 
 
 def test_npz_npy_and_regression(digits_files, tmp_path, capsys):
@@ -151,7 +157,7 @@ def test_check_without_torch_says_so():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--hidden", "0"], "--hidden: every hidden width must be >= 1"),
+    (["--hidden", "0"], "--hidden: every width must be >= 1"),
     (["--epochs", "-1"], "--epochs: expected an integer >= 0, got -1"),
     (["--dataset", "mnist"], "--dataset: unknown dataset 'mnist'; valid names: digits, breast_cancer"),
     (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
