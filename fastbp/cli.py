@@ -169,7 +169,9 @@ def build_parser():
 
     predict = commands.add_parser("predict", help="predict with a saved model or checkpoint")
     predict.add_argument("--model", required=True, metavar="PATH", help="a file written by fastbp train --save")
-    predict.add_argument("--data", required=True, metavar="PATH", help="a .npz (array X), .npy or .csv file")
+    predict.add_argument("--data", required=True, metavar="PATH",
+                         help="a .npz (array X), .npy or .csv file; a CSV's columns are matched by name to the "
+                              "model's when it was trained on a CSV")
     predict.add_argument("--target", metavar="COLUMN", help="score against this CSV column or .npy of targets")
     predict.add_argument("--out", metavar="PATH", help="write predictions to a .csv or .npy (default: print them)")
 

@@ -46,10 +46,18 @@ def _number(text):
     return value if np.isfinite(value) else None
 
 
-def _read_csv(path, target, need_target):
-    """(X, y or None, feature names) of a CSV file with a header row; ``target``
-    names the target column (None, or absent and not needed: every column is a
-    feature)."""
+def _quoted(names):
+    return ", ".join(repr(name) for name in names)
+
+
+def _read_csv(path, target, need_target, features):
+    """(X, y or None, column names) of a CSV file with a header row.
+
+    ``target`` names the target column (None, or absent and not needed: every
+    column is a feature); ``features`` names the columns X takes, in X's
+    order (None: every other column, as they come). The names returned are
+    all the columns but the target, so that a caller can tell what was left
+    out."""
     with open(path, newline="") as stream:
         rows = list(csv.reader(stream))
     if not rows:
@@ -64,7 +72,14 @@ def _read_csv(path, target, need_target):
     for line, row in enumerate(body, start=2):
         if len(row) != len(header):
             raise DataError(f"--data: {path!r} line {line} has {len(row)} fields, the header has {len(header)}")
-    features = [name for name in header if name != target]
+    names = [name for name in header if name != target]
+    if features is None:
+        features = names
+    missing = [name for name in features if name not in names]
+    if missing:
+        raise DataError(f"--data: {path!r} lacks the model's column{'s' if len(missing) > 1 else ''} "
+                        f"{_quoted(missing)} (it has {_quoted(header)}); rename the CSV's columns to match, or "
+                        f"give one with the columns the model was trained on")
     X = np.empty((len(body), len(features)))
     for j, name in enumerate(features):
         column = header.index(name)
@@ -75,20 +90,23 @@ def _read_csv(path, target, need_target):
                                 f"{row[column]!r}")
             X[i, j] = value
     if target is None:
-        return X, None, features
+        return X, None, names
     texts = [row[header.index(target)].strip() for row in body]
     numbers = [_number(text) for text in texts]
     y = np.array(texts) if None in numbers else np.array(numbers)
-    return X, y, features
+    return X, y, names
 
 
-def read_data(path, target=None, need_target=True):
-    """(X, y, feature names) from a file.
+def read_data(path, target=None, need_target=True, features=None):
+    """(X, y, column names) from a file.
 
     .npz: arrays ``X`` and ``y``; .npy: X, with ``target`` the path of a .npy
     of targets; .csv: a header row, ``target`` the target column's name.
     Without ``need_target`` (prediction), targets are read where present and a
-    CSV without the ``target`` column is all features.
+    CSV without the ``target`` column is all features. ``features`` picks a
+    CSV's feature columns by name, in the model's order; a missing one is an
+    error. The names are a CSV's columns other than the target (X's columns
+    when ``features`` is None), and None for arrays, which go by position.
     """
     if not os.path.isfile(path):
         raise DataError(f"--data: no file at {path!r}")
@@ -97,7 +115,7 @@ def read_data(path, target=None, need_target=True):
         if extension == ".csv":
             if target is None and need_target:
                 raise DataError("--target: a CSV file needs --target COLUMN naming the target column")
-            X, y, names = _read_csv(path, target, need_target)
+            X, y, names = _read_csv(path, target, need_target, features)
         elif extension == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 if "X" not in archive.files or (need_target and "y" not in archive.files):

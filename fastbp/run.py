@@ -344,9 +344,17 @@ def predict(model_path, data_path, target=None, out_path=None, out=None):
     preprocessing = trainer.metadata.get("preprocessing") if trainer is not None else None
     if target is None and preprocessing is not None and data_path.lower().endswith(".csv"):
         target = preprocessing["target"]  # scored when the file has that column
-    X, y, _ = data.read_data(data_path, target, need_target=False)
+    # a model that knows its columns' names takes a CSV's columns by name, in any order
+    features = preprocessing["features"] if preprocessing is not None else None
+    X, y, names = data.read_data(data_path, target, need_target=False, features=features)
     if X.shape[1] != model.sizes[0]:
         raise DataError(f"--data: {X.shape[1]} features, but the model in {model_path!r} takes {model.sizes[0]}")
+    ignored = [name for name in names if name not in features] if features and names else []
+    if ignored:
+        listed = ", ".join(repr(name) + (" (unnamed, as pandas writes its index)" if name == "" else "")
+                           for name in ignored)
+        print(f"note: ignoring {len(ignored)} column{'s' if len(ignored) > 1 else ''} the model was not trained "
+              f"on: {listed}", file=sys.stderr)
     if preprocessing is not None:
         X = data.Scaling(**preprocessing["x_scaling"]).apply(X)
     outputs = model.predict(X)
