@@ -161,7 +161,7 @@ def build_parser():
     train.add_argument("--threads", type=_positive, help="limit the BLAS threads")
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                        help="standardise features (and regression targets) on the training split "
-                            "(default: on for the embedded datasets except digits, off for files)")
+                            "(default: on, except for the embedded digits)")
     train.add_argument("--save", metavar="PATH", help="write a checkpoint (model, optimizer, schedule, history)")
     train.add_argument("--resume", metavar="PATH", help="go on from a checkpoint up to --epochs in total")
     train.add_argument("--plot", metavar="PATH", help="write a PNG of loss and metric per epoch")

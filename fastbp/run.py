@@ -100,9 +100,9 @@ def resolve(given, checkpoint_settings=None):
     given = {key: value for key, value in given.items() if value is not None}
     if checkpoint_settings is None:
         settings = {**DEFAULTS, **given}
-        if settings["standardize"] is None:  # the embedded dataset's default; off for files
-            embedded = data.DATASETS.get(settings["dataset"]) if settings["data"] is None else None
-            settings["standardize"] = bool(embedded and embedded[2])
+        if settings["standardize"] is None:  # a file's columns come in any units; an embedded set knows its own
+            embedded = data.DATASETS.get(settings["dataset"])
+            settings["standardize"] = settings["data"] is not None or bool(embedded and embedded[2])
         return settings
     fixed = [_flag(name) for name in MODEL_SETTINGS if name in given]
     if fixed:
@@ -272,7 +272,8 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
     print(f"model: MLP {list(model.sizes)} {settings['activation']}, {model.dtype.name}, "
           f"{model.n_params:,} parameters; {settings['optimizer']} lr {trainer.optimizer.lr:g}, "
           f"{trainer.loss.name} loss, batch {settings['batch_size']}, {settings['lr_schedule']} schedule"
-          + (", standardized inputs" if settings["standardize"] else "")
+          + (", standardized inputs" + (" and targets" if prepared.task == "regress" else "")
+             if settings["standardize"] else "")
           + (f"; resuming at epoch {trainer.epoch}" if resume else ""), file=out, flush=True)
 
     if resume is not None and settings["lr_schedule"] in ("step", "cosine") \

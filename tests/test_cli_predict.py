@@ -112,3 +112,40 @@ def test_data_without_names_goes_by_position(sold, tmp_path):
     status, out, err = fastbp_cli("predict", "--model", tmp_path / "m.npz", "--data", tmp_path / "new.csv")
     assert status == 0 and "note" not in err, err
     assert np.mean(np.array(out.splitlines()) == labels) > 0.95
+
+
+def houses(path, n=1000, seed=0):
+    """A CSV of house prices around 300 +- 160 from features of unlike units,
+    among them a zip code, large and of no use, as real tables have."""
+    rng = np.random.default_rng(seed)
+    area, rooms, year = rng.normal(120, 40, n), rng.integers(1, 7, n), rng.integers(1900, 2021, n)
+    lat, long, zipcode = rng.normal(47.5, 0.1, n), rng.normal(-122.2, 0.1, n), rng.integers(98001, 98200, n)
+    price = (300 + 120 * (area - 120) / 40 + 30 * (rooms - 3.5) / 1.7 + 60 * (year - 1960) / 35
+             + 80 * (lat - 47.5) / 0.1 - 50 * (long + 122.2) / 0.1 + rng.normal(0, 15, n))
+    return write_csv(path, ["area", "rooms", "year_built", "lat", "long", "zipcode", "price"],
+                     np.column_stack([area, rooms, year, lat, long, zipcode, price]))
+
+
+def test_a_regression_on_a_csv_is_standardized_by_default(tmp_path, capsys):
+    data, model = houses(tmp_path / "houses.csv"), tmp_path / "m.npz"
+    assert cli.main(["train", "--data", str(data), "--target", "price", "--quiet", "--save", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "standardized inputs and targets" in out.splitlines()[1], out
+    assert float(out.split("test r2 ")[1].split()[0]) >= 0.95, out  # 0.003 unscaled
+    # predictions in the target's own units
+    assert cli.main(["predict", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "p.csv")]) == 0
+    assert float(capsys.readouterr().err.split("r2 ")[1].split()[0]) >= 0.95
+    prices = np.array([float(row[0]) for row in read_csv(tmp_path / "p.csv")[1:]])
+    assert 250 < prices.mean() < 350 and 120 < prices.std() < 200
+    assert cli.main(["train", "--data", str(data), "--target", "price", "--quiet", "--epochs", "1",
+                     "--no-standardize"]) == 0
+    assert "standardized" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("given, expected", [({}, False), ({"dataset": "digits"}, False),
+                                             ({"dataset": "wine"}, True), ({"dataset": "diabetes"}, True),
+                                             ({"data": "houses.csv"}, True),
+                                             ({"data": "houses.csv", "standardize": False}, False),
+                                             ({"dataset": "wine", "standardize": False}, False)])
+def test_standardisation_defaults(given, expected):
+    assert run.resolve(dict.fromkeys(run.DEFAULTS) | given)["standardize"] is expected
