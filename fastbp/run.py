@@ -4,6 +4,7 @@ optimizer and schedule; progress while it trains; a summary at the end.
 Every setting is checked and every file read before anything trains or is
 written, so that a bad argument changes nothing.
 """
+import csv
 import os
 import sys
 import time
@@ -369,16 +370,16 @@ def predict(model_path, data_path, target=None, out_path=None, out=None):
         else:
             print(f"r2 {r2(predictions, y.reshape(len(X), -1)):.4f} on {len(X)} samples", file=sys.stderr)
     predictions = predictions.reshape(len(X), -1)
-    if out_path is None:
-        for row in predictions:
-            print(",".join(str(v) for v in row), file=out)
-    elif out_path.lower().endswith(".npy"):
+    if out_path is not None and out_path.lower().endswith(".npy"):
         np.save(out_path, predictions)
     else:
-        header = ["prediction"] if predictions.shape[1] == 1 else [f"prediction_{i}" for i in range(predictions.shape[1])]
-        lines = [",".join(header)] + [",".join(str(v) for v in row) for row in predictions]
-        with open(out_path, "w") as stream:
-            stream.write("\n".join(lines) + "\n")
+        # the csv writer quotes a label that holds a comma, a quote or a line break
+        with open(out_path, "w", newline="") if out_path else nullcontext(out) as stream:
+            writer = csv.writer(stream, lineterminator="\n")
+            if out_path:
+                n = predictions.shape[1]
+                writer.writerow(["prediction"] if n == 1 else [f"prediction_{i}" for i in range(n)])
+            writer.writerows([str(value) for value in row] for row in predictions)
     if out_path is not None:
         print(f"wrote {len(predictions)} predictions to {out_path}", file=sys.stderr)
     return 0

@@ -149,3 +149,24 @@ def test_a_regression_on_a_csv_is_standardized_by_default(tmp_path, capsys):
                                              ({"dataset": "wine", "standardize": False}, False)])
 def test_standardisation_defaults(given, expected):
     assert run.resolve(dict.fromkeys(run.DEFAULTS) | given)["standardize"] is expected
+
+
+def test_labels_with_commas_and_quotes_are_quoted(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((200, 2))
+    labels = np.where(X[:, 0] > 0, "Paris, FR", 'the "Big Apple"')
+    write_csv(tmp_path / "cities.csv", ["x0", "x1", "city"], [list(row) + [label] for row, label in zip(X, labels)])
+    assert cli.main(["train", "--data", str(tmp_path / "cities.csv"), "--target", "city", "--quiet", "--hidden", "8",
+                     "--lr", "0.01", "--save", str(tmp_path / "m.npz")]) == 0
+    status, out, err = fastbp_cli("predict", "--model", tmp_path / "m.npz", "--data", tmp_path / "cities.csv",
+                                  "--out", tmp_path / "p.csv")
+    assert status == 0, err
+    rows = read_csv(tmp_path / "p.csv")
+    assert rows[0] == ["prediction"] and all(len(row) == 1 for row in rows)
+    predicted = np.array([row[0] for row in rows[1:]])
+    assert set(predicted) == {"Paris, FR", 'the "Big Apple"'} and np.mean(predicted == labels) > 0.9
+    pandas = pytest.importorskip("pandas")
+    assert pandas.read_csv(tmp_path / "p.csv")["prediction"].tolist() == predicted.tolist()
+    status, out, err = fastbp_cli("predict", "--model", tmp_path / "m.npz", "--data", tmp_path / "cities.csv")
+    assert status == 0, err
+    assert list(csv.reader(out.splitlines())) == [[label] for label in predicted]
