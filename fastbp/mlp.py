@@ -125,7 +125,9 @@ class MLP:
         self._forward_rows = None
 
     def forward(self, x):
-        """The network's output for ``x`` (batch, n_in); caches what backward needs."""
+        """The network's output for ``x`` (batch, n_in); caches what backward
+        needs in the model's buffers, so one thread at a time (``predict``
+        is the call for threads)."""
         x = as_matrix("x", x, self.dtype, self.sizes[0])
         rows = x.shape[0]
         self._ensure_capacity(rows)
@@ -140,18 +142,24 @@ class MLP:
 
     def _chunks(self, X):
         """Yield (start, output view) for each chunk of X (n_samples, n_in),
-        checked already; the views are overwritten by the next chunk."""
+        checked already; the views are overwritten by the next chunk.
+
+        Each call works in activation buffers of its own, never the model's:
+        the kernels release the GIL, so threads predicting with one model at
+        once would otherwise overwrite each other's activations (and the
+        forward pass cached for backward)."""
         rows = min(_INFERENCE_ROWS, X.shape[0])
-        self._ensure_capacity(rows)
-        self._forward_rows = None  # the cached forward pass is overwritten
+        z = np.empty(rows * self._total_units, dtype=self.dtype)
+        a = np.empty_like(z)
         for start in range(0, X.shape[0], rows):
             chunk = X[start:start + rows]
-            network_forward(self._z, self._a, chunk, self._params, self._layers, self._activation_params)
-            yield start, layer_units(self._a, self._layers, len(self._layers) - 1, chunk.shape[0])
+            network_forward(z, a, chunk, self._params, self._layers, self._activation_params)
+            yield start, layer_units(a, self._layers, len(self._layers) - 1, chunk.shape[0])
 
     def predict(self, x):
         """The network's output for ``x`` (n_samples, n_in), computed in chunks
-        of at most 4096 rows and not kept for backward."""
+        of at most 4096 rows and not kept for backward. Safe to call from any
+        number of threads at once (while nothing trains the model)."""
         x = as_matrix("x", x, self.dtype, self.sizes[0])
         out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
         for start, output in self._chunks(x):
