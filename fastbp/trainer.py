@@ -1,5 +1,6 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
 import time
+import warnings
 
 import numpy as np
 
@@ -31,6 +32,16 @@ class Trainer:
     ``fit`` continues from there, and ``save``/``Trainer.load`` carry it
     through a checkpoint file.
 
+    Training always goes on from the last epoch's weights. When a fit ends by
+    restoring the best epoch's weights (``early_stopping`` with
+    ``restore_best``), the model holds the best weights, for ``predict``,
+    ``score`` and ``model.save``, and the trainer keeps the last epoch's
+    weights aside: the next ``fit``, in this process or after
+    ``save``/``Trainer.load``, starts from them, so a run split into several
+    fits is bit for bit the run that never stopped. The best epoch's weights
+    are kept whether or not a fit asks to restore them, since a later fit may
+    ask for a best epoch that came before it.
+
     Example:
         >>> trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), fastbp.Adam(model))
         >>> history = trainer.fit(X, y, epochs=10, batch_size=64, validation_split=0.1, seed=0)
@@ -60,9 +71,12 @@ class Trainer:
         self.metadata = {}
         self._rng_state = None
         # (epoch, monitored loss) of the best epoch so far, and (epoch,
-        # parameters) of it when early stopping keeps them
+        # parameters) of it
         self._best = None
         self._best_params = None
+        # the last epoch's parameters while the model holds the restored best
+        # ones, else None
+        self._last_params = None
 
     def _data(self, X, y, name="X"):
         model = self.model
@@ -110,7 +124,8 @@ class Trainer:
                 epochs; None trains every epoch.
             min_delta: the least decrease that counts as an improvement.
             restore_best: with early_stopping, end with the parameters of the
-                best epoch.
+                best epoch, even one from an earlier fit call (training goes
+                on from the last epoch's, see the class docstring).
             callbacks: callables ``f(trainer, logs)`` (or objects with
                 ``on_epoch_end(trainer, logs)``) run after every epoch; logs is
                 the epoch's row of the history. Setting
@@ -132,6 +147,9 @@ class Trainer:
         model, optimizer, loss = self.model, self.optimizer, self.loss
         n, n_in, n_out = X.shape[0], model.sizes[0], model.sizes[-1]
         rows = min(batch_size, n)
+        if self._last_params is not None:
+            model._params[...] = self._last_params
+            self._last_params = None
         model._ensure_capacity(rows)
         model._forward_rows = None  # the cached forward pass is about to be overwritten
         batch_x = np.empty(rows * n_in, dtype=model.dtype)
@@ -163,17 +181,24 @@ class Trainer:
             monitored = logs.get("val_loss", logs["loss"])
             if self._best is None or monitored < self._best[1] - min_delta:
                 self._best = (self.epoch, monitored)
-                if keep_best:
-                    self._best_params = (self.epoch, model._params.copy())
+                kept = model._params.copy() if self._best_params is None else self._best_params[1]
+                kept[...] = model._params
+                self._best_params = (self.epoch, kept)
             if self.schedule is not None:
                 self.schedule.step(monitored)
             for callback in callbacks:
                 callback(self, logs)
             if self.stop_training or (patience is not None and self.epoch - self._best[0] >= patience):
                 break
-        best = self._best_params
-        if keep_best and best is not None and best[0] == self._best[0] != self.epoch:
-            model._params[...] = best[1]
+        if keep_best and self._best is not None and self._best[0] != self.epoch:
+            best = self._best_params
+            if best is not None and best[0] == self._best[0]:
+                self._last_params = model._params.copy()
+                model._params[...] = best[1]
+            else:
+                warnings.warn(f"the weights of the best epoch ({self._best[0]}) were not kept (the checkpoint "
+                              f"predates fastbp keeping them); the model keeps epoch {self.epoch}'s",
+                              UserWarning, stacklevel=2)
         return self.history
 
     @staticmethod
