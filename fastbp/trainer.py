@@ -229,7 +229,8 @@ class Trainer:
         return self.model.predict(X)
 
     def _evaluate(self, X, targets, labels):
-        """(loss over the whole of X, the outputs (n_samples, n_out))."""
+        """(loss per sample over the whole of X, as History reports it, and the
+        outputs (n_samples, n_out))."""
         mean = self.loss.reduction == "mean"
         outputs = np.empty((X.shape[0], self.model.sizes[-1]), dtype=self.model.dtype)
         total = 0.0
@@ -241,11 +242,14 @@ class Trainer:
                 labels[start:stop] if labels.size else labels, self.loss.code, self.loss.param, mean)
             # mean: the value is per element (per sample for cross-entropy)
             total += value * output.shape[0] if mean else value
-        return (total / X.shape[0] if mean else total), outputs
+        return total / X.shape[0], outputs
 
     def evaluate(self, X, y):
-        """The loss over the whole of (X, y), as one batch of that loss would give."""
-        return self._evaluate(*self._data(X, y))[0]
+        """The loss over the whole of (X, y), as one batch of that loss would
+        give (for reduction="sum", the sum over the samples)."""
+        X, targets, labels = self._data(X, y)
+        per_sample = self._evaluate(X, targets, labels)[0]
+        return per_sample if self.loss.reduction == "mean" else per_sample * X.shape[0]
 
     def score(self, X, y):
         """The metric of ``history.metric`` (accuracy or R^2) on (X, y)."""

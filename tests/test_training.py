@@ -301,3 +301,17 @@ def test_a_version_1_checkpoint_still_loads(tmp_path):
     loaded = fastbp.Trainer.load(tmp_path / "v1.npz")
     assert loaded.epoch == 2 and loaded._last_params is None
     np.testing.assert_array_equal(loaded.model._params, trainer.model._params)
+
+
+@pytest.mark.parametrize("loss", [fastbp.CrossEntropyLoss(reduction="sum"), fastbp.MSELoss(reduction="sum"),
+                                  fastbp.CrossEntropyLoss(), fastbp.MSELoss()])
+def test_loss_and_val_loss_are_both_per_sample(loss):
+    X, y = classification()
+    target = y if isinstance(loss, fastbp.CrossEntropyLoss) else np.eye(3)[y]
+    model = fastbp.MLP([6, 16, 3], activation="tanh", dtype="float64", seed=3)
+    trainer = fastbp.Trainer(model, loss, fastbp.SGD(model, lr=0.0))  # the weights stay put
+    history = trainer.fit(X, target, epochs=1, batch_size=16, shuffle=False, validation_data=(X, target))
+    assert history.val_loss[0] == pytest.approx(history.loss[0], rel=1e-12)
+    # evaluate still gives what one batch of the loss gives
+    one_batch = type(loss)(reduction=loss.reduction)(model.predict(X), target)
+    assert trainer.evaluate(X, target) == pytest.approx(one_batch, rel=1e-12)
