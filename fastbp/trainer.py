@@ -78,9 +78,12 @@ class Trainer:
         # ones, else None
         self._last_params = None
 
-    def _data(self, X, y, name="X"):
+    def _data(self, X, y, name="X", y_name="y"):
         model = self.model
         X = as_matrix(name, X, model.dtype, model.sizes[0])
+        if np.ndim(y) >= 1 and np.shape(y)[0] != X.shape[0]:
+            raise ValueError(f"{y_name} must hold one target per sample of {name}: {name} has {X.shape[0]} rows, "
+                             f"{y_name} has {np.shape(y)[0]}; take both from the same samples (and the same split)")
         targets, labels = self.loss.targets(y, X.shape[0], model.sizes[-1], model.dtype)
         return X, targets, labels
 
@@ -91,7 +94,8 @@ class Trainer:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
-            return self._data(X, y), self._data(*validation_data, name="validation_data[0]")
+            X_val, y_val = validation_data
+            return self._data(X, y), self._data(X_val, y_val, "validation_data[0]", "validation_data[1]")
         split = as_float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)
         train = self._data(X, y)
         n_val = int(round(split * train[0].shape[0]))
