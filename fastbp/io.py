@@ -46,6 +46,11 @@ _MODEL = {MODEL_FORMAT: ("model", {1})}
 _CHECKPOINT = {CHECKPOINT_FORMAT: ("checkpoint", {1, 2})}
 
 
+class MissingFileError(FileNotFoundError, ValueError):
+    """No file at the path given: a FileNotFoundError, as ``open`` and
+    ``np.load`` raise, and a ValueError, as every other unreadable file."""
+
+
 def atomic_savez(path, **arrays):
     """Write an .npz to ``path`` through a temporary file in the same folder
     and a rename, so that a reader never sees a half-written file."""
@@ -115,7 +120,7 @@ def _read(path, formats):
     path = os.fspath(path)
     what = " or ".join(name for name, _ in formats.values())
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: no {what} file at {path!r}")
+        raise MissingFileError(f"path: no {what} file at {path!r}")
     try:
         archive = np.load(path, allow_pickle=False)
         if not hasattr(archive, "files"):
@@ -125,6 +130,9 @@ def _read(path, formats):
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path!r} is not a readable fastbp {what} file ({error})") from None
     found = str(contents.get("format", ""))
+    if found == MODEL_FORMAT and found not in formats:
+        raise ValueError(f"{path!r} is not a fastbp checkpoint file: it is a model file (MLP.save), which holds no "
+                         f"training state to go on from; use fastbp.load to read the model")
     if found not in formats:
         raise ValueError(f"{path!r} is not a fastbp {what} file (no {' or '.join(map(repr, formats))} marker)")
     version = int(contents.get("format_version", -1))
@@ -153,8 +161,8 @@ def _model(path, contents):
 def load(path):
     """The model in a model file (``MLP.save``) or a checkpoint
     (``Trainer.save``); a missing, truncated, corrupt or foreign file, or one of
-    another format version, raises a ValueError (or FileNotFoundError) that
-    says which."""
+    another format version, raises a ValueError that says which (for a
+    missing file, a ``MissingFileError``: also a FileNotFoundError)."""
     return _model(*_read(path, {**_MODEL, **_CHECKPOINT}))
 
 
@@ -167,7 +175,7 @@ def _fitting(path, name, array, size, dtype):
 
 def load_checkpoint(path):
     """The fastbp.Trainer a checkpoint holds, ready to ``fit`` on exactly as
-    the run that wrote it would have."""
+    the run that wrote it would have; bad files raise as in ``load``."""
     return _trainer(*_read(path, _CHECKPOINT))
 
 

@@ -1,5 +1,7 @@
 """The multi-layer perceptron: flat buffers plus the layer table that drives
 the kernels in ``kernels.network``."""
+import warnings
+
 import numpy as np
 
 from kernels.network import layer_units, network_backward, network_forward
@@ -210,12 +212,29 @@ class MLP:
     @classmethod
     def from_torch(cls, sequential):
         """An MLP from a torch.nn.Sequential of Linear layers, each optionally
-        followed by one activation module (copies the weights)."""
+        followed by one activation module (copies the weights).
+
+        Modules that do nothing at inference are left out: Identity,
+        Flatten() (fastbp's input is already 2-D), and dropout, with a
+        UserWarning, since fastbp trains without it."""
         torch = _require_torch("MLP.from_torch()")
         if not isinstance(sequential, torch.nn.Sequential):
             raise TypeError(f"sequential must be a torch.nn.Sequential, got {describe(sequential)}")
+        dropouts = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+                    torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)
         linears, activations = [], []
         for index, module in enumerate(sequential):
+            if isinstance(module, dropouts):
+                warnings.warn(f"sequential[{index}] is {type(module).__name__}: left out, as dropout does nothing "
+                              f"at inference (and fastbp trains without it)", UserWarning, stacklevel=2)
+                continue
+            if isinstance(module, torch.nn.Flatten):
+                if (module.start_dim, module.end_dim) != (1, -1):
+                    raise TypeError(f"sequential[{index}] is {module!r}; only Flatten(start_dim=1, end_dim=-1) is "
+                                    f"supported, which leaves fastbp's 2-D input (batch, n_in) as it is")
+                continue
+            if isinstance(module, torch.nn.Identity):
+                continue
             if isinstance(module, torch.nn.Linear):
                 if linears and linears[-1].out_features != module.in_features:
                     raise ValueError(f"sequential[{index}] takes {module.in_features} inputs but the layer "
@@ -225,12 +244,10 @@ class MLP:
                 continue
             activation = Activation.from_torch(module)
             if activation is None:
-                raise TypeError(f"sequential[{index}] is {type(module).__name__}; only Linear and the "
-                                f"activations {', '.join(sorted(_TORCH_CLASSES.values()))} are supported")
+                raise TypeError(f"sequential[{index}] is {type(module).__name__}; only Linear, the activations "
+                                f"{', '.join(sorted(_TORCH_CLASSES.values()))}, Dropout and Flatten are supported")
             if not linears:
                 raise ValueError(f"sequential[{index}] is an activation before any Linear layer")
-            if activation.name == "identity":
-                continue
             if activations[-1].name != "identity":
                 raise ValueError(f"sequential[{index}] is a second activation after one Linear layer")
             activations[-1] = activation
