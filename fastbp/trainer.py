@@ -126,7 +126,8 @@ class Trainer:
             early_stopping: stop once the validation loss (the training loss
                 without validation data) has not improved for this many
                 epochs; None trains every epoch.
-            min_delta: the least decrease that counts as an improvement.
+            min_delta: the least decrease that counts as an improvement (of
+                the per-sample loss History reports).
             restore_best: with early_stopping, end with the parameters of the
                 best epoch, even one from an earlier fit call (training goes
                 on from the last epoch's, see the class docstring).
