@@ -64,13 +64,19 @@ def as_choice(name, value, choices):
     return value
 
 
-def _as_numeric_array(name, value):
+# what to do with labels that are not integers 0..n_classes-1 yet
+ENCODE_LABELS = ("encode the labels as integers 0..n_classes-1 first, e.g. classes, y = np.unique(y, "
+                 "return_inverse=True), or sklearn.preprocessing.LabelEncoder")
+
+
+def _as_numeric_array(name, value, hint=""):
+    """``hint``: how to fix non-numeric input (e.g. strings), for the error."""
     try:
         array = np.asarray(value)
     except (TypeError, ValueError) as error:
         raise TypeError(f"{name} must be a numeric array, got {describe(value)} ({error})") from None
     if array.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got {describe(array)}")
+        raise TypeError(f"{name} must hold real numbers, got {describe(array)}" + (f"; {hint}" if hint else ""))
     return array
 
 
@@ -81,12 +87,12 @@ def _check_finite(name, array):
         raise ValueError(f"{name} contains NaN or inf (first at index {where}: {array[where]})")
 
 
-def as_matrix(name, value, dtype, n_columns=None, rows=None, column_name="features"):
+def as_matrix(name, value, dtype, n_columns=None, rows=None, column_name="features", hint=""):
     """A C-contiguous (rows, n_columns) float array of ``dtype``, all finite.
 
     Integer input and other float dtypes are converted, not rejected.
     """
-    array = _as_numeric_array(name, value)
+    array = _as_numeric_array(name, value, hint)
     if array.ndim != 2:
         hint = " (use x.reshape(-1, 1) for one feature or x.reshape(1, -1) for one sample)" if array.ndim == 1 else ""
         raise ValueError(f"{name} must be 2-D (n_samples, n_{column_name}), got {array.ndim}-D shape {array.shape}{hint}")
@@ -108,10 +114,15 @@ def _writeable(array):
 
 
 def as_labels(name, value, n_classes, rows=None):
-    """Integer class labels in [0, n_classes) as a contiguous int64 (n,) array."""
-    array = _as_numeric_array(name, value)
+    """Integer class labels in [0, n_classes) as a contiguous int64 (n,) array,
+    ``n_classes`` being the model's number of outputs."""
+    array = _as_numeric_array(name, value, ENCODE_LABELS)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D class labels (n_samples,), got {array.ndim}-D shape {array.shape}")
+        fix = ""
+        if array.ndim == 2:
+            fix = ("; for one column pass y.ravel() instead" if array.shape[1] == 1 else
+                   "; for one-hot or probability rows pass their labels, y.argmax(axis=1), instead")
+        raise ValueError(f"{name} must be 1-D class labels (n_samples,), got {array.ndim}-D shape {array.shape}{fix}")
     if array.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one label, got shape {array.shape}")
     if rows is not None and array.shape[0] != rows:
@@ -125,7 +136,12 @@ def as_labels(name, value, n_classes, rows=None):
     elif array.dtype.kind == "b":
         raise TypeError(f"{name} must hold integer class labels, got {describe(array)}")
     low, high = array.min(), array.max()
-    if low < 0 or high >= n_classes:
-        bad = low if low < 0 else high
-        raise ValueError(f"{name} must be class labels in [0, {n_classes}), got {bad}")
+    if low < 0:
+        raise ValueError(f"{name} must be class labels in [0, {n_classes}), got {low}; {ENCODE_LABELS}")
+    if high >= n_classes:
+        outputs = f"{n_classes} output" + ("s" if n_classes > 1 else "")
+        binary = " (or, for two classes, BCEWithLogitsLoss with 0/1 targets)" if n_classes == 1 else ""
+        raise ValueError(f"{name} must be class labels in [0, {n_classes}), got {high}: the model has {outputs}, "
+                         f"one per class; labels up to {high} need a model with {high + 1} outputs "
+                         f"(sizes[-1] = {high + 1}){binary}")
     return _writeable(np.ascontiguousarray(array, dtype=np.int64))

@@ -8,9 +8,16 @@ class History:
     """What each epoch of a Trainer's run gave, one list per column.
 
     Columns: ``epoch`` (counting from 1 over every ``fit`` call), ``loss``
-    (mean per-sample training loss), ``val_loss`` and ``val_metric`` (NaN
-    without validation data), ``lr`` (the learning rate the epoch trained
-    with) and ``seconds``. ``metric`` names the metric: "accuracy" or "r2".
+    (the training loss per sample, averaged over the epoch's batches),
+    ``val_loss`` (the validation loss per sample, after the epoch) and
+    ``val_metric`` (both NaN without validation data), ``lr`` (the learning
+    rate the epoch trained with) and ``seconds``. ``metric`` names the
+    metric: "accuracy" or "r2".
+
+    Both losses are per sample whatever the loss's reduction, so that they
+    compare, and so do early stopping's ``min_delta`` and the plateau
+    schedule's threshold: with reduction="mean" that is the loss's own value,
+    with reduction="sum" its value divided by the number of samples.
 
     Example:
         >>> history = trainer.fit(X, y, epochs=10, validation_split=0.1)

@@ -6,15 +6,21 @@ A model file (``format`` "fastbp-model", ``format_version`` 1) holds:
 ``bias`` (bool), ``dtype`` ("float32" / "float64"), ``params`` (the flat
 parameter buffer, layer by layer: W (n_out, n_in) row-major, then b).
 
-A checkpoint (``format`` "fastbp-checkpoint", ``format_version`` 1) holds the
-model's keys and what a run needs to go on exactly where it stopped:
-``optimizer`` (its name), ``optimizer_hyper`` (float64, the kernel's scalars,
-the current learning rate first), ``optimizer_state_0..2`` (the moment
-buffers; empty when unused), ``optimizer_step``, ``rng_state`` (uint64, the
-shuffling stream), ``best_params`` (empty unless early stopping kept a copy),
+A checkpoint (``format`` "fastbp-checkpoint", ``format_version`` 2) holds the
+model's keys (``params``: the weights the model predicts with, the best
+epoch's when a fit restored them) and what a run needs to go on exactly where
+it stopped: ``optimizer`` (its name), ``optimizer_hyper`` (float64, the
+kernel's scalars, the current learning rate first), ``optimizer_state_0..2``
+(the moment buffers; empty when unused), ``optimizer_step``, ``rng_state``
+(uint64, the shuffling stream), ``best_params`` (the best epoch's parameters;
+empty before any epoch), ``last_params`` (the last epoch's parameters, which
+training goes on from, when ``params`` holds restored best ones; else empty),
 and ``training`` (JSON: epoch, loss name and arguments, max_grad_norm,
 schedule name, arguments and state, the history, the best-params epoch and the
 trainer's metadata).
+
+Version 1 checkpoints still load: they have no ``last_params`` and keep
+``best_params`` only when early stopping asked for them.
 """
 import json
 import os
@@ -33,7 +39,16 @@ from fastbp.trainer import Trainer
 
 MODEL_FORMAT = "fastbp-model"
 CHECKPOINT_FORMAT = "fastbp-checkpoint"
-FORMAT_VERSION = 1
+MODEL_VERSION = 1
+CHECKPOINT_VERSION = 2
+# format -> (what to call it, the versions this fastbp reads)
+_MODEL = {MODEL_FORMAT: ("model", {1})}
+_CHECKPOINT = {CHECKPOINT_FORMAT: ("checkpoint", {1, 2})}
+
+
+class MissingFileError(FileNotFoundError, ValueError):
+    """No file at the path given: a FileNotFoundError, as ``open`` and
+    ``np.load`` raise, and a ValueError, as every other unreadable file."""
 
 
 def atomic_savez(path, **arrays):
@@ -66,7 +81,7 @@ def save_model(model, path):
     """Write ``model`` to ``path`` (see the module docstring for the format)."""
     if not isinstance(model, MLP):
         raise TypeError(f"model must be a fastbp.MLP, got {type(model).__name__}")
-    atomic_savez(path, format=np.array(MODEL_FORMAT), format_version=np.array(FORMAT_VERSION),
+    atomic_savez(path, format=np.array(MODEL_FORMAT), format_version=np.array(MODEL_VERSION),
                  **_model_arrays(model))
 
 
@@ -89,20 +104,23 @@ def save_checkpoint(trainer, path):
     except (TypeError, ValueError) as error:
         raise TypeError(f"trainer.metadata must hold JSON-serialisable values only ({error})") from None
     rng_state = trainer._rng_state if trainer._rng_state is not None else np.zeros(0, dtype=np.uint64)
-    atomic_savez(path, format=np.array(CHECKPOINT_FORMAT), format_version=np.array(FORMAT_VERSION),
+    empty = np.zeros(0, dtype=trainer.model.dtype)
+    atomic_savez(path, format=np.array(CHECKPOINT_FORMAT), format_version=np.array(CHECKPOINT_VERSION),
                  **_model_arrays(trainer.model), optimizer=np.array(optimizer.name),
                  optimizer_hyper=optimizer._hyper, optimizer_step=np.array(optimizer.step_count),
                  **{f"optimizer_state_{i}": state for i, state in enumerate(optimizer._state)},
                  rng_state=rng_state, training=np.array(training),
-                 best_params=np.zeros(0, dtype=trainer.model.dtype) if best is None else best[1])
+                 best_params=empty if best is None else best[1],
+                 last_params=empty if trainer._last_params is None else trainer._last_params)
 
 
 def _read(path, formats):
-    """The arrays of a file in one of ``formats`` (format name -> what to call it)."""
+    """The arrays of a file in one of ``formats`` (format name -> (what to
+    call it, the versions read))."""
     path = os.fspath(path)
-    what = " or ".join(formats.values())
+    what = " or ".join(name for name, _ in formats.values())
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"path: no {what} file at {path!r}")
+        raise MissingFileError(f"path: no {what} file at {path!r}")
     try:
         archive = np.load(path, allow_pickle=False)
         if not hasattr(archive, "files"):
@@ -112,12 +130,17 @@ def _read(path, formats):
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         raise ValueError(f"{path!r} is not a readable fastbp {what} file ({error})") from None
     found = str(contents.get("format", ""))
+    if found == MODEL_FORMAT and found not in formats:
+        raise ValueError(f"{path!r} is not a fastbp checkpoint file: it is a model file (MLP.save), which holds no "
+                         f"training state to go on from; use fastbp.load to read the model")
     if found not in formats:
         raise ValueError(f"{path!r} is not a fastbp {what} file (no {' or '.join(map(repr, formats))} marker)")
     version = int(contents.get("format_version", -1))
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path!r} has {formats[found]} format version {version}; this fastbp reads version "
-                         f"{FORMAT_VERSION}")
+    name, versions = formats[found]
+    if version not in versions:
+        readable = " and ".join(map(str, sorted(versions)))
+        raise ValueError(f"{path!r} has {name} format version {version}; this fastbp reads "
+                         f"version{'s' if len(versions) > 1 else ''} {readable}")
     return path, contents
 
 
@@ -138,9 +161,9 @@ def _model(path, contents):
 def load(path):
     """The model in a model file (``MLP.save``) or a checkpoint
     (``Trainer.save``); a missing, truncated, corrupt or foreign file, or one of
-    another format version, raises a ValueError (or FileNotFoundError) that
-    says which."""
-    return _model(*_read(path, {MODEL_FORMAT: "model", CHECKPOINT_FORMAT: "checkpoint"}))
+    another format version, raises a ValueError that says which (for a
+    missing file, a ``MissingFileError``: also a FileNotFoundError)."""
+    return _model(*_read(path, {**_MODEL, **_CHECKPOINT}))
 
 
 def _fitting(path, name, array, size, dtype):
@@ -152,13 +175,13 @@ def _fitting(path, name, array, size, dtype):
 
 def load_checkpoint(path):
     """The fastbp.Trainer a checkpoint holds, ready to ``fit`` on exactly as
-    the run that wrote it would have."""
-    return _trainer(*_read(path, {CHECKPOINT_FORMAT: "checkpoint"}))
+    the run that wrote it would have; bad files raise as in ``load``."""
+    return _trainer(*_read(path, _CHECKPOINT))
 
 
 def load_any(path):
     """(model, trainer) from a model file (trainer None) or a checkpoint."""
-    path, contents = _read(path, {MODEL_FORMAT: "model", CHECKPOINT_FORMAT: "checkpoint"})
+    path, contents = _read(path, {**_MODEL, **_CHECKPOINT})
     if str(contents["format"]) == MODEL_FORMAT:
         return _model(path, contents), None
     trainer = _trainer(path, contents)
@@ -196,6 +219,8 @@ def _trainer(path, contents):
         if training["best_params_epoch"] is not None:
             trainer._best_params = (int(training["best_params_epoch"]),
                                     _fitting(path, "best_params", contents["best_params"], {n}, dtype))
+        last = _fitting(path, "last_params", contents.get("last_params", np.zeros(0, dtype)), {0, n}, dtype)
+        trainer._last_params = last if last.size else None
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ValueError(f"{path!r} is a damaged fastbp checkpoint ({type(error).__name__}: {error})") from None
     return trainer

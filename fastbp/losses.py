@@ -6,7 +6,7 @@ gradient; ``loss.backward()`` returns d(value)/d(pred), shaped like ``pred``.
 import numpy as np
 
 import kernels
-from fastbp._checks import as_choice, as_float, as_labels, as_matrix, describe
+from fastbp._checks import ENCODE_LABELS, as_choice, as_float, as_labels, as_matrix, describe
 
 
 class _Loss:
@@ -50,7 +50,13 @@ class _Loss:
         array = np.asarray(target)
         if array.ndim <= 1 and n_outputs == 1:
             array = array.reshape(-1, 1)
-        targets = as_matrix("target", array, dtype, n_outputs, rows=n_rows, column_name="outputs")
+        if n_outputs > 1 and (array.ndim == 1 or array.ndim == 2 and array.shape[1] == 1):
+            # most likely class labels, where reshape(-1, 1) is no way out
+            raise ValueError(f"target must have {n_outputs} outputs per sample for {type(self).__name__}, got "
+                             f"shape {array.shape}; for class labels use CrossEntropyLoss, or one-hot encode "
+                             f"them to {n_outputs} columns: np.eye({n_outputs})[y]")
+        targets = as_matrix("target", array, dtype, n_outputs, rows=n_rows, column_name="outputs",
+                            hint=f"for class labels use CrossEntropyLoss, and {ENCODE_LABELS}")
         return targets, np.empty(0, dtype=np.int64)
 
     def __call__(self, pred, target):

@@ -1,5 +1,7 @@
 """The multi-layer perceptron: flat buffers plus the layer table that drives
 the kernels in ``kernels.network``."""
+import warnings
+
 import numpy as np
 
 from kernels.network import layer_units, network_backward, network_forward
@@ -125,7 +127,9 @@ class MLP:
         self._forward_rows = None
 
     def forward(self, x):
-        """The network's output for ``x`` (batch, n_in); caches what backward needs."""
+        """The network's output for ``x`` (batch, n_in); caches what backward
+        needs in the model's buffers, so one thread at a time (``predict``
+        is the call for threads)."""
         x = as_matrix("x", x, self.dtype, self.sizes[0])
         rows = x.shape[0]
         self._ensure_capacity(rows)
@@ -140,18 +144,24 @@ class MLP:
 
     def _chunks(self, X):
         """Yield (start, output view) for each chunk of X (n_samples, n_in),
-        checked already; the views are overwritten by the next chunk."""
+        checked already; the views are overwritten by the next chunk.
+
+        Each call works in activation buffers of its own, never the model's:
+        the kernels release the GIL, so threads predicting with one model at
+        once would otherwise overwrite each other's activations (and the
+        forward pass cached for backward)."""
         rows = min(_INFERENCE_ROWS, X.shape[0])
-        self._ensure_capacity(rows)
-        self._forward_rows = None  # the cached forward pass is overwritten
+        z = np.empty(rows * self._total_units, dtype=self.dtype)
+        a = np.empty_like(z)
         for start in range(0, X.shape[0], rows):
             chunk = X[start:start + rows]
-            network_forward(self._z, self._a, chunk, self._params, self._layers, self._activation_params)
-            yield start, layer_units(self._a, self._layers, len(self._layers) - 1, chunk.shape[0])
+            network_forward(z, a, chunk, self._params, self._layers, self._activation_params)
+            yield start, layer_units(a, self._layers, len(self._layers) - 1, chunk.shape[0])
 
     def predict(self, x):
         """The network's output for ``x`` (n_samples, n_in), computed in chunks
-        of at most 4096 rows and not kept for backward."""
+        of at most 4096 rows and not kept for backward. Safe to call from any
+        number of threads at once (while nothing trains the model)."""
         x = as_matrix("x", x, self.dtype, self.sizes[0])
         out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
         for start, output in self._chunks(x):
@@ -202,12 +212,29 @@ class MLP:
     @classmethod
     def from_torch(cls, sequential):
         """An MLP from a torch.nn.Sequential of Linear layers, each optionally
-        followed by one activation module (copies the weights)."""
+        followed by one activation module (copies the weights).
+
+        Modules that do nothing at inference are left out: Identity,
+        Flatten() (fastbp's input is already 2-D), and dropout, with a
+        UserWarning, since fastbp trains without it."""
         torch = _require_torch("MLP.from_torch()")
         if not isinstance(sequential, torch.nn.Sequential):
             raise TypeError(f"sequential must be a torch.nn.Sequential, got {describe(sequential)}")
+        dropouts = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d,
+                    torch.nn.AlphaDropout, torch.nn.FeatureAlphaDropout)
         linears, activations = [], []
         for index, module in enumerate(sequential):
+            if isinstance(module, dropouts):
+                warnings.warn(f"sequential[{index}] is {type(module).__name__}: left out, as dropout does nothing "
+                              f"at inference (and fastbp trains without it)", UserWarning, stacklevel=2)
+                continue
+            if isinstance(module, torch.nn.Flatten):
+                if (module.start_dim, module.end_dim) != (1, -1):
+                    raise TypeError(f"sequential[{index}] is {module!r}; only Flatten(start_dim=1, end_dim=-1) is "
+                                    f"supported, which leaves fastbp's 2-D input (batch, n_in) as it is")
+                continue
+            if isinstance(module, torch.nn.Identity):
+                continue
             if isinstance(module, torch.nn.Linear):
                 if linears and linears[-1].out_features != module.in_features:
                     raise ValueError(f"sequential[{index}] takes {module.in_features} inputs but the layer "
@@ -217,12 +244,10 @@ class MLP:
                 continue
             activation = Activation.from_torch(module)
             if activation is None:
-                raise TypeError(f"sequential[{index}] is {type(module).__name__}; only Linear and the "
-                                f"activations {', '.join(sorted(_TORCH_CLASSES.values()))} are supported")
+                raise TypeError(f"sequential[{index}] is {type(module).__name__}; only Linear, the activations "
+                                f"{', '.join(sorted(_TORCH_CLASSES.values()))}, Dropout and Flatten are supported")
             if not linears:
                 raise ValueError(f"sequential[{index}] is an activation before any Linear layer")
-            if activation.name == "identity":
-                continue
             if activations[-1].name != "identity":
                 raise ValueError(f"sequential[{index}] is a second activation after one Linear layer")
             activations[-1] = activation

@@ -1,5 +1,6 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
 import time
+import warnings
 
 import numpy as np
 
@@ -31,6 +32,16 @@ class Trainer:
     ``fit`` continues from there, and ``save``/``Trainer.load`` carry it
     through a checkpoint file.
 
+    Training always goes on from the last epoch's weights. When a fit ends by
+    restoring the best epoch's weights (``early_stopping`` with
+    ``restore_best``), the model holds the best weights, for ``predict``,
+    ``score`` and ``model.save``, and the trainer keeps the last epoch's
+    weights aside: the next ``fit``, in this process or after
+    ``save``/``Trainer.load``, starts from them, so a run split into several
+    fits is bit for bit the run that never stopped. The best epoch's weights
+    are kept whether or not a fit asks to restore them, since a later fit may
+    ask for a best epoch that came before it.
+
     Example:
         >>> trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), fastbp.Adam(model))
         >>> history = trainer.fit(X, y, epochs=10, batch_size=64, validation_split=0.1, seed=0)
@@ -60,13 +71,19 @@ class Trainer:
         self.metadata = {}
         self._rng_state = None
         # (epoch, monitored loss) of the best epoch so far, and (epoch,
-        # parameters) of it when early stopping keeps them
+        # parameters) of it
         self._best = None
         self._best_params = None
+        # the last epoch's parameters while the model holds the restored best
+        # ones, else None
+        self._last_params = None
 
-    def _data(self, X, y, name="X"):
+    def _data(self, X, y, name="X", y_name="y"):
         model = self.model
         X = as_matrix(name, X, model.dtype, model.sizes[0])
+        if np.ndim(y) >= 1 and np.shape(y)[0] != X.shape[0]:
+            raise ValueError(f"{y_name} must hold one target per sample of {name}: {name} has {X.shape[0]} rows, "
+                             f"{y_name} has {np.shape(y)[0]}; take both from the same samples (and the same split)")
         targets, labels = self.loss.targets(y, X.shape[0], model.sizes[-1], model.dtype)
         return X, targets, labels
 
@@ -77,7 +94,8 @@ class Trainer:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
-            return self._data(X, y), self._data(*validation_data, name="validation_data[0]")
+            X_val, y_val = validation_data
+            return self._data(X, y), self._data(X_val, y_val, "validation_data[0]", "validation_data[1]")
         split = as_float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)
         train = self._data(X, y)
         n_val = int(round(split * train[0].shape[0]))
@@ -108,9 +126,11 @@ class Trainer:
             early_stopping: stop once the validation loss (the training loss
                 without validation data) has not improved for this many
                 epochs; None trains every epoch.
-            min_delta: the least decrease that counts as an improvement.
+            min_delta: the least decrease that counts as an improvement (of
+                the per-sample loss History reports).
             restore_best: with early_stopping, end with the parameters of the
-                best epoch.
+                best epoch, even one from an earlier fit call (training goes
+                on from the last epoch's, see the class docstring).
             callbacks: callables ``f(trainer, logs)`` (or objects with
                 ``on_epoch_end(trainer, logs)``) run after every epoch; logs is
                 the epoch's row of the history. Setting
@@ -132,6 +152,9 @@ class Trainer:
         model, optimizer, loss = self.model, self.optimizer, self.loss
         n, n_in, n_out = X.shape[0], model.sizes[0], model.sizes[-1]
         rows = min(batch_size, n)
+        if self._last_params is not None:
+            model._params[...] = self._last_params
+            self._last_params = None
         model._ensure_capacity(rows)
         model._forward_rows = None  # the cached forward pass is about to be overwritten
         batch_x = np.empty(rows * n_in, dtype=model.dtype)
@@ -163,17 +186,24 @@ class Trainer:
             monitored = logs.get("val_loss", logs["loss"])
             if self._best is None or monitored < self._best[1] - min_delta:
                 self._best = (self.epoch, monitored)
-                if keep_best:
-                    self._best_params = (self.epoch, model._params.copy())
+                kept = model._params.copy() if self._best_params is None else self._best_params[1]
+                kept[...] = model._params
+                self._best_params = (self.epoch, kept)
             if self.schedule is not None:
                 self.schedule.step(monitored)
             for callback in callbacks:
                 callback(self, logs)
             if self.stop_training or (patience is not None and self.epoch - self._best[0] >= patience):
                 break
-        best = self._best_params
-        if keep_best and best is not None and best[0] == self._best[0] != self.epoch:
-            model._params[...] = best[1]
+        if keep_best and self._best is not None and self._best[0] != self.epoch:
+            best = self._best_params
+            if best is not None and best[0] == self._best[0]:
+                self._last_params = model._params.copy()
+                model._params[...] = best[1]
+            else:
+                warnings.warn(f"the weights of the best epoch ({self._best[0]}) were not kept (the checkpoint "
+                              f"predates fastbp keeping them); the model keeps epoch {self.epoch}'s",
+                              UserWarning, stacklevel=2)
         return self.history
 
     @staticmethod
@@ -204,7 +234,8 @@ class Trainer:
         return self.model.predict(X)
 
     def _evaluate(self, X, targets, labels):
-        """(loss over the whole of X, the outputs (n_samples, n_out))."""
+        """(loss per sample over the whole of X, as History reports it, and the
+        outputs (n_samples, n_out))."""
         mean = self.loss.reduction == "mean"
         outputs = np.empty((X.shape[0], self.model.sizes[-1]), dtype=self.model.dtype)
         total = 0.0
@@ -216,11 +247,14 @@ class Trainer:
                 labels[start:stop] if labels.size else labels, self.loss.code, self.loss.param, mean)
             # mean: the value is per element (per sample for cross-entropy)
             total += value * output.shape[0] if mean else value
-        return (total / X.shape[0] if mean else total), outputs
+        return total / X.shape[0], outputs
 
     def evaluate(self, X, y):
-        """The loss over the whole of (X, y), as one batch of that loss would give."""
-        return self._evaluate(*self._data(X, y))[0]
+        """The loss over the whole of (X, y), as one batch of that loss would
+        give (for reduction="sum", the sum over the samples)."""
+        X, targets, labels = self._data(X, y)
+        per_sample = self._evaluate(X, targets, labels)[0]
+        return per_sample if self.loss.reduction == "mean" else per_sample * X.shape[0]
 
     def score(self, X, y):
         """The metric of ``history.metric`` (accuracy or R^2) on (X, y)."""

@@ -46,7 +46,7 @@ FIT_CASES = [
     (lambda X, y: (X.astype(str), y), {}, TypeError, r"X must hold real numbers"),
     (lambda X, y: (_nan_at(X, 2, 1), y), {}, ValueError, r"X contains NaN or inf \(first at index \(2, 1\)"),
     (lambda X, y: (X[:0], y[:0]), {}, ValueError, r"X must hold at least one sample"),
-    (lambda X, y: (X, y[:-1]), {}, ValueError, r"target must have 10 labels to match"),
+    (lambda X, y: (X, y[:-1]), {}, ValueError, r"y must hold one target per sample of X: X has 10 rows, y has 9"),
     (lambda X, y: (X, y + 1), {}, ValueError, r"target must be class labels in \[0, 4\), got 4"),
     (lambda X, y: (X, y - 1), {}, ValueError, r"target must be class labels in \[0, 4\), got -1"),
     (lambda X, y: (X, y + 0.5), {}, TypeError, r"target must hold integer class labels, got non-integer value 0.5"),
@@ -189,3 +189,37 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def _digits_like(n_outputs, loss, n=1797):
+    """A digits-sized problem: 1797 samples, 64 features, labels 0..9."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((n, 64)), np.arange(n) % 10
+    model = fastbp.MLP([64, 16, n_outputs], seed=0)
+    optimizer = fastbp.Adam(model)
+    return fastbp.Trainer(model, loss, optimizer), X, y
+
+
+@pytest.mark.parametrize("n_outputs, loss, make_target, expected", [
+    # class labels for a regression loss: reshape(-1, 1) is not the way out, say what is
+    (10, fastbp.MSELoss(), lambda y: y, ["CrossEntropyLoss", "one-hot", "np.eye(10)[y]"]),
+    (10, fastbp.MSELoss(), lambda y: y.reshape(-1, 1), ["CrossEntropyLoss", "one-hot", "np.eye(10)[y]"]),
+    # string labels: say how to encode them
+    (10, fastbp.CrossEntropyLoss(), lambda y: np.array([f"digit {v}" for v in y]),
+     ["np.unique(y, return_inverse=True)", "LabelEncoder"]),
+    # one-hot rows for cross-entropy: say how to get labels back
+    (10, fastbp.CrossEntropyLoss(), lambda y: np.eye(10)[y], [".argmax(axis=1)"]),
+    # labels 0..9 for a 1-output model: say the model has 1 output and what it needs
+    (1, fastbp.CrossEntropyLoss(), lambda y: y, ["the model has 1 output", "10 outputs"]),
+    # fewer targets than samples: say how many of each
+    (10, fastbp.CrossEntropyLoss(), lambda y: y[:-1], ["X has 1797 rows", "y has 1796"]),
+])
+def test_fit_errors_say_how_to_fix_the_problem(n_outputs, loss, make_target, expected):
+    trainer, X, y = _digits_like(n_outputs, loss)
+    before = snapshot(trainer.model, trainer.optimizer)
+    with pytest.raises((TypeError, ValueError)) as error:
+        trainer.fit(X, make_target(y), epochs=1)
+    message = str(error.value)
+    missing = [text for text in expected if text not in message]
+    assert not missing, f"{missing} not in: {message}"
+    assert_unchanged(before, trainer.model, trainer.optimizer)

@@ -171,7 +171,7 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
     with np.load(path) as archive:
         contents = dict(archive)
     np.savez(tmp_path / "v9.npz", **{**contents, "format_version": np.array(9)})
-    with pytest.raises(ValueError, match="checkpoint format version 9; this fastbp reads version 1"):
+    with pytest.raises(ValueError, match="checkpoint format version 9; this fastbp reads versions 1 and 2"):
         fastbp.Trainer.load(tmp_path / "v9.npz")
     np.savez(tmp_path / "no_momentum.npz", **{**contents, "optimizer_state_0": np.zeros(0, contents["params"].dtype)})
     with pytest.raises(ValueError, match="optimizer_state_0 is empty but SGD"):
@@ -243,3 +243,75 @@ def test_a_checkpoint_keeps_the_early_stopping_state(tmp_path):
         each.fit(X, y, epochs=20, batch_size=16, validation_data=(X_val, y_val), early_stopping=3)
     np.testing.assert_array_equal(loaded.model._params, trainer.model._params)
     assert loaded.epoch == trainer.epoch < 22
+
+
+def _unlearnable_validation(X, y):
+    """Validation labels the model cannot learn: the validation loss is best
+    in an early epoch and worsens from there."""
+    return X[:40], (y[:40] + 1) % 3
+
+
+def test_early_stopping_restores_a_best_epoch_from_an_earlier_fit():
+    X, y = classification()
+    validation = _unlearnable_validation(X, y)
+    trainer = make_trainer()
+    seen = {}
+    keep = [lambda t, logs: seen.update({logs["epoch"]: t.model._params.copy()})]
+    trainer.fit(X, y, epochs=2, batch_size=16, seed=0, validation_data=validation, callbacks=keep)
+    assert trainer.history.best_epoch == 1
+    trainer.fit(X, y, epochs=20, batch_size=16, validation_data=validation, early_stopping=3,
+                restore_best=True, callbacks=keep)
+    assert trainer.epoch == 4 and trainer.history.best_epoch == 1
+    np.testing.assert_array_equal(trainer.model._params, seen[1])
+
+
+@pytest.mark.parametrize("k", [1, 4, 5, 6, 7, 9])
+def test_resume_after_restoring_the_best_weights_is_bit_identical(tmp_path, k):
+    """12 epochs straight against k + save + load + 12 - k, and against k + 12 - k
+    in one process, restoring the best weights at the end of every fit."""
+    X, y = classification()
+    fit = dict(batch_size=16, validation_data=_unlearnable_validation(X, y), early_stopping=20, restore_best=True)
+    straight = make_trainer()
+    straight.fit(X, y, epochs=12, seed=11, **fit)
+    assert straight.history.best_epoch < 12  # the end of the run restored an earlier epoch
+
+    continued = make_trainer()
+    continued.fit(X, y, epochs=k, seed=11, **fit)
+    continued.save(tmp_path / "run.npz")
+    resumed = fastbp.Trainer.load(tmp_path / "run.npz")
+    np.testing.assert_array_equal(resumed.model._params, continued.model._params)  # the best, for prediction
+    np.testing.assert_array_equal(fastbp.load(tmp_path / "run.npz")._params, continued.model._params)
+    for each in (continued, resumed):
+        each.fit(X, y, epochs=12 - k, **fit)
+        np.testing.assert_array_equal(each.model._params, straight.model._params)
+        np.testing.assert_array_equal(each._last_params, straight._last_params)
+        for ours, theirs in zip(each.optimizer._state, straight.optimizer._state):
+            np.testing.assert_array_equal(ours, theirs)
+        assert each.history.loss == straight.history.loss and each.history.val_loss == straight.history.val_loss
+
+
+def test_a_version_1_checkpoint_still_loads(tmp_path):
+    X, y = classification()
+    trainer = make_trainer()
+    trainer.fit(X, y, epochs=2, batch_size=16, seed=0)
+    trainer.save(tmp_path / "run.npz")
+    with np.load(tmp_path / "run.npz") as archive:
+        contents = {key: value for key, value in archive.items() if key != "last_params"}
+    np.savez(tmp_path / "v1.npz", **{**contents, "format_version": np.array(1)})
+    loaded = fastbp.Trainer.load(tmp_path / "v1.npz")
+    assert loaded.epoch == 2 and loaded._last_params is None
+    np.testing.assert_array_equal(loaded.model._params, trainer.model._params)
+
+
+@pytest.mark.parametrize("loss", [fastbp.CrossEntropyLoss(reduction="sum"), fastbp.MSELoss(reduction="sum"),
+                                  fastbp.CrossEntropyLoss(), fastbp.MSELoss()])
+def test_loss_and_val_loss_are_both_per_sample(loss):
+    X, y = classification()
+    target = y if isinstance(loss, fastbp.CrossEntropyLoss) else np.eye(3)[y]
+    model = fastbp.MLP([6, 16, 3], activation="tanh", dtype="float64", seed=3)
+    trainer = fastbp.Trainer(model, loss, fastbp.SGD(model, lr=0.0))  # the weights stay put
+    history = trainer.fit(X, target, epochs=1, batch_size=16, shuffle=False, validation_data=(X, target))
+    assert history.val_loss[0] == pytest.approx(history.loss[0], rel=1e-12)
+    # evaluate still gives what one batch of the loss gives
+    one_batch = type(loss)(reduction=loss.reduction)(model.predict(X), target)
+    assert trainer.evaluate(X, target) == pytest.approx(one_batch, rel=1e-12)
