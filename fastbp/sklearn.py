@@ -337,10 +337,12 @@ class _BaseMLP(BaseEstimator):
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: softmax outputs, cross-entropy loss.
 
-    See _BaseMLP for the parameters. Fitted attributes: ``classes_``,
-    ``loss_curve_``, ``n_iter_``, ``best_loss_``, ``validation_scores_`` and
-    ``best_validation_score_`` (early_stopping), ``coefs_``, ``intercepts_``,
-    ``model_`` (the fastbp.MLP), ``n_features_in_``.
+    See _BaseMLP for the parameters. Fitted attributes, as scikit-learn's:
+    ``classes_``, ``loss_``, ``loss_curve_``, ``n_iter_`` (epochs of the last
+    call), ``t_``, ``best_loss_`` (None with early_stopping),
+    ``validation_scores_`` and ``best_validation_score_`` (None without),
+    ``coefs_``, ``intercepts_``, ``n_layers_``, ``n_outputs_``,
+    ``n_features_in_``; and ``model_``, the fastbp.MLP.
     """
 
     _loss = "cross_entropy"
