@@ -30,35 +30,56 @@ from fastbp.trainer import Trainer
 # scikit-learn's activation names, where they differ from fastbp's
 _ACTIVATION_ALIASES = {"logistic": "sigmoid"}
 SOLVERS = ("sgd", "adam", "adamw", "rmsprop")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
+# scikit-learn's values that fastbp does not implement, with what to use instead
+_UNSUPPORTED = {("solver", "lbfgs"): "use 'adam' or 'sgd' (or fastbp's 'adamw' or 'rmsprop')",
+                ("loss", "poisson"): "use 'squared_error'"}
 
 
 class _BaseMLP(BaseEstimator):
     """Shared by both estimators: parameters, checks and the training run.
 
-    Parameters follow sklearn.neural_network.MLPClassifier, with these
-    differences: ``solver`` is one of "sgd", "adam", "adamw", "rmsprop" (no
-    "lbfgs"); ``activation`` also takes every fastbp activation name; the
-    learning rate stays ``learning_rate_init`` (no "invscaling"/"adaptive");
-    ``alpha`` is the optimizer's weight decay (L2 added to the gradient, as
-    torch's weight_decay); ``dtype`` picks float64 (default) or float32.
-    Training stops once the loss (the validation loss with early_stopping)
-    has not improved by more than ``tol`` for ``n_iter_no_change`` epochs;
-    with early_stopping the best epoch's weights are kept.
+    Parameters are sklearn.neural_network.MLPClassifier's, with its defaults
+    and meanings, plus ``dtype`` ("float64", the default, or "float32").
+    Beyond scikit-learn: ``solver`` also takes "adamw" and "rmsprop",
+    ``activation`` every fastbp activation name. Not implemented: the
+    "lbfgs" solver (``max_fun`` is accepted, and unused, for that reason).
+
+    Training follows scikit-learn's rules: ``learning_rate`` "invscaling" and
+    "adaptive" (sgd only); ``loss_curve_`` holds scikit-learn's loss, L2 term
+    included; training stops once the training loss (the validation score with
+    early_stopping) has failed to improve by ``tol`` for more than
+    ``n_iter_no_change`` epochs in a row, and early_stopping keeps the weights
+    of the best-scoring epoch. ``alpha`` enters the gradient as scikit-learn's
+    ``alpha * W / batch_size`` with two differences: the optimizer decays the
+    biases too (its update is one loop over every parameter), and the last,
+    smaller batch of an epoch is divided by ``batch_size``, not by its own size.
+    With "adamw", ``alpha`` is torch's decoupled weight decay instead.
+    Other differences: the initial weights are torch.nn.Linear's, Adam's
+    ``epsilon`` is added to the bias-corrected root (torch's placement), and
+    a binary classifier has two softmax outputs where scikit-learn has one
+    logistic output.
+
+    ``warm_start`` continues from the fitted weights with a new optimizer built
+    from the current parameters (a new activation or dtype applies to them);
+    a new ``hidden_layer_sizes`` is refused. ``partial_fit`` keeps its optimizer.
     """
 
     _loss = None
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
-                 batch_size="auto", learning_rate_init=0.001, max_iter=200, shuffle=True, random_state=None,
-                 tol=1e-4, verbose=False, warm_start=False, momentum=0.9, nesterovs_momentum=True,
-                 early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 n_iter_no_change=10, dtype="float64"):
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype="float64"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -73,10 +94,21 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
 
     def _check_params(self):
-        """The parameters checked, as a dict (scikit-learn checks in fit)."""
+        """The parameters checked, as a dict (scikit-learn checks in fit);
+        every message starts with the estimator's name."""
+        try:
+            return self._checked_params()
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{type(self).__name__}: {error}") from None
+
+    def _checked_params(self):
+        for (name, value), advice in _UNSUPPORTED.items():
+            if getattr(self, name, None) == value:
+                raise ValueError(f"{name}={value!r} is not supported; {advice}")
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, (int, np.integer)) else sizes
         if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
@@ -85,10 +117,15 @@ class _BaseMLP(BaseEstimator):
         batch_size = self.batch_size if self.batch_size == "auto" else as_int("batch_size", self.batch_size,
                                                                              minimum=1)
         activation = _ACTIVATION_ALIASES.get(self.activation, self.activation)
+        # n_iter_no_change=np.inf, as scikit-learn allows: never stop early
+        patience = np.inf if self.n_iter_no_change == np.inf else as_int("n_iter_no_change", self.n_iter_no_change,
+                                                                          minimum=1)
         return dict(
             hidden=sizes, batch_size=batch_size,
             activation=as_choice("activation", activation, ACTIVATIONS + tuple(_ACTIVATION_ALIASES)),
             solver=as_choice("solver", self.solver, SOLVERS),
+            learning_rate=as_choice("learning_rate", self.learning_rate, LEARNING_RATES),
+            power_t=as_float("power_t", self.power_t, low=0.0), max_fun=as_int("max_fun", self.max_fun, minimum=1),
             alpha=as_float("alpha", self.alpha, low=0.0), lr=as_float("learning_rate_init", self.learning_rate_init,
                                                                       low=0.0, low_open=True),
             max_iter=as_int("max_iter", self.max_iter, minimum=1), shuffle=as_bool("shuffle", self.shuffle),
@@ -98,69 +135,176 @@ class _BaseMLP(BaseEstimator):
             nesterov=as_bool("nesterovs_momentum", self.nesterovs_momentum),
             early_stopping=as_bool("early_stopping", self.early_stopping),
             validation_fraction=as_float("validation_fraction", self.validation_fraction, low=0.0, high=1.0,
-                                         low_open=True, high_open=True),
+                                         high_open=True),
             betas=(as_float("beta_1", self.beta_1, low=0.0, high=1.0, high_open=True),
                    as_float("beta_2", self.beta_2, low=0.0, high=1.0, high_open=True)),
             eps=as_float("epsilon", self.epsilon, low=0.0, low_open=True),
-            patience=as_int("n_iter_no_change", self.n_iter_no_change, minimum=1),
-            dtype=as_dtype("dtype", self.dtype))
+            patience=patience, dtype=as_dtype("dtype", self.dtype))
 
-    def _optimizer(self, model, p):
+    def _gradient_scale(self, n_outputs):
+        """fastbp's loss gradient divided by scikit-learn's (see MLPRegressor)."""
+        return 1.0
+
+    def _optimizer(self, model, p, batch_size):
+        """A new optimizer whose steps are scikit-learn's for the same parameters.
+
+        fastbp's loss gradient is ``scale`` times scikit-learn's, so the rate
+        (sgd) or epsilon (the adaptive solvers, which divide the scale out) and
+        the L2 term are scaled to match; scikit-learn's penalty gradient is
+        ``alpha * W / batch_size``.
+        """
+        scale = self._gradient_scale(model.sizes[-1])
+        decay = scale * p["alpha"] / batch_size
         if p["solver"] == "sgd":
-            return SGD(model, lr=p["lr"], momentum=p["momentum"], weight_decay=p["alpha"],
+            return SGD(model, lr=p["lr"] / scale, momentum=p["momentum"], weight_decay=decay,
                        nesterov=p["nesterov"] and p["momentum"] > 0)
         if p["solver"] == "rmsprop":
-            return RMSprop(model, lr=p["lr"], momentum=p["momentum"], eps=p["eps"], weight_decay=p["alpha"])
-        solver = Adam if p["solver"] == "adam" else AdamW
-        return solver(model, lr=p["lr"], betas=p["betas"], eps=p["eps"], weight_decay=p["alpha"])
+            return RMSprop(model, lr=p["lr"], momentum=p["momentum"], eps=scale * p["eps"], weight_decay=decay)
+        if p["solver"] == "adamw":
+            return AdamW(model, lr=p["lr"], betas=p["betas"], eps=scale * p["eps"], weight_decay=p["alpha"])
+        return Adam(model, lr=p["lr"], betas=p["betas"], eps=scale * p["eps"], weight_decay=decay)
+
+    def _model(self, n_in, p, rng, new):
+        """The network to train: a new one, or the fitted one (in the current
+        activation and dtype) when training goes on."""
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        if new:
+            return MLP([n_in, *p["hidden"], self._n_units()], activation=p["activation"], dtype=p["dtype"], seed=seed)
+        model = self.trainer_.model
+        if list(model.sizes[1:-1]) != p["hidden"]:
+            raise ValueError(f"{type(self).__name__}: hidden_layer_sizes is now {tuple(p['hidden'])} but the fitted "
+                             f"network has hidden layers {tuple(model.sizes[1:-1])}; warm_start and partial_fit "
+                             "train that network on. Set warm_start=False to train a new one, or restore "
+                             "hidden_layer_sizes.")
+        if all(a.name == p["activation"] for a in model.activations[:-1]) and model.dtype == p["dtype"]:
+            return model
+        rebuilt = MLP(model.sizes, activation=p["activation"], dtype=p["dtype"])
+        rebuilt._params[...] = model._params
+        return rebuilt
 
     def _fit(self, X, y, incremental, classes=None):
         p = self._check_params()
-        fresh = not (incremental or p["warm_start"]) or not hasattr(self, "trainer_")
-        X, y = validate_data(self, X, y, reset=fresh, dtype=(np.float64, np.float32), **self._validation_kwargs)
+        name = type(self).__name__
+        if incremental and p["early_stopping"]:
+            raise ValueError(f"{name}: partial_fit does not support early_stopping=True; set early_stopping=False "
+                             "or call fit")
+        if p["early_stopping"] and p["validation_fraction"] == 0:
+            raise ValueError(f"{name}: early_stopping=True needs validation_fraction > 0, got 0")
+        warm = p["warm_start"] and not incremental
+        new = not hasattr(self, "trainer_") or not (incremental or warm)
+        X, y = validate_data(self, X, y, reset=new, dtype=(np.float64, np.float32), **self._validation_kwargs)
         X = X.astype(p["dtype"], copy=False)
-        targets = self._targets(y, fresh, classes)
+        targets = self._targets(y, new, classes, warm)
         rng = check_random_state(self.random_state)
-        if fresh:
-            n_outputs = self._n_units()
-            model = MLP([X.shape[1], *p["hidden"], n_outputs], activation=p["activation"], dtype=p["dtype"],
-                        seed=int(rng.randint(np.iinfo(np.int32).max)))
-            self.trainer_ = Trainer(model, self._loss, self._optimizer(model, p))
-            self.n_iter_, self.t_ = 0, 0
-        elif self.trainer_.model.sizes[0] != X.shape[1]:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                             f"{self.trainer_.model.sizes[0]} features as input")
+        model = self._model(X.shape[1], p, rng, new)
         validation = None
-        if p["early_stopping"] and not incremental:
+        if p["early_stopping"]:
             stratify = targets if isinstance(self, ClassifierMixin) else None
             X, X_val, targets, t_val = train_test_split(X, targets, test_size=p["validation_fraction"],
                                                         random_state=rng.randint(np.iinfo(np.int32).max),
                                                         stratify=stratify)
+            if X_val.shape[0] < 2:
+                raise ValueError(f"{name}: the validation set holds {X_val.shape[0]} samples, too few to score; "
+                                 "raise validation_fraction or give more samples")
             validation = (X_val, t_val)
-        trainer = self.trainer_
-        epochs_before = trainer.epoch
-        callbacks = [lambda t, logs: print(f"Iteration {logs['epoch']}, loss = {logs['loss']:.8f}")] \
-            if p["verbose"] else []
-        batch_size = min(200, X.shape[0]) if p["batch_size"] == "auto" else min(p["batch_size"], X.shape[0])
-        epochs = 1 if incremental else p["max_iter"]
-        history = trainer.fit(X, targets, epochs=epochs, batch_size=batch_size, shuffle=p["shuffle"],
-                              seed=int(rng.randint(np.iinfo(np.int32).max)) if fresh else None,
-                              validation_data=validation, early_stopping=None if incremental else p["patience"],
-                              min_delta=p["tol"], restore_best=p["early_stopping"], callbacks=callbacks)
-        ran = trainer.epoch - epochs_before
-        self.n_iter_ += ran
-        self.t_ += ran * X.shape[0]
-        self.loss_curve_ = list(history.loss)
-        self.best_loss_ = min(self.loss_curve_)
-        if validation is not None:
-            self.validation_scores_ = list(history.val_metric[epochs_before:])
-            self.best_validation_score_ = max(self.validation_scores_)
-        self.n_layers_ = len(p["hidden"]) + 2
-        self.n_outputs_ = trainer.model.sizes[-1]
-        if not incremental and ran == p["max_iter"] and trainer.epoch - trainer._best[0] < p["patience"]:
+        if p["batch_size"] != "auto" and p["batch_size"] > X.shape[0]:
+            warnings.warn(f"batch_size={p['batch_size']} is larger than the {X.shape[0]} training samples; "
+                          f"using {X.shape[0]}")
+        batch_size = min(200 if p["batch_size"] == "auto" else p["batch_size"], X.shape[0])
+
+        # from here on the estimator changes: every check has passed
+        if new:
+            self.t_, self.loss_curve_, self._no_improvement_count = 0, [], 0
+            self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
+        # a warm start may switch early_stopping on or off
+        if p["early_stopping"] and self.validation_scores_ is None:
+            self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
+            self._best_params = model._params.copy()
+        if not p["early_stopping"] and self.best_loss_ is None:
+            self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
+        seed = None  # partial_fit goes on with its shuffling stream
+        if not incremental or new:
+            # scikit-learn builds a new optimizer on every fit; partial_fit keeps it
+            self.trainer_ = Trainer(model, self._loss, self._optimizer(model, p, batch_size))
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+        elif model is not self.trainer_.model:
+            # partial_fit after a new activation or dtype: the same optimizer state drives the rebuilt network
+            optimizer = self.trainer_.optimizer
+            optimizer.model, optimizer._state = model, [state.astype(model.dtype) for state in optimizer._state]
+            self.trainer_ = Trainer(model, self._loss, optimizer)
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+        self.n_iter_ = 0  # epochs of this call, as scikit-learn counts them
+        self._penalty = self._l2_penalty(p["alpha"])
+        stops = []
+
+        def end_epoch(trainer, logs):
+            stops.append(self._end_epoch(trainer, logs, p, X.shape[0], batch_size, validation))
+
+        self.trainer_.fit(X, targets, epochs=1 if incremental else p["max_iter"], batch_size=batch_size,
+                          shuffle=p["shuffle"], seed=seed, validation_data=validation, callbacks=[end_epoch])
+        if p["early_stopping"]:
+            model._params[...] = self._best_params
+        self.n_layers_ = len(model.sizes)
+        self.n_outputs_ = model.sizes[-1]
+        if not incremental and self.n_iter_ == p["max_iter"] and not stops[-1]:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({p['max_iter']}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning)
         return self
+
+    def _l2_penalty(self, alpha):
+        """scikit-learn's L2 term of the loss per sample, ``0.5 * alpha * sum(W**2)``
+        (biases left out), for the weights as they are now."""
+        return 0.5 * alpha * sum(float(np.dot(W.ravel(), W.ravel())) for W, _ in self.trainer_.model.params)
+
+    def _end_epoch(self, trainer, logs, p, n_samples, batch_size, validation):
+        """scikit-learn's bookkeeping after an epoch: loss, scores, the best
+        epoch, the learning-rate schedule and the stopping rule. Returns
+        whether training stops."""
+        # scikit-learn adds the penalty at each batch's weights; the epoch's
+        # starting weights stand in for them (exact with one batch an epoch)
+        n_batches = -(-n_samples // batch_size)
+        self.loss_ = self._data_loss(logs["loss"]) + self._penalty * n_batches / n_samples
+        self._penalty = self._l2_penalty(p["alpha"])
+        self.n_iter_ += 1
+        self.t_ += n_samples
+        self.loss_curve_.append(self.loss_)
+        if p["verbose"]:
+            print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+        if validation is not None:
+            score = logs["val_metric"]
+            self.validation_scores_.append(score)
+            if p["verbose"]:
+                print(f"Validation score: {score:f}")
+            improved = score >= self.best_validation_score_ + p["tol"]
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = trainer.model._params.copy()
+        else:
+            improved = self.loss_ <= self.best_loss_ - p["tol"]
+            self.best_loss_ = min(self.best_loss_, self.loss_)
+        self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+        optimizer, scale = trainer.optimizer, self._gradient_scale(trainer.model.sizes[-1])
+        sgd_schedule = p["learning_rate"] if p["solver"] == "sgd" else "constant"
+        if sgd_schedule == "invscaling":
+            optimizer.lr = p["lr"] / scale / (self.t_ + 1) ** p["power_t"]
+        if self._no_improvement_count <= p["patience"]:
+            return False
+        what = "Validation score" if validation is not None else "Training loss"
+        message = f"{what} did not improve more than tol={p['tol']:f} for {p['patience']} consecutive epochs."
+        if sgd_schedule == "adaptive" and optimizer.lr * scale > 1e-6:
+            optimizer.lr /= 5.0
+            self._no_improvement_count = 0
+            if p["verbose"]:
+                print(f"{message} Setting learning rate to {optimizer.lr * scale:f}")
+            return False
+        if p["verbose"]:
+            print(f"{message} Stopping.")
+        trainer.stop_training = True
+        return True
+
+    def _data_loss(self, loss):
+        """scikit-learn's loss from fastbp's mean training loss (see MLPRegressor)."""
+        return loss
 
     @property
     def coefs_(self):
@@ -193,10 +337,12 @@ class _BaseMLP(BaseEstimator):
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier: softmax outputs, cross-entropy loss.
 
-    See _BaseMLP for the parameters. Fitted attributes: ``classes_``,
-    ``loss_curve_``, ``n_iter_``, ``best_loss_``, ``validation_scores_`` and
-    ``best_validation_score_`` (early_stopping), ``coefs_``, ``intercepts_``,
-    ``model_`` (the fastbp.MLP), ``n_features_in_``.
+    See _BaseMLP for the parameters. Fitted attributes, as scikit-learn's:
+    ``classes_``, ``loss_``, ``loss_curve_``, ``n_iter_`` (epochs of the last
+    call), ``t_``, ``best_loss_`` (None with early_stopping),
+    ``validation_scores_`` and ``best_validation_score_`` (None without),
+    ``coefs_``, ``intercepts_``, ``n_layers_``, ``n_outputs_``,
+    ``n_features_in_``; and ``model_``, the fastbp.MLP.
     """
 
     _loss = "cross_entropy"
@@ -205,10 +351,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _n_units(self):
         return len(self.classes_)
 
-    def _targets(self, y, fresh, classes):
+    def _targets(self, y, new, classes, warm):
         y = column_or_1d(y, warn=True)
         check_classification_targets(y)
-        if fresh:
+        if new:
             labels = np.unique(y if classes is None else np.concatenate([np.asarray(classes), y]))
             if classes is not None and len(np.unique(classes)) != len(labels):
                 raise ValueError(f"y holds labels {sorted(set(np.unique(y)) - set(classes))} that are not in "
@@ -217,6 +363,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError(f"{type(self).__name__} needs samples of at least two classes to train; "
                                  f"y has only one class ({labels[0]})")
             self.classes_ = labels
+        elif warm and not np.array_equal(np.unique(y), self.classes_):
+            raise ValueError(f"{type(self).__name__}: warm_start needs y to hold the classes of the previous fit, "
+                             f"{list(self.classes_)}; y holds {list(np.unique(y))}. Set warm_start=False to "
+                             "train anew on these classes.")
         unseen = np.setdiff1d(y, self.classes_)
         if unseen.size:
             raise ValueError(f"y holds labels {list(unseen)} that are not in classes_ {list(self.classes_)}")
@@ -251,24 +401,54 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor: identity outputs, squared-error loss.
 
-    See _BaseMLP for the parameters; y may have several columns.
+    See _BaseMLP for the parameters; ``loss`` comes first, as in scikit-learn,
+    and only "squared_error" is supported. y may have several columns; a
+    single column gives predictions of shape (n_samples,), as scikit-learn.
+
+    scikit-learn's loss is ``mean((pred - y)**2) / 2`` with the gradient
+    ``(pred - y) / batch`` per output; fastbp trains on the mean squared error,
+    whose gradient is ``2 / n_outputs`` times that: the optimizer's rate or
+    epsilon and its L2 term are scaled so that each step is scikit-learn's,
+    and ``loss_curve_`` reports scikit-learn's loss.
     """
 
     _loss = "mse"
     _validation_kwargs = {"y_numeric": True, "multi_output": True}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
+                 max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
+                 momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype="float64"):
+        self.loss = loss
+        shared = dict(locals())
+        del shared["self"], shared["loss"], shared["__class__"]
+        super().__init__(**shared)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
 
+    def _checked_params(self):
+        params = super()._checked_params()
+        as_choice("loss", self.loss, ("squared_error",))
+        return params
+
+    def _gradient_scale(self, n_outputs):
+        return 2.0 / n_outputs
+
+    def _data_loss(self, loss):
+        return loss / 2
+
     def _n_units(self):
         return self._n_targets
 
-    def _targets(self, y, fresh, classes):
+    def _targets(self, y, new, classes, warm):
         y = np.asarray(y, dtype=np.float64)
-        if fresh:
-            self._single_output = y.ndim == 1
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if new:
             self._n_targets = 1 if y.ndim == 1 else y.shape[1]
         y = y.reshape(len(y), -1)
         if y.shape[1] != self._n_targets:
@@ -282,4 +462,4 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def predict(self, X):
         outputs = self._outputs(X).astype(np.float64)
-        return outputs.ravel() if self._single_output else outputs
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs

@@ -69,7 +69,7 @@ def test_string_labels_early_stopping_and_fitted_attributes():
     X = rng.standard_normal((300, 4))
     y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
     classifier = MLPClassifier(hidden_layer_sizes=(16, 8), early_stopping=True, n_iter_no_change=5, max_iter=500,
-                               random_state=1).fit(X, y)
+                               learning_rate_init=0.01, random_state=2).fit(X, y)
     assert list(classifier.classes_) == ["no", "yes"] and set(classifier.predict(X)) <= {"no", "yes"}
     assert classifier.n_iter_ < 500 and len(classifier.validation_scores_) == classifier.n_iter_
     assert classifier.best_validation_score_ == max(classifier.validation_scores_)
@@ -88,7 +88,8 @@ def test_partial_fit_runs_one_epoch_per_call():
         classifier.partial_fit(X, y)
     for _ in range(3):
         classifier.partial_fit(X[:60], y[:60], classes=[0, 1, 2])
-    assert classifier.n_iter_ == 3 and len(classifier.loss_curve_) == 3
+    # as scikit-learn: n_iter_ counts the last call's epochs, loss_curve_ and t_ every epoch
+    assert classifier.n_iter_ == 1 and len(classifier.loss_curve_) == 3 and classifier.t_ == 180
     assert classifier.loss_curve_[-1] < classifier.loss_curve_[0]
     with pytest.raises(ValueError, match="X has 2 features, but MLPClassifier is expecting 3"):
         classifier.partial_fit(X[:, :2], y)
@@ -113,7 +114,7 @@ def test_fitted_model_exports_to_torch_and_survives_pickle():
 def test_bad_parameters_are_reported_at_fit():
     X, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
     for params, message in [({"hidden_layer_sizes": (0,)}, r"hidden_layer_sizes\[0\] must be >= 1"),
-                            ({"solver": "lbfgs"}, "solver must be one of 'sgd', 'adam', 'adamw', 'rmsprop'"),
+                            ({"solver": "newton"}, "MLPClassifier: solver must be one of 'sgd', 'adam', 'adamw', 'rmsprop'"),
                             ({"max_iter": 0}, "max_iter must be >= 1"),
                             ({"validation_fraction": 1.0}, "validation_fraction must be a finite number")]:
         with pytest.raises((ValueError, TypeError), match=message):
