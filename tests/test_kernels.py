@@ -1,9 +1,9 @@
-"""Every kernel against torch autograd, float64 to 1e-10 and float32 to 1e-4."""
+"""Every kernel against torch autograd, elementwise within tests.conftest.TOLERANCE."""
 import numpy as np
 import pytest
 
 import kernels
-from tests.conftest import RTOL, assert_close, check_against_torch
+from tests.conftest import TOLERANCE, assert_close, check_against_torch
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -38,7 +38,7 @@ def test_dense(shape, bias, dtype):
         return out, grads
 
     inputs = [x, W, b] if bias else [x, W]
-    check_against_torch("dense", inputs, lambda x, W, *b: F.linear(x, W, *b), fastbp_dense, dtype, RTOL[dtype])
+    check_against_torch("dense", inputs, lambda x, W, *b: F.linear(x, W, *b), fastbp_dense, dtype, TOLERANCE[dtype])
 
 
 def test_dense_backward_skips_what_is_absent():
@@ -63,7 +63,7 @@ def test_gemm_transposes_and_strided_views(trans_a, trans_b, m, n, k, dtype):
     C = rng.standard_normal((m, n)).astype(dtype)
     expected = 0.5 * ((A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)) + 2.0 * C
     kernels.gemm(C, A, B, trans_a, trans_b, 0.5, 2.0)
-    assert_close("gemm", dtype, C, expected, RTOL[dtype])
+    assert_close("gemm", dtype, C, expected, TOLERANCE[dtype])
     # a view with a row stride larger than its width is fine for BLAS too,
     # and a view with strided columns takes the loops
     big = rng.standard_normal((m, 2 * n)).astype(dtype)
@@ -71,7 +71,7 @@ def test_gemm_transposes_and_strided_views(trans_a, trans_b, m, n, k, dtype):
         before = view.copy()
         kernels.gemm(view, A, B, trans_a, trans_b, 1.0, 1.0)
         assert_close("gemm", dtype, view, before + (A.T if trans_a else A) @ (B.T if trans_b else B),
-                     RTOL[dtype])
+                     TOLERANCE[dtype])
 
 
 # name, torch function, kernel code, p1, p2
@@ -89,31 +89,78 @@ ACTIVATIONS = [
     ("softplus_default", F.softplus, kernels.SOFTPLUS, 1.0, 20.0),
 ]
 
-EXTREMES = np.array([-1000.0, -100.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 100.0, 1000.0])
+EXTREMES = np.array([[-1000.0, -100.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 100.0, 1000.0]])
 
 
-def _activation_inputs(shape, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape) * 3
-    flat = x.reshape(-1)
-    flat[:min(flat.size, EXTREMES.size)] = EXTREMES[:flat.size]
-    return x
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 13), (128, 300)], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
-def test_activation(name, torch_fn, code, p1, p2, shape, dtype):
-    x = _activation_inputs(shape, seed=sum(shape))
-
+def _activation(code, p1, p2):
+    """The kernel pair as check_against_torch calls it."""
     def fastbp_activation(x, dout):
         out = np.empty_like(x)
         kernels.activation_forward(out, x, code, p1, p2)
         dx = np.empty_like(x)
         kernels.activation_backward(dx, dout, x, out, code, p1, p2)
         return out, [dx]
+    return fastbp_activation
 
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 13), (128, 300)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation(name, torch_fn, code, p1, p2, shape, dtype):
+    x = np.random.default_rng(sum(shape)).standard_normal(shape) * 3
+    check_against_torch(name, [x], torch_fn, _activation(code, p1, p2), dtype, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation_extremes(name, torch_fn, code, p1, p2, dtype):
     with np.errstate(all="raise"):  # no overflow anywhere on the NumPy side either
-        check_against_torch(name, [x], torch_fn, fastbp_activation, dtype, RTOL[dtype])
+        check_against_torch(f"{name} extremes", [EXTREMES], torch_fn, _activation(code, p1, p2), dtype,
+                            TOLERANCE[dtype])
+
+
+def _scaled(kernel_output):
+    """Wraps a check_against_torch function so that one of its results is
+    1e-3 too large: ``kernel_output(output, grads)`` picks the array."""
+    def wrap(fastbp_fn):
+        def mutant(*args):
+            output, grads = fastbp_fn(*args)
+            kernel_output(output, grads)[...] *= 1 + 1e-3
+            return output, grads
+        return mutant
+    return wrap
+
+
+def _dense(x, W, b, dout):
+    out = np.empty((x.shape[0], W.shape[0]), dtype=x.dtype)
+    kernels.dense_forward(out, x, W, b)
+    dx, dW, db = np.empty_like(x), np.zeros_like(W), np.zeros_like(b)
+    kernels.dense_backward(dx, dW, db, dout, x, W)
+    return out, [dx, dW, db]
+
+
+def _softplus_off_near_zero(x, dout):
+    # wrong by 0.05 where |x| < 5: 5e-5 of the largest value once ±1000 share the array
+    out, grads = _activation(kernels.SOFTPLUS, 1.0, 20.0)(x, dout)
+    return np.where(np.abs(x) < 5, out + 0.05, out).astype(x.dtype), grads
+
+
+MUTANTS = [
+    ("dense forward", _scaled(lambda out, grads: out)(_dense)),
+    ("dense dW", _scaled(lambda out, grads: grads[1])(_dense)),
+    ("tanh backward", _scaled(lambda out, grads: grads[0])(_activation(kernels.TANH, 0.0, 0.0))),
+    ("softplus near 0", _softplus_off_near_zero),
+]
+
+
+@pytest.mark.parametrize("name, mutant", MUTANTS, ids=[m[0] for m in MUTANTS])
+def test_the_comparison_rejects_a_kernel_off_by_a_little(name, mutant, dtype):
+    rng = np.random.default_rng(5)
+    if name.startswith("dense"):
+        inputs, torch_fn = [rng.standard_normal((9, 7)), rng.standard_normal((5, 7)), rng.standard_normal(5)], F.linear
+    else:
+        inputs = [np.concatenate([EXTREMES, rng.standard_normal((1, 40)) * 3], axis=1)]
+        torch_fn = torch.tanh if name.startswith("tanh") else F.softplus
+    with pytest.raises(AssertionError, match="reaches"):
+        check_against_torch(name, inputs, torch_fn, mutant, dtype, TOLERANCE[dtype])
 
 
 def test_activation_in_place_and_nan_propagation():
@@ -159,7 +206,7 @@ def test_pointwise_loss(name, torch_fn, code, param, shape, reduction, dtype):
         return value, [dpred * dout]  # the upstream gradient of a scalar is a scalar
 
     check_against_torch(f"{name} loss", [pred, target], lambda p, t: torch_fn(p, t, reduction),
-                        fastbp_loss, dtype, RTOL[dtype], constant=(1,))
+                        fastbp_loss, dtype, TOLERANCE[dtype], constant=(1,))
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
@@ -179,7 +226,7 @@ def test_cross_entropy(shape, reduction, label_smoothing, dtype):
     check_against_torch(
         "cross_entropy loss", [logits, labels],
         lambda x, y: F.cross_entropy(x, y, reduction=reduction, label_smoothing=label_smoothing),
-        fastbp_cross_entropy, dtype, RTOL[dtype])
+        fastbp_cross_entropy, dtype, TOLERANCE[dtype])
 
 
 # name, torch optimizer factory, fastbp kernel call (params, grads, state, step)
@@ -233,7 +280,7 @@ def test_optimizer_kernel(name, torch_class, kernel, hyper, size, dtype):
         reference.grad = torch.tensor(grad)
         optimizer.step()
         kernel(params, grad.astype(dtype), state, step, **hyper, **extra)
-    assert_close(f"{name} optimizer", dtype, params, reference.detach().numpy(), RTOL[dtype])
+    assert_close(f"{name} optimizer", dtype, params, reference.detach().numpy(), TOLERANCE[dtype])
 
 
 def test_optimizer_step_dispatch_matches_direct_kernels():
