@@ -200,6 +200,15 @@ def test_gradients_accumulate_until_zero_grad():
     assert not model._grads.any()
 
 
+def test_a_nan_weight_in_front_of_a_relu_stops_training():
+    model = fastbp.MLP([3, 4, 1], activation="relu", dtype="float64", seed=0)
+    model.params[0][0][0, 0] = np.nan
+    X = np.random.default_rng(0).standard_normal((16, 3))
+    trainer = fastbp.Trainer(model, fastbp.MSELoss(), fastbp.SGD(model, lr=0.01))
+    with pytest.raises(FloatingPointError, match="the loss is nan in epoch 1"):
+        trainer.fit(X, X[:, :1], epochs=3, batch_size=8)
+
+
 def test_torch_round_trip_every_activation():
     for activation in ACTIVATION_CHOICES:
         model = fastbp.MLP([4, 6, 5, 3], activation=activation, output_activation="sigmoid",
