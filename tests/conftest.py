@@ -26,9 +26,9 @@ def assert_close(name, dtype, actual, expected, tolerance):
     if ratio > 1.0:
         bad = np.unravel_index(np.argmax(~np.isclose(actual, expected, equal_nan=True, **tolerance)), actual.shape)
         raise AssertionError(
-            f"{name} ({np.dtype(dtype).name}): |ours - torch| reaches {ratio:.3g} x (atol + rtol*|torch|) "
+            f"{name} ({np.dtype(dtype).name}): |ours - expected| reaches {ratio:.3g} x (atol + rtol*|expected|) "
             f"with atol={tolerance['atol']:g}, rtol={tolerance['rtol']:g}; "
-            f"at {bad}: ours {actual[bad]!r}, torch {expected[bad]!r}")
+            f"at {bad}: ours {actual[bad]!r}, expected {expected[bad]!r}")
     key = (name, np.dtype(dtype).name)
     WORST[key] = max(WORST[key], ratio)
 

@@ -1,4 +1,6 @@
 """Every kernel against torch autograd, elementwise within tests.conftest.TOLERANCE."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -72,6 +74,103 @@ def test_gemm_transposes_and_strided_views(trans_a, trans_b, m, n, k, dtype):
         kernels.gemm(view, A, B, trans_a, trans_b, 1.0, 1.0)
         assert_close("gemm", dtype, view, before + (A.T if trans_a else A) @ (B.T if trans_b else B),
                      TOLERANCE[dtype])
+
+
+# Memory layouts a caller may hand to the dense kernels and gemm; the first two
+# overlap themselves (a row stride below the row, or 0), which BLAS refuses.
+LAYOUTS = ["sliding window", "broadcast", "fortran", "column slice"]
+
+
+def _structured(shape, layout, rng):
+    """float64 values that ``layout`` can hold: Hankel for a sliding window,
+    equal rows for a broadcast, anything otherwise."""
+    rows, cols = shape
+    if layout == "sliding window":
+        return np.lib.stride_tricks.sliding_window_view(rng.standard_normal(rows + cols - 1), cols).copy()
+    if layout == "broadcast":
+        return np.tile(rng.standard_normal(cols), (rows, 1))
+    return rng.standard_normal(shape)
+
+
+def _relayout(a, layout, writeable=False):
+    """The values of ``a`` (made by _structured) in ``layout``'s memory layout."""
+    if layout == "sliding window":
+        series = np.concatenate([a[0], a[1:, -1]])
+        view = np.lib.stride_tricks.sliding_window_view(series, a.shape[1], writeable=writeable)
+    elif layout == "broadcast":
+        view = np.lib.stride_tricks.as_strided(a[0].copy(), a.shape, (0, a.itemsize), writeable=writeable)
+    elif layout == "fortran":
+        view = np.asfortranarray(a)
+    elif layout == "column slice":
+        wide = np.zeros((a.shape[0], 2 * a.shape[1]), dtype=a.dtype)
+        wide[:, ::2] = a
+        view = wide[:, ::2]
+    else:
+        view = a.copy()
+    np.testing.assert_array_equal(view, a)
+    return view
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("operand", ["A", "B", "C"])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["nn", "tn", "nt", "tt"])
+def test_gemm_any_layout(trans_a, trans_b, operand, layout, dtype):
+    m, n, k = 24, 16, 20  # above SMALL_GEMM: the BLAS route
+    shapes = {"A": (k, m) if trans_a else (m, k), "B": (n, k) if trans_b else (k, n), "C": (m, n)}
+    rng = np.random.default_rng(8)
+    values = {name: _structured(shape, layout if name == operand else "", rng) for name, shape in shapes.items()}
+    A, B, C = (_relayout(values[name].astype(dtype), layout if name == operand else "", writeable=name == "C")
+               for name in "ABC")
+    if operand == "C" and layout in ("sliding window", "broadcast"):
+        before = C.copy()
+        with pytest.raises(ValueError, match="C overlaps itself"):
+            kernels.gemm(C, A, B, trans_a, trans_b, 1.0, 1.0)
+        np.testing.assert_array_equal(C, before)
+        return
+    kernels.gemm(C, A, B, trans_a, trans_b, 0.5, 2.0)
+    op_a = values["A"].T if trans_a else values["A"]
+    op_b = values["B"].T if trans_b else values["B"]
+    assert_close(f"gemm {layout}", dtype, C, 0.5 * op_a @ op_b + 2.0 * values["C"], TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("operand", ["x", "W", "dout", "out", "dx", "dW"])
+def test_dense_any_layout(operand, layout, dtype):
+    batch, n_in, n_out = 64, 16, 24
+    shapes = {"x": (batch, n_in), "W": (n_out, n_in), "dout": (batch, n_out),
+              "out": (batch, n_out), "dx": (batch, n_in), "dW": (n_out, n_in)}
+    rng = np.random.default_rng(9)
+    values = {name: _structured(shape, layout if name == operand else "", rng) for name, shape in shapes.items()}
+    x, W, dout, out, dx, dW = (
+        _relayout(values[name].astype(dtype), layout if name == operand else "", writeable=name in ("out", "dx", "dW"))
+        for name in shapes)
+    b = rng.standard_normal(n_out)
+    db = np.zeros(n_out, dtype=dtype)
+    if operand in ("out", "dx", "dW") and layout in ("sliding window", "broadcast"):
+        before = {"out": out, "dx": dx, "dW": dW}[operand].copy()
+        with pytest.raises(ValueError, match=f"{operand} overlaps itself"):
+            if operand == "out":
+                kernels.dense_forward(out, x, W, b.astype(dtype))
+            else:
+                kernels.dense_backward(dx, dW, db, dout, x, W)
+        np.testing.assert_array_equal({"out": out, "dx": dx, "dW": dW}[operand], before)
+        return
+    kernels.dense_forward(out, x, W, b.astype(dtype))
+    kernels.dense_backward(dx, dW, db, dout, x, W)
+    x, W, dout = values["x"], values["W"], values["dout"]
+    assert_close(f"dense forward {layout}", dtype, out, x @ W.T + b, TOLERANCE[dtype])
+    assert_close(f"dense backward {layout}", dtype, dx, dout @ W, TOLERANCE[dtype])
+    assert_close(f"dense backward {layout}", dtype, dW, values["dW"] + dout.T @ x, TOLERANCE[dtype])
+    assert_close(f"dense backward {layout}", dtype, db, dout.sum(axis=0), TOLERANCE[dtype])
+
+
+def test_overlaps_itself_agrees_with_counting_addresses():
+    memory = np.zeros(200)
+    for rows, cols, row_step, column_step in itertools.product(range(5), range(5), range(-6, 7), range(-6, 7)):
+        a = np.lib.stride_tricks.as_strided(memory[100:], (rows, cols), (row_step * 8, column_step * 8))
+        addresses = {i * row_step + j * column_step for i in range(rows) for j in range(cols)}
+        assert kernels.blas.overlaps_itself(a) == (len(addresses) < rows * cols), a.strides
 
 
 # name, torch function, kernel code, p1, p2
