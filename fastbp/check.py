@@ -1,8 +1,8 @@
 """``fastbp check``: this machine's compiled kernels against torch autograd.
 
 Every row runs the kernels through the public API on seeded data in float32
-and float64 and compares with torch in float64; the error is the max-norm
-relative error max|ours - torch| / max|torch|.
+and float64 and compares with torch in float64, element by element, with the
+criterion the test suite uses: ``|ours - torch| <= atol + rtol * |torch|``.
 """
 import numpy as np
 
@@ -12,7 +12,17 @@ from fastbp.mlp import MLP, _require_torch
 from fastbp.optim import SGD, Adam, AdamW, RMSprop
 from fastbp.trainer import Trainer
 
-LIMITS = {"float32": 1e-4, "float64": 1e-10}
+# Every element must satisfy |ours - torch| <= atol + rtol * |torch|, torch in
+# float64. float64 kernels stay below 1e-2 of this tolerance. float32 kernels
+# compute in float64 and round once (3e-8 relative), but their inputs are
+# rounded to float32 first (6e-8, times the function's condition number), and
+# the gemm products accumulate in float32: up to 3e-6 relative on a 129-long
+# sum, and 1.4e-5 absolute where a sum of 257 O(1) products cancels to near
+# zero. rtol 1e-5 and atol 5e-5 hold those with room to spare, and still reject
+# a kernel off by 1e-3 relative on any value above 0.05.
+TOLERANCE = {"float32": {"atol": 5e-5, "rtol": 1e-5}, "float64": {"atol": 1e-12, "rtol": 1e-10}}
+
+
 ACTIVATIONS = [Activation(name) for name in NAMES] + [Activation("gelu", approximate="tanh")]
 OPTIMIZERS = {
     "sgd nesterov": (SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)),
@@ -22,15 +32,25 @@ OPTIMIZERS = {
 }
 
 
-def relative_error(actual, expected):
-    """max |actual - expected| / max |expected| (the difference itself when
-    expected is all zero; inf for a shape mismatch or a non-finite value)."""
+def error_ratio(actual, expected, atol, rtol):
+    """The worst ``|actual - expected| / (atol + rtol * |expected|)`` over the
+    elements: at most 1 means every element is within tolerance.
+
+    A NaN must meet a NaN and an infinity the same infinity; any other
+    non-finite value, or a shape mismatch, gives inf.
+    """
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    if actual.shape != expected.shape or not np.isfinite(actual).all():
+    if actual.shape != expected.shape:
         return np.inf
-    scale = np.abs(expected).max(initial=0.0)
-    difference = np.abs(actual - expected).max(initial=0.0)
-    return difference / scale if scale > 0 else difference
+    with np.errstate(invalid="ignore"):
+        ratio = np.atleast_1d(np.abs(actual - expected) / (atol + rtol * np.abs(expected)))
+    ratio[np.atleast_1d((actual == expected) | (np.isnan(actual) & np.isnan(expected)))] = 0.0
+    ratio[np.isnan(ratio)] = np.inf  # a NaN against a number, or an inf against a finite value
+    return ratio.max(initial=0.0)
+
+
+def _error(actual, expected, dtype):
+    return error_ratio(actual, expected, **TOLERANCE[dtype])
 
 
 def _torch_model(model, torch):
@@ -52,7 +72,7 @@ def _layer(activation, dtype, torch):
     out_t.backward(torch.tensor(dout))
     ours = [out, dx, model._grads]
     theirs = [out_t, x_t.grad, torch.cat([p.grad.reshape(-1) for p in reference.parameters()])]
-    return [relative_error(a, b.detach().numpy()) for a, b in zip(ours, theirs)]
+    return [_error(a, b.detach().numpy(), dtype) for a, b in zip(ours, theirs)]
 
 
 def _loss(name, dtype, torch):
@@ -72,7 +92,7 @@ def _loss(name, dtype, torch):
                   "bce_with_logits": torch.nn.BCEWithLogitsLoss()}[name]
     value_t = torch_loss(pred_t, target_t)
     value_t.backward()
-    return [relative_error(value, value_t.item()), relative_error(loss.backward(), pred_t.grad.numpy())]
+    return [_error(value, value_t.item(), dtype), _error(loss.backward(), pred_t.grad.numpy(), dtype)]
 
 
 def _training(optimizer_name, dtype, torch):
@@ -96,7 +116,7 @@ def _training(optimizer_name, dtype, torch):
             torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
             torch_optimizer.step()
     expected = torch.cat([p.detach().reshape(-1) for p in reference.parameters()]).numpy()
-    return [relative_error(model._params, expected)]
+    return [_error(model._params, expected, dtype)]
 
 
 def _network(dtype, torch):
@@ -110,7 +130,7 @@ def _network(dtype, torch):
     out_t = reference(torch.tensor(x))
     out_t.backward(torch.tensor(dout))
     grads = torch.cat([p.grad.reshape(-1) for p in reference.parameters()]).numpy()
-    return [relative_error(out, out_t.detach().numpy()), relative_error(model._grads, grads)]
+    return [_error(out, out_t.detach().numpy(), dtype), _error(model._grads, grads, dtype)]
 
 
 def rows():
@@ -122,7 +142,7 @@ def rows():
     checks.append(("mlp 20-32-16-4 gelu/silu", ("out", "grads"), lambda d: _network(d, torch)))
     checks += [(f"3 epochs {name}", ("params",), lambda d, n=name: _training(n, d, torch))
                for name in OPTIMIZERS]
-    return [(name, parts, {dtype: run(dtype) for dtype in LIMITS}) for name, parts, run in checks]
+    return [(name, parts, {dtype: run(dtype) for dtype in TOLERANCE}) for name, parts, run in checks]
 
 
 def report(results):
@@ -130,10 +150,11 @@ def report(results):
     lines = [f"{'check':<28}{'parts':<16}{'float32':>26}{'float64':>26}  result"]
     passed = True
     for name, parts, errors in results:
-        ok = all(e <= limit for dtype, limit in LIMITS.items() for e in errors[dtype])
+        ok = all(e <= 1.0 for dtype in TOLERANCE for e in errors[dtype])
         passed &= ok
-        cells = [" ".join(f"{e:.1e}" for e in errors[dtype]) for dtype in LIMITS]
+        cells = [" ".join(f"{e:.1e}" for e in errors[dtype]) for dtype in TOLERANCE]
         lines.append(f"{name:<28}{'/'.join(parts):<16}{cells[0]:>26}{cells[1]:>26}  {'ok' if ok else 'MISS'}")
-    lines.append(f"limits: float32 {LIMITS['float32']:g}, float64 {LIMITS['float64']:g} "
-                 "(max-norm relative error against torch float64)")
+    lines.append("each figure is the worst |ours - torch| / (atol + rtol * |torch|) over the elements, "
+                 "torch in float64; at most 1 passes")
+    lines.append(", ".join(f"{dtype}: atol {t['atol']:g}, rtol {t['rtol']:g}" for dtype, t in TOLERANCE.items()))
     return "\n".join(lines), passed

@@ -21,7 +21,9 @@ SOFTPLUS       beta                  threshold
 
 The scalar arithmetic runs in float64 whatever the array dtype, and the result
 is rounded once when stored; each formula is the one torch.nn.functional uses,
-rearranged only where torch's form would overflow for large |x|.
+rearranged only where torch's form would overflow for large |x|. NaN and
+±inf give what torch gives: each comparison is written so that a NaN input
+takes torch's branch, which keeps it NaN in the forward pass.
 """
 import math
 
@@ -50,7 +52,8 @@ def activate(x, code, p1, p2):
     if code == IDENTITY:
         return x
     if code == RELU:
-        return x if x > 0.0 else 0.0
+        # not max(x, 0.0): that is 0 for NaN, and training would go on with finite losses
+        return 0.0 if x <= 0.0 else x
     if code == LEAKY_RELU:
         return x if x > 0.0 else p1 * x
     if code == SIGMOID:
@@ -81,7 +84,7 @@ def derivative(x, y, code, p1, p2):
     if code == IDENTITY:
         return 1.0
     if code == RELU:
-        return 1.0 if y > 0.0 else 0.0
+        return 0.0 if y <= 0.0 else 1.0
     if code == LEAKY_RELU:
         return 1.0 if x > 0.0 else p1
     if code == SIGMOID:
@@ -101,7 +104,7 @@ def derivative(x, y, code, p1, p2):
         s = _sigmoid(x)
         return s * (1.0 + x * (1.0 - s))
     if code == ELU:
-        return 1.0 if x > 0.0 else p1 * math.exp(x)
+        return p1 * math.exp(x) if x <= 0.0 else 1.0
     if code == SOFTPLUS:
         scaled = p1 * x
         return 1.0 if scaled > p2 else _sigmoid(scaled)

@@ -8,7 +8,8 @@ both (``dW += dout.T @ x``). Numba's own helper library already exports the
 full ``C = alpha * op(A) @ op(B) + beta * C`` and keeps the kernels cacheable,
 because the symbol is resolved by name when the cache is loaded.
 """
-import numpy as np
+import math
+
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -34,9 +35,10 @@ def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, 
 
     ``transa``/``transb`` are booleans; ``alpha``/``beta`` scalars of the
     arrays' dtype (they are spilled to the stack, BLAS takes pointers).
+    Returns Numba's status: 0, or nonzero when no ?gemm could be loaded.
     """
     dtype = a.dtype
-    sig = types.void(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    sig = types.int32(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
     def codegen(context, builder, signature, args):
         (transa_v, transb_v, m_v, n_v, k_v, alpha_v, a_v, lda_v,
@@ -63,58 +65,112 @@ def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, 
             return context.cast(builder, value, value_type, types.intp)
 
         _, _, m_t, n_t, k_t, alpha_t, a_t, lda_t, b_t, ldb_t, beta_t, c_t, ldc_t = signature.args
-        builder.call(fn, (
+        return builder.call(fn, (
             kind, flag(transa_v), flag(transb_v),
             as_intp(m_t, m_v), as_intp(n_t, n_v), as_intp(k_t, k_v),
             slot(alpha_t, alpha_v), data(a_t, a_v), as_intp(lda_t, lda_v),
             data(b_t, b_v), as_intp(ldb_t, ldb_v), slot(beta_t, beta_v),
             data(c_t, c_v), as_intp(ldc_t, ldc_v)))
-        return context.get_dummy_value()
 
     return sig, codegen
 
 
 @jit
-def _row_stride(a):
-    """Elements between rows of a 2-D array whose rows are contiguous, else -1."""
+def _blas_view(a, trans):
+    """How BLAS can read ``a``: ``(ld, trans)`` such that ``a``'s memory is a
+    row-major array with ``ld`` elements between rows and ``op(a)`` is that
+    array, transposed when ``trans``; ``ld`` is -1 when there is none.
+
+    A row-contiguous ``a`` is read as is; a column-contiguous (Fortran-ordered)
+    one is the row-major ``a.T``, so it is read with the transpose flag flipped.
+    BLAS needs ``ld`` at least the row length: rows that overlap (a sliding
+    window, a broadcast with stride 0) or strided columns have no such view.
+    """
+    rows, cols = a.shape
     itemsize = a.itemsize
-    if a.shape[1] > 1 and a.strides[1] != itemsize:
-        return -1
-    if a.shape[0] > 1:
-        return a.strides[0] // itemsize
-    return max(a.shape[1], 1)
+    row_step, column_step = a.strides[0], a.strides[1]
+    if cols <= 1 or column_step == itemsize:
+        ld = row_step // itemsize if rows > 1 else cols
+        if row_step % itemsize == 0 and ld >= max(cols, 1):
+            return ld, trans
+    if rows <= 1 or row_step == itemsize:
+        ld = column_step // itemsize if cols > 1 else rows
+        if column_step % itemsize == 0 and ld >= max(rows, 1):
+            return ld, not trans
+    return -1, trans
+
+
+@jit
+def overlaps_itself(a):
+    """Whether two elements of the 2-D array ``a`` share memory."""
+    rows, cols = a.shape
+    row_step, column_step = abs(a.strides[0]), abs(a.strides[1])
+    if rows == 0 or cols == 0:
+        return False
+    if rows > 1 and row_step == 0 or cols > 1 and column_step == 0:
+        return True
+    if rows == 1 or cols == 1:
+        return False
+    # i * row_step == j * column_step has its smallest solution at
+    # i = column_step / g, j = row_step / g
+    g = math.gcd(row_step, column_step)
+    return column_step // g < rows and row_step // g < cols
 
 
 @jit
 def gemm(C, A, B, trans_a, trans_b, alpha, beta):
-    """``C = alpha * op(A) @ op(B) + beta * C`` for row-major arrays, in place.
+    """``C = alpha * op(A) @ op(B) + beta * C`` for 2-D arrays, in place.
 
     Parameters
     ----------
-    C : (m, n) array, written (read too when ``beta != 0``)
+    C : (m, n) array, written (read too when ``beta != 0``); no two of its
+        elements may share memory
     A : (m, k) array, or (k, m) when ``trans_a``
     B : (k, n) array, or (n, k) when ``trans_b``
     trans_a, trans_b : bool
     alpha, beta : float
 
-    All three arrays share one dtype (float32 or float64) and have contiguous
-    rows; any row stride is accepted. Arrays that fail that, and products too
-    small to be worth a BLAS call, go through plain loops.
+    All three arrays share one dtype (float32 or float64). An array whose rows
+    are contiguous with a row stride of at least its row length, or whose
+    columns are contiguous with a column stride of at least its column length
+    (Fortran order), goes to BLAS as it is. Any other layout (strided columns
+    and rows, overlapping rows such as a sliding window or a broadcast), and
+    products too small to be worth a BLAS call, go through plain loops.
+
+    Raises
+    ------
+    ValueError
+        if elements of C share memory; C is left unchanged
+    RuntimeError
+        if BLAS reports a failure
     """
+    if overlaps_itself(C):
+        raise ValueError("gemm: C overlaps itself (a stride of 0, or rows that share memory, as a broadcast "
+                         "or sliding-window view has); write into an array of its own, e.g. np.empty((m, n))")
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
     if m == 0 or n == 0:
         return
-    lda = _row_stride(A)
-    ldb = _row_stride(B)
-    ldc = _row_stride(C)
+    lda, trans_a_memory = _blas_view(A, trans_a)
+    ldb, trans_b_memory = _blas_view(B, trans_b)
+    ldc, c_transposed = _blas_view(C, False)
     if lda < 0 or ldb < 0 or ldc < 0 or k == 0 or m * n * k < SMALL_GEMM:
         _gemm_loops(C, A, B, trans_a, trans_b, alpha, beta)
         return
-    # BLAS is column-major: a row-major X is the column-major X.T, so we ask
-    # for C.T = op(B).T @ op(A).T, which is the same call with A and B swapped.
-    _xxgemm(trans_b, trans_a, n, m, k, C.dtype.type(alpha), B, ldb, A, lda,
-            C.dtype.type(beta), C, ldc)
+    # BLAS is column-major, and a column-major matrix is the row-major array
+    # of its transpose. A row-major C is the column-major C.T, so we ask for
+    # C.T = op(B).T @ op(A).T: the call with A and B swapped. A Fortran-ordered
+    # C is column-major already: the call in the order written, where each
+    # row-major operand is read transposed.
+    if c_transposed:
+        status = _xxgemm(not trans_a_memory, not trans_b_memory, m, n, k, C.dtype.type(alpha), A, lda, B, ldb,
+                         C.dtype.type(beta), C, ldc)
+    else:
+        status = _xxgemm(trans_b_memory, trans_a_memory, n, m, k, C.dtype.type(alpha), B, ldb, A, lda,
+                         C.dtype.type(beta), C, ldc)
+    if status != 0:
+        raise RuntimeError("gemm: the BLAS ?gemm that NumPy's np.dot uses in Numba could not be called; "
+                           "check that SciPy is installed and imports")
 
 
 @jit

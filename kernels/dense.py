@@ -3,7 +3,7 @@
 Weights follow torch.nn.Linear: ``W`` is (n_out, n_in), so a layer computes
 ``out = x @ W.T + b``.
 """
-from kernels.blas import gemm
+from kernels.blas import gemm, overlaps_itself
 from kernels.config import jit
 
 
@@ -13,11 +13,15 @@ def dense_forward(out, x, W, b):
 
     Parameters
     ----------
-    out : (batch, n_out) array, written
+    out : (batch, n_out) array, written; no two elements may share memory
+        (ValueError)
     x : (batch, n_in) array
     W : (n_out, n_in) array
     b : (n_out,) array; None or an empty array for a layer without bias
     """
+    if overlaps_itself(out):
+        raise ValueError("dense_forward: out overlaps itself (a stride of 0, or rows that share memory); "
+                         "write into an array of its own, e.g. np.empty((batch, n_out))")
     if b is not None and b.shape[0] > 0:
         # Writing the bias first and letting gemm accumulate onto it touches
         # ``out`` once less than adding the bias afterwards.
@@ -36,13 +40,20 @@ def dense_backward(dx, dW, db, dout, x, W):
     ----------
     dx : (batch, n_in) array, written with ``dout @ W``; None or an empty
         array to skip it
-    dW : (n_out, n_in) array, ``dout.T @ x`` is added to it
+    dW : (n_out, n_in) array, ``dout.T @ x`` is added to it; no two elements
+        of dW, or of dx, may share memory (ValueError, nothing written)
     db : (n_out,) array, the column sums of ``dout`` are added to it; None or
         an empty array for a layer without bias
     dout : (batch, n_out) array, gradient of the loss w.r.t. ``out``
     x : (batch, n_in) array, the forward input
     W : (n_out, n_in) array
     """
+    if overlaps_itself(dW):
+        raise ValueError("dense_backward: dW overlaps itself (a stride of 0, or rows that share memory); "
+                         "accumulate into an array of its own, e.g. np.zeros((n_out, n_in))")
+    if dx is not None and overlaps_itself(dx):
+        raise ValueError("dense_backward: dx overlaps itself (a stride of 0, or rows that share memory); "
+                         "write into an array of its own, e.g. np.empty((batch, n_in))")
     # in the forward pass this was: out = x @ W.T + b
     gemm(dW, dout, x, True, False, 1.0, 1.0)
     if db is not None and db.shape[0] > 0:

@@ -1,5 +1,10 @@
 """The one comparison helper every kernel and model test goes through, and a
-table of the worst relative errors seen, printed at the end of the run."""
+table of the worst errors seen, printed at the end of the run.
+
+Every element must satisfy ``|ours - torch| <= atol + rtol * |torch|`` with
+the per-dtype tolerances of ``fastbp.check.TOLERANCE`` (the ones ``fastbp
+check`` prints); a NaN must meet a NaN and an infinity the same infinity.
+"""
 import collections
 
 import numpy as np
@@ -7,30 +12,28 @@ import pytest
 
 from fastbp import check
 
-# worst relative error per (what, dtype), filled by check_against_torch
+TOLERANCE = {np.float64: check.TOLERANCE["float64"], np.float32: check.TOLERANCE["float32"]}
+
+# worst error ratio per (what, dtype), filled by passing comparisons
 WORST = collections.defaultdict(float)
 
 
-def relative_error(actual, expected):
-    """fastbp.check's max-norm relative error, with the reason when it is inf."""
+def assert_close(name, dtype, actual, expected, tolerance):
+    """Every element of ``actual`` within ``tolerance`` (atol, rtol) of ``expected``."""
     actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, f"shape {actual.shape} != torch's {expected.shape}"
-    assert np.isfinite(actual).all(), "non-finite values where torch has finite ones"
-    return check.relative_error(actual, expected)
-
-
-def record(name, dtype, error):
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != torch's {expected.shape}"
+    ratio = check.error_ratio(actual, expected, **tolerance)
+    if ratio > 1.0:
+        bad = np.unravel_index(np.argmax(~np.isclose(actual, expected, equal_nan=True, **tolerance)), actual.shape)
+        raise AssertionError(
+            f"{name} ({np.dtype(dtype).name}): |ours - expected| reaches {ratio:.3g} x (atol + rtol*|expected|) "
+            f"with atol={tolerance['atol']:g}, rtol={tolerance['rtol']:g}; "
+            f"at {bad}: ours {actual[bad]!r}, expected {expected[bad]!r}")
     key = (name, np.dtype(dtype).name)
-    WORST[key] = max(WORST[key], error)
+    WORST[key] = max(WORST[key], ratio)
 
 
-def assert_close(name, dtype, actual, expected, rtol):
-    error = relative_error(actual, expected)
-    record(name, dtype, error)
-    assert error <= rtol, f"{name} ({np.dtype(dtype).name}): relative error {error:.3g} > {rtol:g}"
-
-
-def check_against_torch(name, inputs, torch_fn, fastbp_fn, dtype, rtol, constant=(), seed=0):
+def check_against_torch(name, inputs, torch_fn, fastbp_fn, dtype, tolerance, constant=(), seed=0):
     """Compare a kernel (or model) with torch autograd.
 
     ``inputs``: list of float64 arrays (differentiated, unless their index is
@@ -38,7 +41,7 @@ def check_against_torch(name, inputs, torch_fn, fastbp_fn, dtype, rtol, constant
     ``fastbp_fn(*arrays, dout)`` gets the inputs cast to ``dtype`` (integers
     untouched) and an upstream gradient, and returns ``(output, grads)`` with
     one gradient per differentiated input. Forward values and gradients are both
-    compared with torch.autograd.grad at ``rtol`` (max-norm relative).
+    compared with torch.autograd.grad elementwise at ``tolerance`` (atol, rtol).
     """
     torch = pytest.importorskip("torch")
     tensors = [torch.tensor(a, dtype=torch.float64, requires_grad=i not in constant) if a.dtype.kind == "f"
@@ -50,14 +53,11 @@ def check_against_torch(name, inputs, torch_fn, fastbp_fn, dtype, rtol, constant
     expected_grads = torch.autograd.grad(expected, differentiable, torch.tensor(dout), allow_unused=True)
     arrays = [a.astype(dtype) if a.dtype.kind == "f" else a for a in inputs]
     output, grads = fastbp_fn(*arrays, dout.astype(dtype))
-    assert_close(f"{name} forward", dtype, output, expected.detach().numpy(), rtol)
+    assert_close(f"{name} forward", dtype, output, expected.detach().numpy(), tolerance)
     assert len(grads) == len(expected_grads)
     for i, (grad, expected_grad) in enumerate(zip(grads, expected_grads)):
         expected_grad = np.zeros(differentiable[i].shape) if expected_grad is None else expected_grad.numpy()
-        assert_close(f"{name} backward", dtype, grad, expected_grad, rtol)
-
-
-RTOL = {np.float64: 1e-10, np.float32: 1e-4}
+        assert_close(f"{name} backward", dtype, grad, expected_grad, tolerance)
 
 
 @pytest.fixture(params=[np.float64, np.float32], ids=["float64", "float32"])
@@ -68,6 +68,8 @@ def dtype(request):
 def pytest_terminal_summary(terminalreporter):
     if not WORST:
         return
-    terminalreporter.section("worst relative error against torch (max-norm)")
-    for (name, dtype), error in sorted(WORST.items()):
-        terminalreporter.write_line(f"{name:<44} {dtype:<8} {error:.2e}")
+    terminalreporter.section("worst |ours - torch| / (atol + rtol*|torch|) per element (at most 1 passes)")
+    for dtype, tolerance in check.TOLERANCE.items():
+        terminalreporter.write_line(f"{dtype}: atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g}")
+    for (name, dtype), ratio in sorted(WORST.items()):
+        terminalreporter.write_line(f"{name:<44} {dtype:<8} {ratio:.2e}")

@@ -1,9 +1,11 @@
-"""Every kernel against torch autograd, float64 to 1e-10 and float32 to 1e-4."""
+"""Every kernel against torch autograd, elementwise within tests.conftest.TOLERANCE."""
+import itertools
+
 import numpy as np
 import pytest
 
 import kernels
-from tests.conftest import RTOL, assert_close, check_against_torch
+from tests.conftest import TOLERANCE, assert_close, check_against_torch
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -38,7 +40,7 @@ def test_dense(shape, bias, dtype):
         return out, grads
 
     inputs = [x, W, b] if bias else [x, W]
-    check_against_torch("dense", inputs, lambda x, W, *b: F.linear(x, W, *b), fastbp_dense, dtype, RTOL[dtype])
+    check_against_torch("dense", inputs, lambda x, W, *b: F.linear(x, W, *b), fastbp_dense, dtype, TOLERANCE[dtype])
 
 
 def test_dense_backward_skips_what_is_absent():
@@ -63,7 +65,7 @@ def test_gemm_transposes_and_strided_views(trans_a, trans_b, m, n, k, dtype):
     C = rng.standard_normal((m, n)).astype(dtype)
     expected = 0.5 * ((A.T if trans_a else A).astype(np.float64) @ (B.T if trans_b else B)) + 2.0 * C
     kernels.gemm(C, A, B, trans_a, trans_b, 0.5, 2.0)
-    assert_close("gemm", dtype, C, expected, RTOL[dtype])
+    assert_close("gemm", dtype, C, expected, TOLERANCE[dtype])
     # a view with a row stride larger than its width is fine for BLAS too,
     # and a view with strided columns takes the loops
     big = rng.standard_normal((m, 2 * n)).astype(dtype)
@@ -71,7 +73,104 @@ def test_gemm_transposes_and_strided_views(trans_a, trans_b, m, n, k, dtype):
         before = view.copy()
         kernels.gemm(view, A, B, trans_a, trans_b, 1.0, 1.0)
         assert_close("gemm", dtype, view, before + (A.T if trans_a else A) @ (B.T if trans_b else B),
-                     RTOL[dtype])
+                     TOLERANCE[dtype])
+
+
+# Memory layouts a caller may hand to the dense kernels and gemm; the first two
+# overlap themselves (a row stride below the row, or 0), which BLAS refuses.
+LAYOUTS = ["sliding window", "broadcast", "fortran", "column slice"]
+
+
+def _structured(shape, layout, rng):
+    """float64 values that ``layout`` can hold: Hankel for a sliding window,
+    equal rows for a broadcast, anything otherwise."""
+    rows, cols = shape
+    if layout == "sliding window":
+        return np.lib.stride_tricks.sliding_window_view(rng.standard_normal(rows + cols - 1), cols).copy()
+    if layout == "broadcast":
+        return np.tile(rng.standard_normal(cols), (rows, 1))
+    return rng.standard_normal(shape)
+
+
+def _relayout(a, layout, writeable=False):
+    """The values of ``a`` (made by _structured) in ``layout``'s memory layout."""
+    if layout == "sliding window":
+        series = np.concatenate([a[0], a[1:, -1]])
+        view = np.lib.stride_tricks.sliding_window_view(series, a.shape[1], writeable=writeable)
+    elif layout == "broadcast":
+        view = np.lib.stride_tricks.as_strided(a[0].copy(), a.shape, (0, a.itemsize), writeable=writeable)
+    elif layout == "fortran":
+        view = np.asfortranarray(a)
+    elif layout == "column slice":
+        wide = np.zeros((a.shape[0], 2 * a.shape[1]), dtype=a.dtype)
+        wide[:, ::2] = a
+        view = wide[:, ::2]
+    else:
+        view = a.copy()
+    np.testing.assert_array_equal(view, a)
+    return view
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("operand", ["A", "B", "C"])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)],
+                         ids=["nn", "tn", "nt", "tt"])
+def test_gemm_any_layout(trans_a, trans_b, operand, layout, dtype):
+    m, n, k = 24, 16, 20  # above SMALL_GEMM: the BLAS route
+    shapes = {"A": (k, m) if trans_a else (m, k), "B": (n, k) if trans_b else (k, n), "C": (m, n)}
+    rng = np.random.default_rng(8)
+    values = {name: _structured(shape, layout if name == operand else "", rng) for name, shape in shapes.items()}
+    A, B, C = (_relayout(values[name].astype(dtype), layout if name == operand else "", writeable=name == "C")
+               for name in "ABC")
+    if operand == "C" and layout in ("sliding window", "broadcast"):
+        before = C.copy()
+        with pytest.raises(ValueError, match="C overlaps itself"):
+            kernels.gemm(C, A, B, trans_a, trans_b, 1.0, 1.0)
+        np.testing.assert_array_equal(C, before)
+        return
+    kernels.gemm(C, A, B, trans_a, trans_b, 0.5, 2.0)
+    op_a = values["A"].T if trans_a else values["A"]
+    op_b = values["B"].T if trans_b else values["B"]
+    assert_close(f"gemm {layout}", dtype, C, 0.5 * op_a @ op_b + 2.0 * values["C"], TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("operand", ["x", "W", "dout", "out", "dx", "dW"])
+def test_dense_any_layout(operand, layout, dtype):
+    batch, n_in, n_out = 64, 16, 24
+    shapes = {"x": (batch, n_in), "W": (n_out, n_in), "dout": (batch, n_out),
+              "out": (batch, n_out), "dx": (batch, n_in), "dW": (n_out, n_in)}
+    rng = np.random.default_rng(9)
+    values = {name: _structured(shape, layout if name == operand else "", rng) for name, shape in shapes.items()}
+    x, W, dout, out, dx, dW = (
+        _relayout(values[name].astype(dtype), layout if name == operand else "", writeable=name in ("out", "dx", "dW"))
+        for name in shapes)
+    b = rng.standard_normal(n_out)
+    db = np.zeros(n_out, dtype=dtype)
+    if operand in ("out", "dx", "dW") and layout in ("sliding window", "broadcast"):
+        before = {"out": out, "dx": dx, "dW": dW}[operand].copy()
+        with pytest.raises(ValueError, match=f"{operand} overlaps itself"):
+            if operand == "out":
+                kernels.dense_forward(out, x, W, b.astype(dtype))
+            else:
+                kernels.dense_backward(dx, dW, db, dout, x, W)
+        np.testing.assert_array_equal({"out": out, "dx": dx, "dW": dW}[operand], before)
+        return
+    kernels.dense_forward(out, x, W, b.astype(dtype))
+    kernels.dense_backward(dx, dW, db, dout, x, W)
+    x, W, dout = values["x"], values["W"], values["dout"]
+    assert_close(f"dense forward {layout}", dtype, out, x @ W.T + b, TOLERANCE[dtype])
+    assert_close(f"dense backward {layout}", dtype, dx, dout @ W, TOLERANCE[dtype])
+    assert_close(f"dense backward {layout}", dtype, dW, values["dW"] + dout.T @ x, TOLERANCE[dtype])
+    assert_close(f"dense backward {layout}", dtype, db, dout.sum(axis=0), TOLERANCE[dtype])
+
+
+def test_overlaps_itself_agrees_with_counting_addresses():
+    memory = np.zeros(200)
+    for rows, cols, row_step, column_step in itertools.product(range(5), range(5), range(-6, 7), range(-6, 7)):
+        a = np.lib.stride_tricks.as_strided(memory[100:], (rows, cols), (row_step * 8, column_step * 8))
+        addresses = {i * row_step + j * column_step for i in range(rows) for j in range(cols)}
+        assert kernels.blas.overlaps_itself(a) == (len(addresses) < rows * cols), a.strides
 
 
 # name, torch function, kernel code, p1, p2
@@ -89,41 +188,92 @@ ACTIVATIONS = [
     ("softplus_default", F.softplus, kernels.SOFTPLUS, 1.0, 20.0),
 ]
 
-EXTREMES = np.array([-1000.0, -100.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 100.0, 1000.0])
+EXTREMES = np.array([[-1000.0, -100.0, -30.0, -1e-8, 0.0, 1e-8, 30.0, 100.0, 1000.0]])
 
 
-def _activation_inputs(shape, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape) * 3
-    flat = x.reshape(-1)
-    flat[:min(flat.size, EXTREMES.size)] = EXTREMES[:flat.size]
-    return x
-
-
-@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 13), (128, 300)], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
-def test_activation(name, torch_fn, code, p1, p2, shape, dtype):
-    x = _activation_inputs(shape, seed=sum(shape))
-
+def _activation(code, p1, p2):
+    """The kernel pair as check_against_torch calls it."""
     def fastbp_activation(x, dout):
         out = np.empty_like(x)
         kernels.activation_forward(out, x, code, p1, p2)
         dx = np.empty_like(x)
         kernels.activation_backward(dx, dout, x, out, code, p1, p2)
         return out, [dx]
+    return fastbp_activation
 
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 13), (128, 300)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation(name, torch_fn, code, p1, p2, shape, dtype):
+    x = np.random.default_rng(sum(shape)).standard_normal(shape) * 3
+    check_against_torch(name, [x], torch_fn, _activation(code, p1, p2), dtype, TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation_extremes(name, torch_fn, code, p1, p2, dtype):
     with np.errstate(all="raise"):  # no overflow anywhere on the NumPy side either
-        check_against_torch(name, [x], torch_fn, fastbp_activation, dtype, RTOL[dtype])
+        check_against_torch(f"{name} extremes", [EXTREMES], torch_fn, _activation(code, p1, p2), dtype,
+                            TOLERANCE[dtype])
 
 
-def test_activation_in_place_and_nan_propagation():
+@pytest.mark.parametrize("name, torch_fn, code, p1, p2", ACTIVATIONS, ids=[a[0] for a in ACTIVATIONS])
+def test_activation_non_finite(name, torch_fn, code, p1, p2, dtype):
+    """NaN and ±inf give what torch gives, forward and backward: a NaN must stay NaN."""
+    x = np.array([[np.nan, np.inf, -np.inf, 0.0, -1.5, 2.0]])
+    check_against_torch(f"{name} nan/inf", [x], torch_fn, _activation(code, p1, p2), dtype, TOLERANCE[dtype])
+
+
+def _scaled(kernel_output):
+    """Wraps a check_against_torch function so that one of its results is
+    1e-3 too large: ``kernel_output(output, grads)`` picks the array."""
+    def wrap(fastbp_fn):
+        def mutant(*args):
+            output, grads = fastbp_fn(*args)
+            kernel_output(output, grads)[...] *= 1 + 1e-3
+            return output, grads
+        return mutant
+    return wrap
+
+
+def _dense(x, W, b, dout):
+    out = np.empty((x.shape[0], W.shape[0]), dtype=x.dtype)
+    kernels.dense_forward(out, x, W, b)
+    dx, dW, db = np.empty_like(x), np.zeros_like(W), np.zeros_like(b)
+    kernels.dense_backward(dx, dW, db, dout, x, W)
+    return out, [dx, dW, db]
+
+
+def _softplus_off_near_zero(x, dout):
+    # wrong by 0.05 where |x| < 5: 5e-5 of the largest value once ±1000 share the array
+    out, grads = _activation(kernels.SOFTPLUS, 1.0, 20.0)(x, dout)
+    return np.where(np.abs(x) < 5, out + 0.05, out).astype(x.dtype), grads
+
+
+MUTANTS = [
+    ("dense forward", _scaled(lambda out, grads: out)(_dense)),
+    ("dense dW", _scaled(lambda out, grads: grads[1])(_dense)),
+    ("tanh backward", _scaled(lambda out, grads: grads[0])(_activation(kernels.TANH, 0.0, 0.0))),
+    ("softplus near 0", _softplus_off_near_zero),
+]
+
+
+@pytest.mark.parametrize("name, mutant", MUTANTS, ids=[m[0] for m in MUTANTS])
+def test_the_comparison_rejects_a_kernel_off_by_a_little(name, mutant, dtype):
+    rng = np.random.default_rng(5)
+    if name.startswith("dense"):
+        inputs, torch_fn = [rng.standard_normal((9, 7)), rng.standard_normal((5, 7)), rng.standard_normal(5)], F.linear
+    else:
+        inputs = [np.concatenate([EXTREMES, rng.standard_normal((1, 40)) * 3], axis=1)]
+        torch_fn = torch.tanh if name.startswith("tanh") else F.softplus
+    with pytest.raises(AssertionError, match="reaches"):
+        check_against_torch(name, inputs, torch_fn, mutant, dtype, TOLERANCE[dtype])
+
+
+def test_activation_in_place():
     x = np.array([[-2.0, np.nan, 3.0]])
     out = x.copy()
     kernels.activation_forward(out, out, kernels.TANH, 0.0, 0.0)
     assert np.isnan(out[0, 1]) and out[0, 0] == np.tanh(-2.0)
-    relu = np.empty_like(x)
-    kernels.activation_forward(relu, x, kernels.SIGMOID, 0.0, 0.0)
-    assert np.isnan(relu[0, 1])
 
 
 def _labels(batch, n_classes, seed):
@@ -159,7 +309,7 @@ def test_pointwise_loss(name, torch_fn, code, param, shape, reduction, dtype):
         return value, [dpred * dout]  # the upstream gradient of a scalar is a scalar
 
     check_against_torch(f"{name} loss", [pred, target], lambda p, t: torch_fn(p, t, reduction),
-                        fastbp_loss, dtype, RTOL[dtype], constant=(1,))
+                        fastbp_loss, dtype, TOLERANCE[dtype], constant=(1,))
 
 
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
@@ -179,7 +329,7 @@ def test_cross_entropy(shape, reduction, label_smoothing, dtype):
     check_against_torch(
         "cross_entropy loss", [logits, labels],
         lambda x, y: F.cross_entropy(x, y, reduction=reduction, label_smoothing=label_smoothing),
-        fastbp_cross_entropy, dtype, RTOL[dtype])
+        fastbp_cross_entropy, dtype, TOLERANCE[dtype])
 
 
 # name, torch optimizer factory, fastbp kernel call (params, grads, state, step)
@@ -233,7 +383,7 @@ def test_optimizer_kernel(name, torch_class, kernel, hyper, size, dtype):
         reference.grad = torch.tensor(grad)
         optimizer.step()
         kernel(params, grad.astype(dtype), state, step, **hyper, **extra)
-    assert_close(f"{name} optimizer", dtype, params, reference.detach().numpy(), RTOL[dtype])
+    assert_close(f"{name} optimizer", dtype, params, reference.detach().numpy(), TOLERANCE[dtype])
 
 
 def test_optimizer_step_dispatch_matches_direct_kernels():
