@@ -65,10 +65,10 @@ class Prepared:
                 as_matrix("targets", y.reshape(n, -1), np.float64)
             except ValueError as error:
                 raise DataError(f"--data: {source}: {error}; drop those samples or fill them in") from None
-        if task == "classify" and preprocessing is None and y.dtype.kind == "f" and np.any(np.mod(y, 1)) \
-                and len(np.unique(y)) > data.MAX_INFERRED_CLASSES:
-            raise DataError(f"--task classify: the target of {source} looks continuous ({len(np.unique(y))} "
-                            f"distinct values such as {y[0]:g}), not class labels; use --task regress")
+        distinct = len(np.unique(y)) if y.dtype.kind == "f" and y.ndim == 1 and np.any(np.mod(y, 1)) else 0
+        if task == "classify" and preprocessing is None and distinct > data.MAX_INFERRED_CLASSES:
+            raise DataError(f"--task classify: the target of {source} looks continuous ({distinct} distinct "
+                            f"values such as {y[0]:g}), not class labels; use --task regress")
         order = np.random.default_rng(settings["seed"]).permutation(n)
         n_test, n_val = int(round(settings["test_split"] * n)), int(round(settings["val_split"] * n))
         if n - n_test - n_val < 1:
@@ -213,7 +213,7 @@ def replan(trainer, settings, given):
     new.load_state_dict(old.state_dict())
     optimizer.lr = new.lr_at(new.last_epoch)
     trainer.schedule = new
-    return f"{old.name} schedule re-planned for {total} epochs (lr {optimizer.lr:g} now)"
+    return f"{old.name} schedule re-planned for {total} epochs"
 
 
 def targets_for(trainer, y):
