@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+import fastbp
 from fastbp import benchmark, data
 from fastbp.activations import NAMES as ACTIVATIONS
 from fastbp.losses import LOSSES
@@ -52,6 +53,9 @@ def _number(convert, accept, expected):
 _positive = _number(int, lambda value: value >= 1, "a positive integer")
 _non_negative = _number(int, lambda value: value >= 0, "an integer >= 0")
 _non_negative_float = _number(float, lambda value: 0 <= value < np.inf, "a finite number >= 0")
+# --lr and --max-grad-norm: at rate 0 nothing trains, and the Trainer refuses a clipping norm of 0.
+# --momentum takes a _fraction: from 1 on the velocity grows without bound and the run diverges.
+_positive_float = _number(float, lambda value: 0 < value < np.inf, "a finite number > 0")
 _fraction = _number(float, lambda value: 0 <= value < 1, "a fraction in [0, 1)")
 
 
@@ -101,7 +105,7 @@ def _train(args, parser):
 
     given = {name: getattr(args, name) for name in run.DEFAULTS}
     return run.train(given, resume=args.resume, save=args.save, plot=args.plot, quiet=args.quiet,
-                     threads=args.threads)
+                     threads=args.threads, save_every=args.save_every)
 
 
 def _predict(args, parser):
@@ -126,7 +130,8 @@ def _check(args, parser):
 
 def build_parser():
     parser = _Parser(prog="fastbp", description="JIT-compiled MLP training, checked against PyTorch.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser.add_argument("--version", action="version", version=f"fastbp {fastbp.__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     train = commands.add_parser(
         "train", help="train an MLP (default: scikit-learn's handwritten digits)",
@@ -143,8 +148,8 @@ def build_parser():
     train.add_argument("--activation", choices=ACTIVATIONS, help="hidden activation (default relu)")
     train.add_argument("--loss", choices=LOSSES, help="default cross_entropy to classify, mse to regress")
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
-    train.add_argument("--lr", type=_non_negative_float, help="learning rate (default 0.01 for sgd, else 0.001)")
-    train.add_argument("--momentum", type=_non_negative_float, help="sgd (default 0.9) and rmsprop (default 0)")
+    train.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01 for sgd, else 0.001)")
+    train.add_argument("--momentum", type=_fraction, help="sgd (default 0.9) and rmsprop (default 0)")
     train.add_argument("--weight-decay", type=_non_negative_float, help="L2 penalty (decoupled for adamw; default 0, 0.01 for adamw)")
     train.add_argument("--epochs", type=_non_negative, help="total epochs of the run (default 30)")
     train.add_argument("--batch-size", type=_positive, help="samples per update (default 64)")
@@ -155,15 +160,19 @@ def build_parser():
     train.add_argument("--lr-schedule", choices=("constant", "step", "cosine", "plateau"),
                        help="step: x0.1 every epochs/3; cosine: to 0 over the run; plateau: x0.1 after 5 epochs "
                             "without a better validation loss (default cosine)")
-    train.add_argument("--max-grad-norm", type=_non_negative_float, help="clip the global gradient norm to this")
+    train.add_argument("--max-grad-norm", type=_positive_float, help="clip the global gradient norm to this")
     train.add_argument("--seed", type=_non_negative, help="seeds the split, the weights and the shuffling (default 0)")
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--threads", type=_positive, help="limit the BLAS threads")
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                        help="standardise features (and regression targets) on the training split "
                             "(default: on, except for the embedded digits)")
-    train.add_argument("--save", metavar="PATH", help="write a checkpoint (model, optimizer, schedule, history)")
-    train.add_argument("--resume", metavar="PATH", help="go on from a checkpoint up to --epochs in total")
+    train.add_argument("--save", metavar="PATH", help="write a checkpoint (model, optimizer, schedule, history) "
+                       "at the end, on Ctrl-C and every few seconds on the way")
+    train.add_argument("--save-every", type=_positive, metavar="N", help="write the checkpoint every N epochs instead")
+    train.add_argument("--resume", metavar="PATH",
+                       help="go on from a checkpoint up to --epochs in total; the step and cosine schedules are "
+                            "laid out again for that total, and --lr or --lr-schedule start a new schedule")
     train.add_argument("--plot", metavar="PATH", help="write a PNG of loss and metric per epoch")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -200,6 +209,11 @@ COMMANDS = {"train": _train, "predict": _predict, "check": _check, "bench": _ben
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        print(f"fastbp: error: choose a command: {', '.join(list(COMMANDS)[:-1])} or {list(COMMANDS)[-1]}",
+              file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.command](args, parser)
     except data.DataError as error:

@@ -6,13 +6,17 @@ written, so that a bad argument changes nothing.
 """
 import csv
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 
+import numba.core.event as numba_event
 import numpy as np
 
 from fastbp import data
+from fastbp._checks import as_matrix
 from fastbp.data import DataError
 from fastbp.io import load_any, load_checkpoint
 from fastbp.losses import LOSSES
@@ -30,9 +34,12 @@ DEFAULTS = {
     "dtype": "float32", "standardize": None,
 }
 # what a checkpoint fixes: giving one of these with --resume is an error
-MODEL_SETTINGS = ("task", "hidden", "activation", "loss", "optimizer", "lr", "momentum", "weight_decay",
-                  "lr_schedule", "max_grad_norm", "seed", "dtype", "standardize", "val_split", "test_split")
+MODEL_SETTINGS = ("task", "hidden", "activation", "loss", "optimizer", "momentum", "weight_decay",
+                  "max_grad_norm", "seed", "dtype", "standardize", "val_split", "test_split")
 CLASSIFY_LOSSES, REGRESS_LOSSES = ("cross_entropy", "bce_with_logits"), ("mse", "l1", "huber")
+# without --save-every, the checkpoint is written at most this often (and at the end): a write costs
+# more than an epoch of a small model
+SAVE_SECONDS = 5.0
 
 
 def _flag(name):
@@ -51,9 +58,18 @@ class Prepared:
             X, y, inferred = data.load_dataset(settings["dataset"])
             features = None
         task = settings["task"] or inferred
+        n = X.shape[0]
         if task == "regress" and y.dtype.kind in "USO":
             raise DataError(f"--task regress needs numeric targets; {source} has labels such as {y[0]!r}")
-        n = X.shape[0]
+        if y.dtype.kind in "biuf":
+            try:
+                as_matrix("targets", y.reshape(n, -1), np.float64)
+            except ValueError as error:
+                raise DataError(f"--data: {source}: {error}; drop those samples or fill them in") from None
+        distinct = len(np.unique(y)) if y.dtype.kind == "f" and y.ndim == 1 and np.any(np.mod(y, 1)) else 0
+        if task == "classify" and preprocessing is None and distinct > data.MAX_INFERRED_CLASSES:
+            raise DataError(f"--task classify: the target of {source} looks continuous ({distinct} distinct "
+                            f"values such as {y[0]:g}), not class labels; use --task regress")
         order = np.random.default_rng(settings["seed"]).permutation(n)
         n_test, n_val = int(round(settings["test_split"] * n)), int(round(settings["val_split"] * n))
         if n - n_test - n_val < 1:
@@ -76,6 +92,15 @@ class Prepared:
                              "y_scaling": y_scaling, "features": features, "target": settings["target"]}
         elif preprocessing["task"] != task:
             raise DataError(f"the checkpoint's model does {preprocessing['task']} but the data asks to {task}")
+        else:  # before the saved scaling meets the data
+            n_in = len(preprocessing["x_scaling"]["mean"])
+            if X.shape[1] != n_in:
+                raise DataError(f"--data: {source} has {X.shape[1]} features, but the checkpoint's model takes "
+                                f"{n_in}; resume on data with the columns it was trained on")
+            n_out = len(preprocessing["y_scaling"]["mean"]) if task == "regress" else 1
+            if task == "regress" and y.reshape(n, -1).shape[1] != n_out:
+                raise DataError(f"--data: {source} has {y.reshape(n, -1).shape[1]} targets, but the "
+                                f"checkpoint's model predicts {n_out}")
         self.preprocessing, self.task, self.source = preprocessing, preprocessing["task"], source
         self.n_features = X.shape[1]
         self.X = data.Scaling(**preprocessing["x_scaling"]).apply(X)
@@ -117,7 +142,18 @@ def resolve(given, checkpoint_settings=None):
 
 
 def build(settings, prepared):
-    """A fresh Trainer for ``settings``."""
+    """A fresh Trainer for ``settings``. The library checks every value; what
+    it refuses is a DataError naming the command-line flag."""
+    try:
+        return _build(settings, prepared)
+    except DataError:
+        raise
+    except (TypeError, ValueError) as error:
+        name, _, rest = str(error).partition(" ")
+        raise DataError(f"{_flag(name)} {rest}" if name in DEFAULTS else str(error)) from None
+
+
+def _build(settings, prepared):
     task, loss_name = prepared.task, settings["loss"]
     if loss_name is None:
         loss_name = "cross_entropy" if task == "classify" else "mse"
@@ -141,13 +177,44 @@ def build(settings, prepared):
     if name in ("sgd", "rmsprop"):
         kwargs["momentum"] = settings["momentum"] if settings["momentum"] is not None else (0.9 if name == "sgd" else 0.0)
     optimizer = OPTIMIZERS[name](model, **kwargs)
-    epochs, schedule = settings["epochs"], settings["lr_schedule"]
-    schedule = {"constant": lambda: None,
-                "step": lambda: StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1),
-                "cosine": lambda: CosineAnnealingLR(optimizer, T_max=max(1, epochs)),
-                "plateau": lambda: ReduceLROnPlateau(optimizer, factor=0.1, patience=5)}[schedule]()
     return Trainer(model, LOSSES[loss_name](), optimizer, max_grad_norm=settings["max_grad_norm"],
-                   schedule=schedule)
+                   schedule=plan_schedule(settings["lr_schedule"], optimizer, settings["epochs"]))
+
+
+def plan_schedule(name, optimizer, epochs):
+    """The schedule ``name`` laid out over ``epochs`` from the optimizer's
+    current rate: step divides it by 10 every third of them, cosine anneals it
+    to 0 by the last, plateau waits for the validation loss."""
+    epochs = max(1, epochs)
+    return {"constant": lambda: None,
+            "step": lambda: StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1),
+            "cosine": lambda: CosineAnnealingLR(optimizer, T_max=epochs),
+            "plateau": lambda: ReduceLROnPlateau(optimizer, factor=0.1, patience=5)}[name]()
+
+
+def replan(trainer, settings, given):
+    """Fit a resumed run's schedule to its new end: a --lr or --lr-schedule
+    starts a new schedule over the remaining epochs; else a step or cosine
+    schedule is laid out again for --epochs in all, at its current position,
+    so that the rate is the one a run planned that long would have now.
+    Returns what changed, for the header ("" for nothing)."""
+    optimizer, old, total = trainer.optimizer, trainer.schedule, settings["epochs"]
+    if given.get("lr") is not None or given.get("lr_schedule") is not None:
+        # a schedule that has run its course leaves the rate near 0: start again from the run's first rate
+        optimizer.lr = given["lr"] if given.get("lr") is not None else (old.base_lr if old else optimizer.lr)
+        trainer.schedule = plan_schedule(settings["lr_schedule"], optimizer, total - trainer.epoch)
+        return (f"new {settings['lr_schedule']} schedule from lr {optimizer.lr:g} over epochs "
+                f"{trainer.epoch + 1}-{total}")
+    if old is None or old.name not in ("step", "cosine"):
+        return ""
+    began = trainer.epoch - old.last_epoch
+    new = plan_schedule(old.name, optimizer, total - began)
+    if new.arguments() == old.arguments():
+        return ""
+    new.load_state_dict(old.state_dict())
+    optimizer.lr = new.lr_at(new.last_epoch)
+    trainer.schedule = new
+    return f"{old.name} schedule re-planned for {total} epochs"
 
 
 def targets_for(trainer, y):
@@ -230,13 +297,80 @@ def describe_counts(prepared):
             f"train/val/test {counts}")
 
 
-def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None):
-    """The ``fastbp train`` command; returns the exit status."""
-    import numba.core.event as numba_event
+class Saver:
+    """The --save callback: a checkpoint every ``every`` epochs, or (``every``
+    None) at most once every SAVE_SECONDS; the run writes the last one itself."""
 
-    out = out or sys.stdout
+    def __init__(self, path, every):
+        self.path, self.every, self.epoch, self.time = path, every, None, time.perf_counter()
+
+    def __call__(self, trainer, logs):
+        due = trainer.epoch % self.every == 0 if self.every else time.perf_counter() - self.time >= SAVE_SECONDS
+        if due:
+            self.write(trainer)
+
+    def write(self, trainer):
+        trainer.save(self.path)
+        self.epoch, self.time = trainer.epoch, time.perf_counter()
+
+
+class StopOnInterrupt:
+    """A context and callback: inside it, Ctrl-C ends training after the
+    current epoch, where the trainer's state is whole and can be saved; a
+    second Ctrl-C raises KeyboardInterrupt at once."""
+
+    def __init__(self):
+        self.pressed, self.previous = False, None
+
+    def __enter__(self):
+        # only Python's own handler is replaced: not one a caller installed, nor an ignored SIGINT
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self.press)
+        return self
+
+    def __exit__(self, *exception):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def press(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nstopping after this epoch (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __call__(self, trainer, logs):
+        trainer.stop_training = trainer.stop_training or self.pressed
+
+
+class CompileNotice(numba_event.Listener):
+    """Says once, on stderr, that the kernels are compiling: Numba announces a
+    compilation before it starts and only when its cache holds no machine code
+    for it, so a run with a warm cache says nothing."""
+
+    def __init__(self):
+        self.said = False
+
+    def on_start(self, event):
+        if not self.said:
+            self.said = True
+            print("compiling kernels (first run only; cached after)", file=sys.stderr, flush=True)
+
+    def on_end(self, event):
+        pass
+
+
+def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None, save_every=None):
+    """The ``fastbp train`` command; returns the exit status."""
+    with numba_event.install_listener("numba:compile", CompileNotice()):
+        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every)
+
+
+def _train(given, resume, save, plot, quiet, threads, out, save_every):
     started = time.perf_counter()
     save, plot = check_output("--save", save), check_output("--plot", plot)
+    if save_every is not None and save is None:
+        raise DataError(f"--save-every {save_every} needs --save PATH, the checkpoint to write")
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -250,18 +384,18 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
         if "settings" not in trainer.metadata:
             raise DataError(f"--resume: {resume!r} was not written by fastbp train (no settings in it)")
         settings = resolve(given, trainer.metadata["settings"])
+        if settings["epochs"] <= trainer.epoch:
+            raise DataError(f"--epochs {settings['epochs']}: the checkpoint has trained {trainer.epoch} epochs "
+                            f"already; ask for more")
         prepared = Prepared(settings, trainer.metadata["preprocessing"])
-        if prepared.n_features != trainer.model.sizes[0]:
-            raise DataError(f"--data: {prepared.n_features} features, but the checkpoint's model takes "
-                            f"{trainer.model.sizes[0]}")
+        change = replan(trainer, settings, given)
     else:
         settings = resolve(given)
+        if settings["epochs"] < 1:
+            raise DataError(f"--epochs {settings['epochs']} trains nothing; ask for at least 1")
         prepared = Prepared(settings)
         trainer = build(settings, prepared)
-    remaining = settings["epochs"] - trainer.epoch
-    if remaining < 1 and resume is not None:
-        raise DataError(f"--epochs {settings['epochs']}: the checkpoint has trained {trainer.epoch} epochs "
-                        f"already; ask for more")
+        change = ""
     limit = thread_limit(threads)
     data_seconds = time.perf_counter() - started
     X_train, y_train = prepared.part("train")
@@ -275,55 +409,57 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
           f"{trainer.loss.name} loss, batch {settings['batch_size']}, {settings['lr_schedule']} schedule"
           + (", standardized inputs" + (" and targets" if prepared.task == "regress" else "")
              if settings["standardize"] else "")
-          + (f"; resuming at epoch {trainer.epoch}" if resume else ""), file=out, flush=True)
-
-    if resume is not None and settings["lr_schedule"] in ("step", "cosine") \
-            and settings["epochs"] != trainer.metadata["settings"]["epochs"]:
-        print(f"note: the {settings['lr_schedule']} schedule was laid out for "
-              f"{trainer.metadata['settings']['epochs']} epochs; it follows the same formula past that",
-              file=out)
+          + (f"; resuming at epoch {trainer.epoch}" if resume else "") + (f", {change}" if change else ""),
+          file=out, flush=True)
     trainer.metadata = {"settings": settings, "preprocessing": prepared.preprocessing}
     progress = Progress(settings["epochs"], trainer.epoch, quiet, len(X_train))
-    # a checkpoint after every epoch, so that an interrupted run can resume
-    callbacks = [progress] + ([lambda trainer, logs: trainer.save(save)] if save else [])
+    saver, stopper = Saver(save, save_every) if save else None, StopOnInterrupt()
     jit = numba_event.TimingListener()
     fit_started = time.perf_counter()
+    test_score, aborted = None, False
     try:
-        with limit, numba_event.install_listener("numba:compiler_lock", jit):
-            trainer.fit(X_train, y_train, epochs=max(remaining, 0), batch_size=settings["batch_size"],
-                        seed=settings["seed"] if resume is None else None,
+        with limit, numba_event.install_listener("numba:compiler_lock", jit), stopper:
+            trainer.fit(X_train, y_train, epochs=settings["epochs"] - trainer.epoch,
+                        batch_size=settings["batch_size"], seed=settings["seed"] if resume is None else None,
                         validation_data=(X_val, y_val) if len(X_val) else None,
-                        early_stopping=settings["early_stopping"], callbacks=callbacks)
-            test_score = trainer.score(X_test, y_test) if len(X_test) else None
+                        early_stopping=settings["early_stopping"], callbacks=[progress, stopper] + ([saver] if saver else []))
+            if len(X_test) and not stopper.pressed:
+                test_score = trainer.score(X_test, y_test)
     except KeyboardInterrupt:
-        interrupted = True
-    else:
-        interrupted = False
+        # a second Ctrl-C, mid-epoch: the trainer's state is not whole and is not saved
+        aborted = stopper.pressed
+        if not aborted:  # raised by a callback, after its epoch
+            stopper.pressed = True
     finally:
         progress.close()
-    if interrupted:
-        kept = f"; {save} holds epoch {trainer.history.epoch[-1]}: --resume {save} goes on" \
-            if save and len(trainer.history) else ""
-        print(f"fastbp: interrupted in epoch {trainer.epoch + 1}{kept}", file=sys.stderr)
-        return 130
     fit_seconds = time.perf_counter() - fit_started
     jit_seconds = jit.duration if jit.done else 0.0
+    interrupted = stopper.pressed
 
     history, metric = trainer.history, trainer.history.metric
     best = history.best_epoch
-    if best is not None:
+    if best is not None and not aborted:
         index = best - 1
         monitored = (f"val_loss {history.val_loss[index]:.4f}, val_{metric} {history.val_metric[index]:.4f}"
                      if history.has_validation else f"loss {history.loss[index]:.4f}")
-        stopped = " (early stopping: best weights restored)" if trainer.epoch < settings["epochs"] else ""
-        print(f"best epoch {best} of {trainer.epoch}: {monitored}{stopped}", file=out)
+        asked = settings["epochs"]
+        why = (f" run (interrupted, {asked} asked for)" if interrupted else
+               f" run (early stopping, {asked} asked for; best weights restored)" if trainer.epoch < asked else "")
+        print(f"best epoch {best} of {trainer.epoch}{why}: {monitored}", file=out)
     if test_score is not None:
         detail = f" ({int(round(test_score * len(X_test)))}/{len(X_test)} correct)" if metric == "accuracy" else ""
         print(f"test {metric} {test_score:.4f}{detail}", file=out)
+    if save and not aborted:
+        saver.write(trainer)
+    if interrupted:
+        held = trainer.epoch if save and not aborted else saver.epoch if save else None
+        kept = f"; {save} holds epoch {held}: --resume {save} --epochs {settings['epochs']} goes on" if held else ""
+        where = f"in epoch {trainer.epoch + 1}" if aborted else f"after epoch {trainer.epoch}"
+        print(f"fastbp: interrupted {where}{kept}", file=sys.stderr)
+        return 130
     print(f"time {time.perf_counter() - started:.2f} s: data {data_seconds:.2f} s, training and evaluation "
           f"{fit_seconds:.2f} s (of which JIT compile and cache load {jit_seconds:.2f} s)", file=out)
     if save:
-        trainer.save(save)
         print(f"saved {save} (fastbp predict --model {save} --data ...; --resume {save} to go on)", file=out)
     if plot:
         history.plot(plot)

@@ -32,9 +32,10 @@ class Schedule:
 
     def step(self, metric=None):
         self.last_epoch += 1
-        self.optimizer.lr = self._lr_at(self.last_epoch)
+        self.optimizer.lr = self.lr_at(self.last_epoch)
 
-    def _lr_at(self, epoch):
+    def lr_at(self, epoch):
+        """The rate after ``epoch`` steps (a resumed run that re-plans the schedule sets it)."""
         raise NotImplementedError
 
     def arguments(self):
@@ -61,7 +62,7 @@ class StepLR(Schedule):
         self.step_size = as_int("step_size", step_size, minimum=1)
         self.gamma = as_float("gamma", gamma, low=0.0, low_open=True)
 
-    def _lr_at(self, epoch):
+    def lr_at(self, epoch):
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
 
@@ -77,7 +78,7 @@ class CosineAnnealingLR(Schedule):
         self.T_max = as_int("T_max", T_max, minimum=1)
         self.eta_min = as_float("eta_min", eta_min, low=0.0)
 
-    def _lr_at(self, epoch):
+    def lr_at(self, epoch):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
 
 

@@ -1,0 +1,172 @@
+"""fastbp train: bad settings, resuming, the schedule of a resumed run, saving
+and interrupting, and the top-level command."""
+import os
+import signal
+
+import numba
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import cli, run
+from tests.test_cli import fastbp_cli
+
+pytest.importorskip("sklearn.datasets")
+SMALL = ["--quiet", "--hidden", "8"]
+
+
+def train(capsys, *args):
+    """``fastbp train ARGS`` in this process: (exit status, stdout, stderr)."""
+    try:
+        status = cli.main(["train", *map(str, args)])
+    except SystemExit as stop:
+        status = stop.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def assert_one_line(status, err, *parts):
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith("fastbp: error: "), err
+    for part in parts:
+        assert part in err, err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("files")
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal(60)
+    y[5] = np.nan
+    np.savez(folder / "nan_target.npz", X=rng.standard_normal((60, 3)), y=y)
+    np.savez(folder / "continuous.npz", X=rng.standard_normal((150, 4)), y=rng.standard_normal(150))
+    return folder
+
+
+@pytest.mark.parametrize("args, parts", [
+    (["--max-grad-norm", "0"], ["--max-grad-norm", "got 0"]),
+    (["--lr", "0"], ["--lr", "> 0", "got 0"]),
+    (["--lr", "-1"], ["--lr", "got -1"]),
+    (["--lr", "nan"], ["--lr", "got nan"]),
+    (["--weight-decay", "-1"], ["--weight-decay", "got -1"]),
+    (["--optimizer", "sgd", "--momentum", "2"], ["--momentum", "[0, 1)", "got 2"]),
+    (["--optimizer", "rmsprop", "--momentum", "1"], ["--momentum", "[0, 1)", "got 1"]),
+    (["--batch-size", "0"], ["--batch-size", "got 0"]),
+    (["--val-split", "1"], ["--val-split", "got 1"]),
+    (["--dtype", "float16"], ["--dtype", "'float16'"]),
+    (["--epochs", "0"], ["--epochs 0 trains nothing"]),
+    (["--save-every", "0"], ["--save-every", "got 0"]),
+    (["--data", "{files}/nan_target.npz"], ["--data", "targets", "NaN", "index (5, 0)"]),
+    (["--data", "{files}/continuous.npz", "--task", "classify"], ["looks continuous", "--task regress"]),
+])
+def test_a_bad_setting_is_one_line_and_exit_2(args, parts, files, tmp_path, capsys):
+    args = [a.replace("{files}", str(files)) for a in args]
+    status, out, err = train(capsys, *SMALL, "--save", tmp_path / "m.npz", *args)
+    assert_one_line(status, err, *parts)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_library_checks_settings_the_command_line_does_not(tmp_path, capsys):
+    # run.train is the command line's engine: a value that only the library refuses is still one line
+    given = dict.fromkeys(run.DEFAULTS) | {"epochs": 1, "hidden": [8], "max_grad_norm": -1.0}
+    with pytest.raises(fastbp.data.DataError, match=r"^--max-grad-norm must be a finite number in \(0.0, inf\]"):
+        run.train(given, save=tmp_path / "m.npz", quiet=True)
+    assert os.listdir(tmp_path) == []
+
+
+def test_resume_on_data_of_another_width_names_both(tmp_path, capsys):
+    assert train(capsys, *SMALL, "--epochs", 1, "--save", tmp_path / "m.npz")[0] == 0
+    before = (tmp_path / "m.npz").read_bytes()
+    status, out, err = train(capsys, "--resume", tmp_path / "m.npz", "--dataset", "iris", "--epochs", 2)
+    assert_one_line(status, err, "iris has 4 features", "the checkpoint's model takes 64")
+    assert (tmp_path / "m.npz").read_bytes() == before
+
+
+def test_resume_beyond_the_planned_epochs_replans_the_schedule(tmp_path, capsys):
+    assert train(capsys, *SMALL, "--epochs", 4, "--save", tmp_path / "m.npz")[0] == 0
+    status, out, err = train(capsys, "--quiet", "--resume", tmp_path / "m.npz", "--epochs", 12,
+                             "--save", tmp_path / "m.npz")
+    assert status == 0, err
+    assert "cosine schedule re-planned for 12 epochs" in out
+    history = fastbp.Trainer.load(tmp_path / "m.npz").history
+    # the rates a 12-epoch cosine run sets from epoch 5 on, down to 0 after the last
+    expected = [1e-3 * (1 + np.cos(np.pi * e / 12)) / 2 for e in range(4, 12)]
+    np.testing.assert_allclose(history.lr[4:], expected, rtol=1e-12)
+    assert history.loss[-1] < 0.8 * history.loss[3]
+
+
+def test_resume_with_a_new_rate_and_schedule(tmp_path, capsys):
+    assert train(capsys, *SMALL, "--epochs", 3, "--save", tmp_path / "m.npz")[0] == 0
+    status, out, err = train(capsys, "--quiet", "--resume", tmp_path / "m.npz", "--epochs", 9, "--lr", "0.002",
+                             "--lr-schedule", "step", "--save", tmp_path / "m.npz")
+    assert status == 0, err
+    assert "new step schedule from lr 0.002 over epochs 4-9" in out
+    history = fastbp.Trainer.load(tmp_path / "m.npz").history
+    np.testing.assert_allclose(history.lr[3:], [0.002] * 2 + [0.0002] * 2 + [0.00002] * 2, rtol=1e-12)
+
+
+def test_version_and_bare_command():
+    status, out, err = fastbp_cli("--version")
+    assert (status, out, err) == (0, f"fastbp {fastbp.__version__}\n", "")
+    assert fastbp.__version__ == "0.1.0"
+    status, out, err = fastbp_cli()
+    assert status == 2 and "{train,predict,check,bench}" in out and "--version" in out
+    assert err == "fastbp: error: choose a command: train, predict, check or bench\n"
+
+
+def interrupt_at(monkeypatch, epoch):
+    """Make the next fit send this process a SIGINT (a Ctrl-C) as ``epoch`` ends."""
+    original_fit = fastbp.Trainer.fit
+
+    def fit(self, *args, callbacks=(), **kwargs):
+        def press(trainer, logs):
+            if logs["epoch"] == epoch:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original_fit(self, *args, callbacks=[press, *callbacks], **kwargs)
+    monkeypatch.setattr(fastbp.Trainer, "fit", fit)
+
+
+def test_ctrl_c_ends_the_epoch_saves_and_says_what_ran(tmp_path, monkeypatch, capsys):
+    interrupt_at(monkeypatch, 3)
+    status, out, err = train(capsys, *SMALL, "--epochs", 50, "--save", tmp_path / "m.npz")
+    assert status == 130, err
+    assert "best epoch 3 of 3 run (interrupted, 50 asked for): val_loss" in out, out
+    assert f"fastbp: interrupted after epoch 3; {tmp_path / 'm.npz'} holds epoch 3: --resume" in err
+    assert fastbp.Trainer.load(tmp_path / "m.npz").epoch == 3
+
+
+def test_early_stopping_summary_says_how_many_ran(capsys):
+    status, out, err = train(capsys, *SMALL, "--epochs", 200, "--early-stopping", 1)
+    assert status == 0, err
+    ran = int(out.split(" run (early stopping")[0].split(" of ")[-1])
+    assert ran < 200 and f"of {ran} run (early stopping, 200 asked for; best weights restored): val_loss" in out
+
+
+def test_save_every_and_the_cheap_default(tmp_path, monkeypatch, capsys):
+    written = []
+    original_save = fastbp.Trainer.save
+    monkeypatch.setattr(fastbp.Trainer, "save", lambda self, path: (written.append(self.epoch),
+                                                                     original_save(self, path)))
+    assert train(capsys, *SMALL, "--epochs", 5, "--save", tmp_path / "m.npz", "--save-every", 2)[0] == 0
+    assert written == [2, 4, 5]
+    written.clear()
+    assert train(capsys, *SMALL, "--epochs", 5, "--save", tmp_path / "m.npz")[0] == 0
+    assert written == [5]  # a few seconds apart at most, and always at the end
+
+
+def test_a_cold_compile_cache_is_announced_before_compiling(capsys, monkeypatch):
+    # a function Numba has never compiled stands in for a kernel with no cached machine code
+    @numba.njit
+    def fresh(x):
+        return x + 1
+    original_fit = fastbp.Trainer.fit
+
+    def fit(self, *args, **kwargs):
+        print("fit starts", file=__import__("sys").stderr)
+        fresh(1)
+        return original_fit(self, *args, **kwargs)
+    monkeypatch.setattr(fastbp.Trainer, "fit", fit)
+    status, out, err = train(capsys, *SMALL, "--epochs", 1)
+    assert status == 0 and err == "fit starts\ncompiling kernels (first run only; cached after)\n", err
+    status, out, err = train(capsys, *SMALL, "--epochs", 1)
+    assert status == 0 and err == "fit starts\n", err
