@@ -24,7 +24,7 @@ Version 1 checkpoints still load: they have no ``last_params`` and keep
 """
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
@@ -58,7 +58,7 @@ def atomic_savez(path, **arrays):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"path: folder {folder!r} does not exist")
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fastbp-", suffix=".tmp")
+    handle, temporary = _create_temporary(folder)
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
@@ -69,6 +69,21 @@ def atomic_savez(path, **arrays):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _create_temporary(folder):
+    """(file descriptor, path) of a new file in ``folder``, opened for writing.
+
+    Not tempfile.mkstemp: its files are mode 0600, which the rename would
+    carry over; asking for 0666 lets the kernel apply the user's umask (and
+    any default ACL), as for every other file the user writes.
+    """
+    while True:
+        path = os.path.join(folder, f".fastbp-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:
+            continue
 
 
 def _model_arrays(model):
