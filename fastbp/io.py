@@ -29,6 +29,7 @@ import zipfile
 
 import numpy as np
 
+from fastbp._checks import as_path
 from fastbp.activations import Activation
 from fastbp.history import History
 from fastbp.losses import LOSSES
@@ -54,10 +55,13 @@ class MissingFileError(FileNotFoundError, ValueError):
 def atomic_savez(path, **arrays):
     """Write an .npz to ``path`` through a temporary file in the same folder
     and a rename, so that a reader never sees a half-written file."""
-    path = os.fspath(path)
+    path = as_path("path", path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"path: folder {folder!r} does not exist")
+        raise MissingFileError(f"path: folder {folder!r} does not exist; create it first (os.makedirs) or "
+                               f"save elsewhere")
+    if os.path.isdir(path):
+        raise ValueError(f"path: {path!r} is a folder; give a file name, e.g. {os.path.join(path, 'model.npz')!r}")
     handle, temporary = _create_temporary(folder)
     try:
         with os.fdopen(handle, "wb") as stream:
@@ -132,7 +136,7 @@ def save_checkpoint(trainer, path):
 def _read(path, formats):
     """The arrays of a file in one of ``formats`` (format name -> (what to
     call it, the versions read))."""
-    path = os.fspath(path)
+    path = as_path("path", path)
     what = " or ".join(name for name, _ in formats.values())
     if not os.path.isfile(path):
         raise MissingFileError(f"path: no {what} file at {path!r}")
