@@ -4,6 +4,7 @@ Each error names the argument, what was expected and what was received, and
 is raised before anything is modified.
 """
 import numbers
+import os
 
 import numpy as np
 
@@ -21,7 +22,8 @@ def describe(value):
 def as_dtype(name, value):
     """'float32' / 'float64' or the NumPy equivalents, as a NumPy dtype."""
     try:
-        dtype = np.dtype(value)
+        # np.dtype(None) is float64: a None here is a mistake, not a choice
+        dtype = None if value is None else np.dtype(value)
     except TypeError:
         dtype = None
     if dtype is None or dtype.name not in FLOAT_DTYPES:
@@ -35,6 +37,26 @@ def as_int(name, value, minimum=None):
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def as_seed(name, value):
+    """None, a non-negative integer, or a NumPy Generator, BitGenerator or
+    SeedSequence: what seeds NumPy's generators, checked before NumPy sees it."""
+    if value is None or isinstance(value, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be None or a non-negative integer, got {describe(value)}")
+    if value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value}")
+    return int(value)
+
+
+def as_path(name, value):
+    """A file path as a str, from a str or an os.PathLike."""
+    try:
+        return os.fspath(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a file path (str or pathlib.Path), got {describe(value)}") from None
 
 
 def as_float(name, value, low=None, high=None, low_open=False, high_open=False):
@@ -102,9 +124,22 @@ def as_matrix(name, value, dtype, n_columns=None, rows=None, column_name="featur
         raise ValueError(f"{name} must have {n_columns} {column_name} per sample, got shape {array.shape}")
     if rows is not None and array.shape[0] != rows:
         raise ValueError(f"{name} must have {rows} rows to match the prediction, got shape {array.shape}")
+    if array.dtype.kind == "f" and array.dtype.itemsize > np.dtype(dtype).itemsize:
+        _check_finite(name, array)
+        _check_fits(name, array, dtype)
     array = _writeable(np.ascontiguousarray(array, dtype=dtype))
     _check_finite(name, array)
     return array
+
+
+def _check_fits(name, array, dtype):
+    # a finite float64 that overflows float32 would otherwise be reported as an inf the caller never passed
+    limit = np.finfo(dtype).max
+    beyond = np.abs(array) > limit
+    if beyond.any():
+        where = tuple(int(i) for i in np.argwhere(beyond)[0])
+        raise ValueError(f"{name} holds {array[where]:g} at index {where}, beyond the range of {np.dtype(dtype).name} "
+                         f"(±{limit:.3g}); scale the data down, or use a model with dtype='float64'")
 
 
 def _writeable(array):

@@ -24,11 +24,12 @@ Version 1 checkpoints still load: they have no ``last_params`` and keep
 """
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
 
+from fastbp._checks import as_path
 from fastbp.activations import Activation
 from fastbp.history import History
 from fastbp.losses import LOSSES
@@ -54,11 +55,14 @@ class MissingFileError(FileNotFoundError, ValueError):
 def atomic_savez(path, **arrays):
     """Write an .npz to ``path`` through a temporary file in the same folder
     and a rename, so that a reader never sees a half-written file."""
-    path = os.fspath(path)
+    path = as_path("path", path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"path: folder {folder!r} does not exist")
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".fastbp-", suffix=".tmp")
+        raise MissingFileError(f"path: folder {folder!r} does not exist; create it first (os.makedirs) or "
+                               f"save elsewhere")
+    if os.path.isdir(path):
+        raise ValueError(f"path: {path!r} is a folder; give a file name, e.g. {os.path.join(path, 'model.npz')!r}")
+    handle, temporary = _create_temporary(folder)
     try:
         with os.fdopen(handle, "wb") as stream:
             np.savez(stream, **arrays)
@@ -69,6 +73,21 @@ def atomic_savez(path, **arrays):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def _create_temporary(folder):
+    """(file descriptor, path) of a new file in ``folder``, opened for writing.
+
+    Not tempfile.mkstemp: its files are mode 0600, which the rename would
+    carry over; asking for 0666 lets the kernel apply the user's umask (and
+    any default ACL), as for every other file the user writes.
+    """
+    while True:
+        path = os.path.join(folder, f".fastbp-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:
+            continue
 
 
 def _model_arrays(model):
@@ -117,7 +136,7 @@ def save_checkpoint(trainer, path):
 def _read(path, formats):
     """The arrays of a file in one of ``formats`` (format name -> (what to
     call it, the versions read))."""
-    path = os.fspath(path)
+    path = as_path("path", path)
     what = " or ".join(name for name, _ in formats.values())
     if not os.path.isfile(path):
         raise MissingFileError(f"path: no {what} file at {path!r}")

@@ -106,6 +106,18 @@ class BCEWithLogitsLoss(_Loss):
     """Binary cross-entropy of ``sigmoid(pred)`` against targets in [0, 1]."""
     code = kernels.BCE_WITH_LOGITS
 
+    def targets(self, target, n_rows, n_outputs, dtype):
+        # torch takes any target, but one outside [0, 1] is no probability:
+        # training on it silently learns nonsense
+        targets, labels = super().targets(target, n_rows, n_outputs, dtype)
+        outside = (targets < 0) | (targets > 1)
+        if outside.any():
+            where = tuple(int(i) for i in np.argwhere(outside)[0])
+            raise ValueError(f"target must hold probabilities in [0, 1] for BCEWithLogitsLoss, got {targets[where]} "
+                             f"at index {where}; for class labels 0..n_classes-1 use CrossEntropyLoss, for "
+                             f"-1/+1 labels pass (y + 1) / 2")
+        return targets, labels
+
 
 class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy from logits (batch, n_classes) and integer labels

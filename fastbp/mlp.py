@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from kernels.network import layer_units, network_backward, network_forward
-from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, describe
+from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
 
 # rows per forward call in predict: bounds the activation memory
@@ -67,6 +67,7 @@ class MLP:
         self.activations = hidden + [as_activation("output_activation", output_activation)]
         self.bias = as_bool("bias", bias)
         self.dtype = as_dtype("dtype", dtype)
+        seed = as_seed("seed", seed)
 
         layers, offset, units = [], 0, 0
         for n_in, n_out, act in zip(sizes[:-1], sizes[1:], self.activations):
@@ -95,7 +96,7 @@ class MLP:
 
     def reset_parameters(self, seed=None):
         """Redraw every W and b from U(-1/sqrt(n_in), 1/sqrt(n_in))."""
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(as_seed("seed", seed))
         for W, b in self.params:
             bound = 1.0 / np.sqrt(W.shape[1])
             W[...] = rng.uniform(-bound, bound, size=W.shape)

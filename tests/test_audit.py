@@ -1,0 +1,337 @@
+"""Every public entry point against bad input: each gets a ValueError or
+TypeError that names the argument, and leaves the model's parameters and
+gradients, the optimizer's state and the files on disk as they were."""
+import os
+import re
+import types
+
+import numpy as np
+import pytest
+
+import fastbp
+
+
+@pytest.mark.parametrize("target", [2.0, -1.0, 1.5, -1e-3])
+def test_bce_with_logits_rejects_targets_outside_0_1(target):
+    pred = np.zeros((3, 2))
+    targets = np.full((3, 2), 0.5)
+    targets[1, 0] = target
+    with pytest.raises(ValueError, match=r"target must hold probabilities in \[0, 1\].*got " + str(target)):
+        fastbp.BCEWithLogitsLoss()(pred, targets)
+
+
+def test_bce_with_logits_fit_rejects_targets_outside_0_1_and_trains_nothing():
+    model = fastbp.MLP([2, 1], seed=0)
+    optimizer = fastbp.SGD(model, lr=0.1)
+    trainer = fastbp.Trainer(model, fastbp.BCEWithLogitsLoss(), optimizer)
+    before = model._params.copy()
+    with pytest.raises(ValueError, match=r"target must hold probabilities in \[0, 1\]"):
+        trainer.fit(np.ones((4, 2)), np.array([0, 1, 2, 1]), epochs=1)
+    np.testing.assert_array_equal(model._params, before)
+    assert optimizer.step_count == 0 and trainer.epoch == 0
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test, restoring it after."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_model_files_and_checkpoints_get_the_umask_permissions(tmp_path, umask, mask):
+    model = fastbp.MLP([2, 1], seed=0)
+    trainer = fastbp.Trainer(model, "mse", fastbp.SGD(model))
+    umask(mask)
+    model.save(tmp_path / "model.npz")
+    trainer.save(tmp_path / "checkpoint.npz")
+    with open(tmp_path / "plain.txt", "w"):
+        pass  # what every other file the user writes gets
+    expected = 0o666 & ~mask
+    modes = {name: os.stat(tmp_path / name).st_mode & 0o777 for name in ("model.npz", "checkpoint.npz", "plain.txt")}
+    assert modes == dict.fromkeys(modes, expected), {name: oct(mode) for name, mode in modes.items()}
+
+
+@pytest.fixture
+def c(tmp_path):
+    """A trained model, its optimizer, schedule and trainer, and files on disk."""
+    model = fastbp.MLP([3, 5, 4], seed=0)
+    optimizer = fastbp.Adam(model, lr=0.01)
+    schedule = fastbp.StepLR(optimizer, step_size=2)
+    trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), optimizer, schedule=schedule)
+    X = np.random.default_rng(0).standard_normal((10, 3))
+    y = np.arange(10) % 4
+    trainer.fit(X, y, epochs=1, batch_size=4, seed=0)
+    model.forward(X)  # a cached forward pass, for backward
+    model.save(tmp_path / "model.npz")
+    trainer.save(tmp_path / "checkpoint.npz")
+    (tmp_path / "notes.txt").write_text("not a model")
+    (tmp_path / "folder").mkdir()
+    np.savez(tmp_path / "foreign.npz", weights=np.ones(3))
+    return types.SimpleNamespace(model=model, optimizer=optimizer, schedule=schedule, trainer=trainer, X=X, y=y,
+                                 folder=tmp_path, other=fastbp.MLP([3, 5, 4], seed=1))
+
+
+def _state(c):
+    """Everything bad input must leave alone: parameters, gradients,
+    optimizer state and hyperparameters, the trainer's progress, the files."""
+    files = {path.name: (path.read_bytes() if path.is_file() else None, path.stat().st_mode)
+             for path in c.folder.iterdir()}
+    arrays = [c.model._params, c.model._grads, c.optimizer._hyper, *c.optimizer._state, c.trainer._rng_state]
+    return ([a.copy() for a in arrays], c.optimizer.step_count, c.trainer.epoch, len(c.trainer.history),
+            c.schedule.state_dict(), files)
+
+
+def _assert_same_state(before, after):
+    arrays_before, *rest_before = before
+    arrays_after, *rest_after = after
+    for a, b in zip(arrays_before, arrays_after):
+        np.testing.assert_array_equal(a, b)
+    assert rest_before == rest_after
+
+
+def _with(array, index, value):
+    array = np.array(array, dtype=np.float64)
+    array[index] = value
+    return array
+
+
+def _fit(**kwargs):
+    return lambda c: c.trainer.fit(c.X, c.y, **kwargs)
+
+
+def _path(c, name):
+    return c.folder / name
+
+
+# (id, call, error, the argument the message must name[, why it fails today,
+# for a defect in a module this test file does not cover the fix of])
+CASES = [
+    # MLP constructor
+    ("mlp sizes None", lambda c: fastbp.MLP(None), TypeError, "sizes"),
+    ("mlp sizes one width", lambda c: fastbp.MLP([3]), ValueError, "sizes"),
+    ("mlp sizes empty", lambda c: fastbp.MLP([]), ValueError, "sizes"),
+    ("mlp width zero", lambda c: fastbp.MLP([3, 0, 2]), ValueError, r"sizes\[1\]"),
+    ("mlp width negative", lambda c: fastbp.MLP([3, -2]), ValueError, r"sizes\[1\]"),
+    ("mlp width float", lambda c: fastbp.MLP([3, 2.5]), TypeError, r"sizes\[1\]"),
+    ("mlp width bool", lambda c: fastbp.MLP([3, True]), TypeError, r"sizes\[1\]"),
+    ("mlp width string", lambda c: fastbp.MLP(["3", 2]), TypeError, r"sizes\[0\]"),
+    ("mlp sizes string", lambda c: fastbp.MLP("32"), TypeError, "sizes"),
+    ("mlp activation unknown", lambda c: fastbp.MLP([3, 4, 2], activation="swish"), ValueError, "activation"),
+    ("mlp activation list length", lambda c: fastbp.MLP([3, 4, 2], activation=["relu", "tanh"]), ValueError,
+     "activation"),
+    ("mlp activation number", lambda c: fastbp.MLP([3, 4, 2], activation=1), TypeError, "activation"),
+    ("mlp output activation None", lambda c: fastbp.MLP([3, 2], output_activation=None), TypeError,
+     "output_activation"),
+    ("mlp bias int", lambda c: fastbp.MLP([3, 2], bias=1), TypeError, "bias"),
+    ("mlp dtype float16", lambda c: fastbp.MLP([3, 2], dtype="float16"), TypeError, "dtype"),
+    ("mlp dtype int", lambda c: fastbp.MLP([3, 2], dtype="int64"), TypeError, "dtype"),
+    ("mlp dtype typo", lambda c: fastbp.MLP([3, 2], dtype="flaot32"), TypeError, "dtype"),
+    ("mlp dtype None", lambda c: fastbp.MLP([3, 2], dtype=None), TypeError, "dtype"),
+    ("mlp seed negative", lambda c: fastbp.MLP([3, 2], seed=-1), ValueError, "seed"),
+    ("mlp seed string", lambda c: fastbp.MLP([3, 2], seed="0"), TypeError, "seed"),
+    ("mlp seed float", lambda c: fastbp.MLP([3, 2], seed=1.5), TypeError, "seed"),
+    ("reset_parameters seed", lambda c: c.model.reset_parameters(seed=-3), ValueError, "seed"),
+    ("activation parameter nan", lambda c: fastbp.Activation("elu", alpha=float("nan")), ValueError, "alpha"),
+    # MLP forward / predict / backward
+    ("forward 1-D", lambda c: c.model.forward(c.X[0]), ValueError, "x"),
+    ("forward 3-D", lambda c: c.model.forward(c.X[None]), ValueError, "x"),
+    ("forward columns", lambda c: c.model.forward(c.X[:, :2]), ValueError, "x"),
+    ("forward empty", lambda c: c.model.forward(c.X[:0]), ValueError, "x"),
+    ("forward nan", lambda c: c.model.forward(_with(c.X, (1, 2), np.nan)), ValueError, "x"),
+    ("forward inf", lambda c: c.model.forward(_with(c.X, (0, 0), -np.inf)), ValueError, "x"),
+    ("forward beyond float32", lambda c: c.model.forward(_with(c.X, (0, 0), 1e39)), ValueError, "x"),
+    ("forward strings", lambda c: c.model.forward(c.X.astype(str)), TypeError, "x"),
+    ("forward complex", lambda c: c.model.forward(c.X.astype(complex)), TypeError, "x"),
+    ("forward None", lambda c: c.model.forward(None), TypeError, "x"),
+    ("forward ragged", lambda c: c.model.forward([[1, 2, 3], [1, 2]]), TypeError, "x"),
+    ("predict columns", lambda c: c.model.predict(np.ones((2, 4))), ValueError, "x"),
+    ("predict nan", lambda c: c.model.predict(_with(c.X, (9, 0), np.nan)), ValueError, "x"),
+    ("predict dict", lambda c: c.model.predict({"a": 1}), TypeError, "x"),
+    ("backward rows", lambda c: c.model.backward(np.ones((9, 4))), ValueError, "dout"),
+    ("backward columns", lambda c: c.model.backward(np.ones((10, 3))), ValueError, "dout"),
+    ("backward nan", lambda c: c.model.backward(np.full((10, 4), np.nan)), ValueError, "dout"),
+    ("backward None", lambda c: c.model.backward(None), TypeError, "dout"),
+    # losses
+    ("loss reduction none", lambda c: fastbp.MSELoss(reduction="none"), ValueError, "reduction"),
+    ("loss reduction number", lambda c: fastbp.L1Loss(reduction=1), ValueError, "reduction"),
+    ("huber delta zero", lambda c: fastbp.HuberLoss(delta=0), ValueError, "delta"),
+    ("huber delta string", lambda c: fastbp.HuberLoss(delta="1"), TypeError, "delta"),
+    ("huber delta inf", lambda c: fastbp.HuberLoss(delta=np.inf), ValueError, "delta"),
+    ("label smoothing above 1", lambda c: fastbp.CrossEntropyLoss(label_smoothing=1.5), ValueError,
+     "label_smoothing"),
+    ("label smoothing negative", lambda c: fastbp.CrossEntropyLoss(label_smoothing=-0.1), ValueError,
+     "label_smoothing"),
+    ("mse pred nan", lambda c: fastbp.MSELoss()(_with(np.ones((3, 2)), (0, 1), np.nan), np.ones((3, 2))),
+     ValueError, "pred"),
+    ("mse pred empty", lambda c: fastbp.MSELoss()(np.ones((0, 2)), np.ones((0, 2))), ValueError, "pred"),
+    ("mse pred 3-D", lambda c: fastbp.MSELoss()(np.ones((2, 2, 2)), np.ones((2, 2, 2))), ValueError, "pred"),
+    ("mse pred strings", lambda c: fastbp.MSELoss()(np.array(["a", "b"]), np.ones(2)), TypeError, "pred"),
+    ("mse target rows", lambda c: fastbp.MSELoss()(np.ones(3), np.ones(4)), ValueError, "target"),
+    ("mse target columns", lambda c: fastbp.MSELoss()(np.ones((3, 2)), np.ones((3, 3))), ValueError, "target"),
+    ("mse target inf", lambda c: fastbp.MSELoss()(np.ones((3, 2)), _with(np.ones((3, 2)), (2, 1), np.inf)),
+     ValueError, "target"),
+    ("mse target None", lambda c: fastbp.MSELoss()(np.ones((3, 2)), None), TypeError, "target"),
+    ("huber target labels", lambda c: fastbp.HuberLoss()(np.ones((3, 4)), np.arange(3)), ValueError, "target"),
+    ("bce target above 1", lambda c: fastbp.BCEWithLogitsLoss()(np.zeros(3), [0, 1, 2]), ValueError, "target"),
+    ("bce target negative", lambda c: fastbp.BCEWithLogitsLoss()(np.zeros(3), [0, -1, 1]), ValueError, "target"),
+    ("cross entropy labels fractional", lambda c: fastbp.CrossEntropyLoss()(np.ones((3, 4)), [0, 1.5, 2]),
+     TypeError, "target"),
+    ("cross entropy label too large", lambda c: fastbp.CrossEntropyLoss()(np.ones((3, 4)), [0, 4, 2]),
+     ValueError, "target"),
+    ("cross entropy label negative", lambda c: fastbp.CrossEntropyLoss()(np.ones((3, 4)), [0, -1, 2]),
+     ValueError, "target"),
+    ("cross entropy one-hot", lambda c: fastbp.CrossEntropyLoss()(np.ones((3, 4)), np.eye(4)[:3]),
+     ValueError, "target"),
+    ("cross entropy bool labels", lambda c: fastbp.CrossEntropyLoss()(np.ones((3, 4)), [True, False, True]),
+     TypeError, "target"),
+    ("cross entropy pred 1-D", lambda c: fastbp.CrossEntropyLoss()(np.ones(3), [0, 1, 2]), ValueError, "pred"),
+    # optimizers
+    ("sgd model", lambda c: fastbp.SGD("model"), TypeError, "model"),
+    ("sgd lr negative", lambda c: fastbp.SGD(c.other, lr=-0.1), ValueError, "lr"),
+    ("sgd lr nan", lambda c: fastbp.SGD(c.other, lr=np.nan), ValueError, "lr"),
+    ("sgd lr inf", lambda c: fastbp.SGD(c.other, lr=np.inf), ValueError, "lr"),
+    ("sgd lr string", lambda c: fastbp.SGD(c.other, lr="0.1"), TypeError, "lr"),
+    ("sgd lr None", lambda c: fastbp.SGD(c.other, lr=None), TypeError, "lr"),
+    ("sgd momentum negative", lambda c: fastbp.SGD(c.other, momentum=-0.5), ValueError, "momentum"),
+    ("sgd weight decay negative", lambda c: fastbp.SGD(c.other, weight_decay=-1), ValueError, "weight_decay"),
+    ("sgd dampening nan", lambda c: fastbp.SGD(c.other, dampening=np.nan), ValueError, "dampening"),
+    ("sgd nesterov string", lambda c: fastbp.SGD(c.other, nesterov="yes"), TypeError, "nesterov"),
+    ("sgd nesterov without momentum", lambda c: fastbp.SGD(c.other, nesterov=True), ValueError, "nesterov"),
+    ("adam betas one", lambda c: fastbp.Adam(c.other, betas=(0.9,)), TypeError, "betas"),
+    ("adam beta2 one", lambda c: fastbp.Adam(c.other, betas=(0.9, 1.0)), ValueError, r"betas\[1\]"),
+    ("adam beta1 negative", lambda c: fastbp.Adam(c.other, betas=(-0.1, 0.9)), ValueError, r"betas\[0\]"),
+    ("adam betas string", lambda c: fastbp.Adam(c.other, betas="ab"), TypeError, "betas"),
+    ("adam eps zero", lambda c: fastbp.Adam(c.other, eps=0.0), ValueError, "eps"),
+    ("adam amsgrad int", lambda c: fastbp.Adam(c.other, amsgrad=1), TypeError, "amsgrad"),
+    ("adamw weight decay nan", lambda c: fastbp.AdamW(c.other, weight_decay=np.nan), ValueError, "weight_decay"),
+    ("rmsprop alpha above 1", lambda c: fastbp.RMSprop(c.other, alpha=1.5), ValueError, "alpha"),
+    ("rmsprop eps negative", lambda c: fastbp.RMSprop(c.other, eps=-1e-8), ValueError, "eps"),
+    ("rmsprop momentum negative", lambda c: fastbp.RMSprop(c.other, momentum=-1), ValueError, "momentum"),
+    ("rmsprop centered string", lambda c: fastbp.RMSprop(c.other, centered="no"), TypeError, "centered"),
+    ("optimizer lr set negative", lambda c: setattr(c.optimizer, "lr", -1.0), ValueError, "lr"),
+    ("optimizer lr set None", lambda c: setattr(c.optimizer, "lr", None), TypeError, "lr"),
+    # schedules
+    ("schedule optimizer", lambda c: fastbp.StepLR("adam", step_size=2), TypeError, "optimizer"),
+    ("step size zero", lambda c: fastbp.StepLR(c.optimizer, step_size=0), ValueError, "step_size"),
+    ("step size float", lambda c: fastbp.StepLR(c.optimizer, step_size=1.5), TypeError, "step_size"),
+    ("step gamma zero", lambda c: fastbp.StepLR(c.optimizer, step_size=2, gamma=0), ValueError, "gamma"),
+    ("step gamma nan", lambda c: fastbp.StepLR(c.optimizer, step_size=2, gamma=np.nan), ValueError, "gamma"),
+    ("cosine T_max zero", lambda c: fastbp.CosineAnnealingLR(c.optimizer, T_max=0), ValueError, "T_max"),
+    ("cosine T_max string", lambda c: fastbp.CosineAnnealingLR(c.optimizer, T_max="10"), TypeError, "T_max"),
+    ("cosine eta_min negative", lambda c: fastbp.CosineAnnealingLR(c.optimizer, T_max=5, eta_min=-1),
+     ValueError, "eta_min"),
+    ("plateau mode", lambda c: fastbp.ReduceLROnPlateau(c.optimizer, mode="up"), ValueError, "mode"),
+    ("plateau factor one", lambda c: fastbp.ReduceLROnPlateau(c.optimizer, factor=1.0), ValueError, "factor"),
+    ("plateau patience negative", lambda c: fastbp.ReduceLROnPlateau(c.optimizer, patience=-1), ValueError,
+     "patience"),
+    ("plateau threshold mode", lambda c: fastbp.ReduceLROnPlateau(c.optimizer, threshold_mode="relative"),
+     ValueError, "threshold_mode"),
+    ("plateau cooldown float", lambda c: fastbp.ReduceLROnPlateau(c.optimizer, cooldown=0.5), TypeError,
+     "cooldown"),
+    ("plateau min_lr negative", lambda c: fastbp.ReduceLROnPlateau(c.optimizer, min_lr=-1e-3), ValueError,
+     "min_lr"),
+    ("plateau step None", lambda c: fastbp.ReduceLROnPlateau(c.optimizer).step(None), TypeError, "metric"),
+    ("plateau step nan", lambda c: fastbp.ReduceLROnPlateau(c.optimizer).step(np.nan), ValueError, "metric"),
+    # Trainer constructor
+    ("trainer model", lambda c: fastbp.Trainer("model", "mse", c.optimizer), TypeError, "model"),
+    ("trainer loss name", lambda c: fastbp.Trainer(c.model, "hinge", c.optimizer), ValueError, "loss"),
+    ("trainer loss number", lambda c: fastbp.Trainer(c.model, 3, c.optimizer), TypeError, "loss"),
+    ("trainer optimizer name", lambda c: fastbp.Trainer(c.model, "mse", "adam"), TypeError, "optimizer"),
+    ("trainer optimizer of another model", lambda c: fastbp.Trainer(c.model, "mse", fastbp.SGD(c.other)),
+     ValueError, "optimizer"),
+    ("trainer max_grad_norm zero", lambda c: fastbp.Trainer(c.model, "mse", c.optimizer, max_grad_norm=0),
+     ValueError, "max_grad_norm"),
+    ("trainer max_grad_norm nan", lambda c: fastbp.Trainer(c.model, "mse", c.optimizer, max_grad_norm=np.nan),
+     ValueError, "max_grad_norm"),
+    ("trainer schedule name", lambda c: fastbp.Trainer(c.model, "mse", c.optimizer, schedule="step"),
+     TypeError, "schedule"),
+    ("trainer schedule of another optimizer", lambda c: fastbp.Trainer(
+        c.model, "mse", c.optimizer, schedule=fastbp.StepLR(fastbp.SGD(c.model), 2)), ValueError, "schedule"),
+    # Trainer.fit
+    ("fit X None", lambda c: c.trainer.fit(None, c.y), TypeError, "X"),
+    ("fit X columns", lambda c: c.trainer.fit(c.X[:, :2], c.y), ValueError, "X"),
+    ("fit X nan", lambda c: c.trainer.fit(_with(c.X, (3, 1), np.nan), c.y), ValueError, "X"),
+    ("fit X empty", lambda c: c.trainer.fit(c.X[:0], c.y[:0]), ValueError, "X"),
+    ("fit y short", lambda c: c.trainer.fit(c.X, c.y[:-1]), ValueError, "y"),
+    ("fit y None", lambda c: c.trainer.fit(c.X, None), TypeError, "y|target"),
+    ("fit y label too large", lambda c: c.trainer.fit(c.X, c.y + 1), ValueError, "y|target"),
+    ("fit y strings", lambda c: c.trainer.fit(c.X, c.y.astype(str)), TypeError, "y|target"),
+    ("fit epochs negative", _fit(epochs=-1), ValueError, "epochs"),
+    ("fit epochs None", _fit(epochs=None), TypeError, "epochs"),
+    ("fit epochs float", _fit(epochs=2.0), TypeError, "epochs"),
+    ("fit batch_size zero", _fit(batch_size=0), ValueError, "batch_size"),
+    ("fit batch_size bool", _fit(batch_size=True), TypeError, "batch_size"),
+    ("fit shuffle string", _fit(shuffle="yes"), TypeError, "shuffle"),
+    ("fit seed negative", _fit(seed=-1), ValueError, "seed",
+     "Trainer.fit passes seed to np.random.SeedSequence unchecked: its error does not name seed"),
+    ("fit seed string", _fit(seed="0"), TypeError, "seed",
+     "Trainer.fit passes seed to np.random.SeedSequence unchecked: its error does not name seed"),
+    ("fit validation_split one", _fit(validation_split=1.0), ValueError, "validation_split"),
+    ("fit validation_split negative", _fit(validation_split=-0.1), ValueError, "validation_split"),
+    ("fit validation_split string", _fit(validation_split="0.1"), TypeError, "validation_split"),
+    ("fit validation_data single", lambda c: c.trainer.fit(c.X, c.y, validation_data=(c.X,)), TypeError,
+     "validation_data"),
+    ("fit validation_data columns", lambda c: c.trainer.fit(c.X, c.y, validation_data=(c.X[:, :2], c.y)),
+     ValueError, r"validation_data\[0\]"),
+    ("fit validation_data and split", lambda c: c.trainer.fit(c.X, c.y, validation_data=(c.X, c.y),
+                                                             validation_split=0.2), ValueError, "validation_data"),
+    ("fit early_stopping zero", _fit(early_stopping=0), ValueError, "early_stopping"),
+    ("fit min_delta negative", _fit(min_delta=-1.0), ValueError, "min_delta"),
+    ("fit min_delta nan", _fit(min_delta=np.nan), ValueError, "min_delta"),
+    ("fit restore_best string", _fit(restore_best="yes"), TypeError, "restore_best"),
+    ("fit callbacks not callable", _fit(callbacks=[3]), TypeError, r"callbacks\[0\]"),
+    ("fit callbacks number", _fit(callbacks=3), TypeError, "callbacks",
+     "Trainer.fit iterates callbacks unchecked: 'int' object is not iterable"),
+    ("fit callbacks None", _fit(callbacks=None), TypeError, "callbacks",
+     "Trainer.fit iterates callbacks unchecked: 'NoneType' object is not iterable"),
+    # Trainer predict / evaluate / score
+    ("trainer predict columns", lambda c: c.trainer.predict(np.ones((2, 5))), ValueError, "X|x"),
+    ("evaluate y short", lambda c: c.trainer.evaluate(c.X, c.y[:3]), ValueError, "y"),
+    ("evaluate X inf", lambda c: c.trainer.evaluate(_with(c.X, (0, 0), np.inf), c.y), ValueError, "X"),
+    ("score label too large", lambda c: c.trainer.score(c.X, c.y + 10), ValueError, "y|target"),
+    ("score X 1-D", lambda c: c.trainer.score(c.X[0], c.y), ValueError, "X"),
+    # save and load
+    ("model save None", lambda c: c.model.save(None), TypeError, "path"),
+    ("model save number", lambda c: c.model.save(3), TypeError, "path"),
+    ("model save onto a folder", lambda c: c.model.save(_path(c, "folder")), ValueError, "path"),
+    ("model save into a missing folder", lambda c: c.model.save(_path(c, "nowhere/model.npz")), ValueError, "path"),
+    ("trainer save None", lambda c: c.trainer.save(None), TypeError, "path"),
+    ("trainer save onto a folder", lambda c: c.trainer.save(_path(c, "folder")), ValueError, "path"),
+    ("trainer save metadata", lambda c: (setattr(c.trainer, "metadata", {"f": open}),
+                                         c.trainer.save(_path(c, "checkpoint.npz"))), TypeError, r"trainer\.metadata"),
+    ("load None", lambda c: fastbp.load(None), TypeError, "path"),
+    ("load number", lambda c: fastbp.load(3), TypeError, "path"),
+    ("load missing", lambda c: fastbp.load(_path(c, "missing.npz")), ValueError, "path"),
+    ("load folder", lambda c: fastbp.load(_path(c, "folder")), ValueError, "path"),
+    ("load text", lambda c: fastbp.load(_path(c, "notes.txt")), ValueError, "notes.txt"),
+    ("load foreign npz", lambda c: fastbp.load(_path(c, "foreign.npz")), ValueError, "foreign.npz"),
+    ("trainer load None", lambda c: fastbp.Trainer.load(None), TypeError, "path"),
+    ("trainer load a model file", lambda c: fastbp.Trainer.load(_path(c, "model.npz")), ValueError, "model.npz"),
+    ("load_checkpoint missing", lambda c: fastbp.load_checkpoint(_path(c, "missing.npz")), ValueError, "path"),
+]
+
+
+@pytest.mark.parametrize("call, error, argument", [
+    pytest.param(*case[1:4], id=case[0], marks=[pytest.mark.xfail(strict=True, reason=r) for r in case[4:]])
+    for case in CASES])
+def test_bad_input_is_named_and_changes_nothing(c, call, error, argument):
+    metadata = c.trainer.metadata
+    before = _state(c)
+    with pytest.raises(error) as raised:
+        call(c)
+    message = str(raised.value)
+    assert re.search(rf"(?<![\w.]){argument}(?!\w)", message), f"{argument!r} not named in: {message}"
+    c.trainer.metadata = metadata
+    _assert_same_state(before, _state(c))
+
+
+def test_the_audit_tries_at_least_60_kinds_of_bad_input():
+    assert len(CASES) >= 60
+
+
+def test_values_beyond_float32_are_named_as_such_not_as_inf():
+    model = fastbp.MLP([2, 1], seed=0)  # float32
+    with pytest.raises(ValueError, match=r"x holds 1e\+39 at index \(1, 0\), beyond the range of float32.*float64"):
+        model.forward(np.array([[0.0, 1.0], [1e39, 0.0]]))
