@@ -132,7 +132,7 @@ def test_memory_mapped_npy_against_in_memory(benchmark, tmp_path):
     X.flush()
     del X
     np.save(tmp_path / "y.npy", y)
-    common = ["--epochs", "2", "--quiet", "--hidden", "64", "--batch-size", "256", "--test-split", "0",
+    common = ["--epochs", "2", "--quiet", "--hidden", "16", "--batch-size", "256", "--test-split", "0",
               "--val-split", "0.01", "--lr-schedule", "constant"]
     subprocess.run(["cat", str(tmp_path / "X.npy")], stdout=subprocess.DEVNULL)  # into the page cache
     mapped = measure(["train", "--data", tmp_path / "X.npy", "--target", tmp_path / "y.npy", *common])
