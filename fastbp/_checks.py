@@ -103,10 +103,15 @@ def _as_numeric_array(name, value, hint=""):
 
 
 def _check_finite(name, array):
-    bad = ~np.isfinite(array)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} contains NaN or inf (first at index {where}: {array[where]})")
+    # in blocks of rows: a mask the size of a memory-mapped X would not fit
+    step = max(1, (1 << 16) // max(1, array[:1].size))
+    for start in range(0, max(array.shape[0], 1) if array.ndim else 1, step):
+        block = array[start:start + step] if array.ndim else array
+        bad = ~np.isfinite(block)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            where = (where[0] + start, *where[1:]) if array.ndim else where
+            raise ValueError(f"{name} contains NaN or inf (first at index {where}: {array[where]})")
 
 
 def as_matrix(name, value, dtype, n_columns=None, rows=None, column_name="features", hint=""):

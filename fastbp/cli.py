@@ -11,6 +11,7 @@ from fastbp import benchmark, data
 from fastbp.activations import NAMES as ACTIVATIONS
 from fastbp.losses import LOSSES
 from fastbp.optim import OPTIMIZERS
+from fastbp.preprocessing import IMPUTE, UNKNOWN_CATEGORY
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,6 +49,13 @@ def _number(convert, accept, expected):
             raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
         return value
     return parse
+
+
+def _names(text):
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names such as age,city, got {text!r}")
+    return names
 
 
 _positive = _number(int, lambda value: value >= 1, "a positive integer")
@@ -111,7 +119,8 @@ def _train(args, parser):
 def _predict(args, parser):
     from fastbp import run
 
-    return run.predict(args.model, args.data, target=args.target, out_path=args.out)
+    return run.predict(args.model, args.data, target=args.target, out_path=args.out,
+                       unknown_category=args.unknown_category)
 
 
 def _check(args, parser):
@@ -140,8 +149,17 @@ def build_parser():
                     "30 epochs.")
     source = train.add_mutually_exclusive_group()
     source.add_argument("--dataset", help=f"an embedded dataset: {', '.join(data.DATASETS)} (default digits)")
-    source.add_argument("--data", metavar="PATH", help="a .npz (arrays X, y), .npy (features) or .csv file")
-    train.add_argument("--target", metavar="COLUMN", help="the CSV's target column, or the .npy file of targets")
+    source.add_argument("--data", metavar="PATH", help="a .csv or .parquet file, a .npz (arrays X, y) or a .npy "
+                        "of features (memory-mapped)")
+    train.add_argument("--target", metavar="COLUMN", help="the CSV's or Parquet file's target column, or the .npy "
+                       "file of targets")
+    train.add_argument("--features", type=_names, metavar="A,B", help="the feature columns (default: all others)")
+    train.add_argument("--impute", choices=IMPUTE, help="fill missing values with the training split's mean, median "
+                       "or most frequent value (text columns: most frequent); default: missing values are an error")
+    train.add_argument("--unknown-category", choices=UNKNOWN_CATEGORY,
+                       help="a category not seen in training: an error (default), or all zeros")
+    train.add_argument("--max-categories", type=_positive, metavar="N",
+                       help="refuse a text column with more categories than this (default 100)")
     train.add_argument("--task", choices=data.TASKS, help="inferred when not given: string or few integer "
                        f"labels (<= {data.MAX_INFERRED_CLASSES}) classify, anything else regresses")
     train.add_argument("--hidden", type=_widths, metavar="W1,W2", help="hidden layer widths (default 256,128)")
@@ -179,10 +197,13 @@ def build_parser():
     predict = commands.add_parser("predict", help="predict with a saved model or checkpoint")
     predict.add_argument("--model", required=True, metavar="PATH", help="a file written by fastbp train --save")
     predict.add_argument("--data", required=True, metavar="PATH",
-                         help="a .npz (array X), .npy or .csv file; a CSV's columns are matched by name to the "
-                              "model's when it was trained on a CSV")
-    predict.add_argument("--target", metavar="COLUMN", help="score against this CSV column or .npy of targets")
-    predict.add_argument("--out", metavar="PATH", help="write predictions to a .csv or .npy (default: print them)")
+                         help="a .csv, .parquet, .npz (array X) or .npy file, read in batches; a table's columns "
+                              "are matched by name to the model's when it was trained on a table")
+    predict.add_argument("--target", metavar="COLUMN", help="score against this column or .npy of targets")
+    predict.add_argument("--out", metavar="PATH",
+                         help="write predictions to a .csv, .parquet or .npy (default: print them)")
+    predict.add_argument("--unknown-category", choices=UNKNOWN_CATEGORY,
+                         help="a category not seen in training: an error, or all zeros (default: as trained)")
 
     commands.add_parser("check", help="compare this machine's kernels with torch autograd")
 

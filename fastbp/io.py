@@ -21,6 +21,24 @@ trainer's metadata).
 
 Version 1 checkpoints still load: they have no ``last_params`` and keep
 ``best_params`` only when early stopping asked for them.
+
+``fastbp train`` keeps in that metadata ``settings`` (its options) and
+``preprocessing``, what it learnt from the training split of its data
+(``fastbp.preprocessing.Preprocessing.to_dict``), which ``fastbp predict``
+applies to new data: ``task`` ("classify" / "regress"), ``target`` (the
+target column's name, or null for arrays), ``columns`` (the input columns'
+names in order, or null: by position), per input column ``categories``
+(null for a numeric column, else its sorted categories, one-hot encoded in
+that order), ``mean`` and ``scale`` (a numeric column's standardisation
+``(x - mean) / scale``; 0 and 1 when off and for text columns), ``fill``
+(null when a missing value is an error, else per column the value, number or
+category, a missing entry takes), ``impute`` (the strategy that chose it:
+"mean", "median", "most-frequent" or null), ``unknown_category`` ("error",
+or "ignore": all zeros), ``classes`` (the sorted class labels, or null) and
+``y_mean``, ``y_scale`` (the regression targets' standardisation, or null).
+The model's inputs are the columns in order, each text column widened to
+its categories. Files from before this layout hold ``features``,
+``x_scaling`` and ``y_scaling`` instead and read the same.
 """
 import json
 import os

@@ -8,6 +8,7 @@ import csv
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from contextlib import nullcontext
@@ -20,9 +21,9 @@ from fastbp._checks import as_matrix
 from fastbp.data import DataError
 from fastbp.io import load_any, load_checkpoint
 from fastbp.losses import LOSSES
-from fastbp.metrics import r2, score
 from fastbp.mlp import MLP
 from fastbp.optim import OPTIMIZERS
+from fastbp.preprocessing import Preprocessing
 from fastbp.schedules import CosineAnnealingLR, ReduceLROnPlateau, StepLR
 from fastbp.trainer import Trainer
 
@@ -31,11 +32,13 @@ DEFAULTS = {
     "activation": "relu", "loss": None, "optimizer": "adamw", "lr": None, "momentum": None,
     "weight_decay": None, "epochs": 30, "batch_size": 64, "val_split": 0.1, "test_split": 0.2,
     "early_stopping": None, "lr_schedule": "cosine", "max_grad_norm": None, "seed": 0,
-    "dtype": "float32", "standardize": None,
+    "dtype": "float32", "standardize": None, "features": None, "impute": None, "unknown_category": None,
+    "max_categories": None,
 }
 # what a checkpoint fixes: giving one of these with --resume is an error
 MODEL_SETTINGS = ("task", "hidden", "activation", "loss", "optimizer", "momentum", "weight_decay",
-                  "max_grad_norm", "seed", "dtype", "standardize", "val_split", "test_split")
+                  "max_grad_norm", "seed", "dtype", "standardize", "val_split", "test_split",
+                  "features", "impute", "unknown_category", "max_categories")
 CLASSIFY_LOSSES, REGRESS_LOSSES = ("cross_entropy", "bce_with_logits"), ("mse", "l1", "huber")
 # without --save-every, the checkpoint is written at most this often (and at the end): a write costs
 # more than an epoch of a small model
@@ -47,18 +50,36 @@ def _flag(name):
 
 
 class Prepared:
-    """The data of a run, split and scaled, with the preprocessing to save."""
+    """The data of a run, split and preprocessed, with the preprocessing to save.
+
+    X holds the test, validation and training rows in that order, so that
+    each part is a view; a memory-mapped .npy is written, preprocessed, to
+    an anonymous temporary file mapped in its turn, so that no part of the
+    run holds the data in memory.
+    """
 
     def __init__(self, settings, preprocessing=None):
         source = settings["data"] or settings["dataset"]
+        known = None if preprocessing is None else Preprocessing.from_dict(preprocessing)
+        names, target, dtype = None, settings["target"], np.dtype(settings["dtype"])
         if settings["data"]:
-            X, y, features = data.read_data(settings["data"], settings["target"])
+            extension = data.kind_of(source)
+            if extension in (".csv", ".parquet"):
+                if target is None:
+                    raise DataError(f"--target: a {dict(csv='CSV', parquet='Parquet')[extension[1:]]} file needs "
+                                    f"--target COLUMN naming the target column")
+                features = known.names if known is not None else settings.get("features")
+                X, y = data.read_table(source, extension, target, features, float_type=dtype.name)
+                names, y = X.column_names, data.target_values(y, source, target)
+            else:
+                if settings.get("features"):
+                    raise DataError(f"--features picks columns by name; {source!r} is an array, which has none")
+                X, y = data.read_arrays(source, extension, target)
             inferred = data.infer_task(y)
         else:
             X, y, inferred = data.load_dataset(settings["dataset"])
-            features = None
         task = settings["task"] or inferred
-        n = X.shape[0]
+        n = len(y)
         if task == "regress" and y.dtype.kind in "USO":
             raise DataError(f"--task regress needs numeric targets; {source} has labels such as {y[0]!r}")
         if y.dtype.kind in "biuf":
@@ -75,49 +96,41 @@ class Prepared:
         if n - n_test - n_val < 1:
             raise DataError(f"--test-split {settings['test_split']} and --val-split {settings['val_split']} "
                             f"leave no training samples out of {n}")
-        parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-        if preprocessing is None:
-            train = parts["train"]
-            classes = data.class_list(y[train]) if task == "classify" else None
-            if classes is not None and len(classes) < 2:
-                raise DataError(f"--data: classification needs at least two classes; {source} has {classes}")
-            scale = settings["standardize"]
-            x_scaling = data.Scaling.fit(X[train]) if scale else data.Scaling.identity(X.shape[1])
-            y_scaling = None
-            if task == "regress":
-                y_2d = y.reshape(n, -1).astype(np.float64)
-                y_scaling = data.Scaling.fit(y_2d[train]) if scale else data.Scaling.identity(y_2d.shape[1])
-                y_scaling = y_scaling.as_dict()
-            preprocessing = {"task": task, "classes": classes, "x_scaling": x_scaling.as_dict(),
-                             "y_scaling": y_scaling, "features": features, "target": settings["target"]}
-        elif preprocessing["task"] != task:
-            raise DataError(f"the checkpoint's model does {preprocessing['task']} but the data asks to {task}")
-        else:  # before the saved scaling meets the data
-            n_in = len(preprocessing["x_scaling"]["mean"])
-            if X.shape[1] != n_in:
-                raise DataError(f"--data: {source} has {X.shape[1]} features, but the checkpoint's model takes "
-                                f"{n_in}; resume on data with the columns it was trained on")
-            n_out = len(preprocessing["y_scaling"]["mean"]) if task == "regress" else 1
-            if task == "regress" and y.reshape(n, -1).shape[1] != n_out:
-                raise DataError(f"--data: {source} has {y.reshape(n, -1).shape[1]} targets, but the "
-                                f"checkpoint's model predicts {n_out}")
-        self.preprocessing, self.task, self.source = preprocessing, preprocessing["task"], source
-        self.n_features = X.shape[1]
-        self.X = data.Scaling(**preprocessing["x_scaling"]).apply(X)
-        if self.task == "classify":
-            self.y = data.encode_labels(y, preprocessing["classes"])
+        if known is None:
+            steps = Preprocessing.fit(X, y, order[n_test + n_val:], task, names, target, settings["standardize"],
+                                      settings.get("impute"), settings.get("max_categories") or 100,
+                                      settings.get("unknown_category") or "error", source)
         else:
-            self.y = data.Scaling(**preprocessing["y_scaling"]).apply(y.reshape(n, -1).astype(np.float64))
-        self.parts = parts
+            steps = known
+            if steps.task != task:
+                raise DataError(f"the checkpoint's model does {steps.task} but the data asks to {task}")
+            n_columns = X.shape[1] if isinstance(X, np.ndarray) else X.num_columns
+            if steps.n_columns != n_columns:
+                raise DataError(f"--data: {source} has {n_columns} features, but the checkpoint's model takes "
+                                f"{steps.n_columns}; resume on data with the columns it was trained on")
+            if task == "regress" and y.reshape(n, -1).shape[1] != steps.n_outputs:
+                raise DataError(f"--data: {source} has {y.reshape(n, -1).shape[1]} targets, but the "
+                                f"checkpoint's model predicts {steps.n_outputs}")
+        out = None
+        if isinstance(X, np.memmap):
+            out = np.memmap(tempfile.TemporaryFile(), dtype=dtype, mode="w+", shape=(n, steps.n_features))
+        self.X = steps.transform(X, rows=order, out=out, dtype=dtype, source=source)
+        self.y = steps.encode_targets(y[order])
+        self.steps, self.preprocessing, self.task, self.source = steps, steps.to_dict(), steps.task, source
+        self.n_features = steps.n_features
+        self.parts = {"test": slice(0, n_test), "val": slice(n_test, n_test + n_val),
+                      "train": slice(n_test + n_val, n)}
 
     def part(self, name):
         index = self.parts[name]
         return self.X[index], self.y[index]
 
+    def size(self, name):
+        return self.parts[name].stop - self.parts[name].start
+
     @property
     def n_outputs(self):
-        classes = self.preprocessing["classes"]
-        return len(classes) if classes is not None else self.y.shape[1]
+        return self.steps.n_outputs
 
 
 def resolve(given, checkpoint_settings=None):
@@ -279,22 +292,18 @@ def check_output(flag, path):
 
 
 def decode(preprocessing, loss_name, outputs):
-    """Predictions in the data's own terms from the model's outputs: class
-    labels for a classifier, values in the target's units for a regressor."""
-    if preprocessing["task"] == "classify":
-        classes = np.array(preprocessing["classes"])
-        index = (outputs[:, 0] > 0).astype(int) if loss_name == "bce_with_logits" else np.argmax(outputs, axis=1)
-        return classes[index]
-    return data.Scaling(**preprocessing["y_scaling"]).invert(outputs.astype(np.float64))
+    """Predictions in the data's own terms from the model's outputs (see
+    ``Preprocessing.decode``); ``preprocessing`` is its saved dict."""
+    return Preprocessing.from_dict(preprocessing).decode(outputs, loss_name)
 
 
 def describe_counts(prepared):
-    counts = "/".join(str(len(prepared.parts[p])) for p in ("train", "val", "test"))
-    classes = prepared.preprocessing["classes"]
+    counts = "/".join(str(prepared.size(p)) for p in ("train", "val", "test"))
+    classes = prepared.steps.classes
     n = prepared.n_outputs
     what = f"{len(classes)} classes" if classes is not None else f"{n} target{'s' if n > 1 else ''}"
-    return (f"{prepared.source}: {prepared.X.shape[0]} samples, {prepared.n_features} features, {what}; "
-            f"train/val/test {counts}")
+    return "\n".join([f"{prepared.source}: {prepared.X.shape[0]} samples, {prepared.n_features} features, {what}; "
+                      f"train/val/test {counts}"] + [f"note: {note}" for note in prepared.steps.notes])
 
 
 class Saver:
@@ -467,55 +476,161 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every):
     return 0
 
 
-def predict(model_path, data_path, target=None, out_path=None, out=None):
-    """The ``fastbp predict`` command; returns the exit status."""
-    out = out or sys.stdout
+class _Score:
+    """Accuracy or R^2 of predictions against targets, summed batch by batch."""
 
-    out_path = check_output("--out", out_path)
-    if out_path is not None and os.path.splitext(out_path)[1].lower() not in (".csv", ".npy"):
-        raise DataError(f"--out: {out_path!r} must end in .csv or .npy")
-    try:
-        model, trainer = load_any(model_path)
-    except (OSError, ValueError) as error:
-        raise DataError(f"--model: {error}") from None
-    loss_name = trainer.loss.name if trainer is not None else None
-    preprocessing = trainer.metadata.get("preprocessing") if trainer is not None else None
-    if target is None and preprocessing is not None and data_path.lower().endswith(".csv"):
-        target = preprocessing["target"]  # scored when the file has that column
-    # a model that knows its columns' names takes a CSV's columns by name, in any order
-    features = preprocessing["features"] if preprocessing is not None else None
-    X, y, names = data.read_data(data_path, target, need_target=False, features=features)
-    if X.shape[1] != model.sizes[0]:
-        raise DataError(f"--data: {X.shape[1]} features, but the model in {model_path!r} takes {model.sizes[0]}")
-    ignored = [name for name in names if name not in features] if features and names else []
+    def __init__(self, steps):
+        self.steps, self.n, self.correct, self.sums = steps, 0, 0, None
+
+    def add(self, predictions, y):
+        self.n += len(y)
+        if self.steps.task == "classify":
+            labels = data.encode_labels(y, self.steps.classes)
+            self.correct += int(np.sum(data.encode_labels(predictions, self.steps.classes) == labels))
+            return
+        y = y.reshape(len(y), -1).astype(np.float64)
+        sums = np.stack([y.sum(axis=0), (y ** 2).sum(axis=0), ((y - predictions.reshape(y.shape)) ** 2).sum(axis=0)])
+        self.sums = sums if self.sums is None else self.sums + sums
+
+    def line(self):
+        if self.steps.task == "classify":
+            return f"accuracy {self.correct / self.n:.4f} ({self.correct}/{self.n} correct)"
+        total, squares, residual = self.sums
+        spread = squares - total ** 2 / self.n
+        # as fastbp.metrics.r2: an output of constant targets scores 1 if predicted exactly
+        scores = np.where(spread > 0, 1 - residual / np.where(spread > 0, spread, 1), np.where(residual == 0, 1.0, 0.0))
+        return f"r2 {float(np.mean(scores)):.4f} on {self.n} samples"
+
+
+class _Writer:
+    """Predictions written batch by batch: to a .csv, .parquet or .npy
+    through a temporary file renamed at the end (an error leaves nothing),
+    or as CSV rows to a stream."""
+
+    def __init__(self, path, stream):
+        self.path, self.kind, self.parquet, self.arrays = path, None, None, []
+        if path is None:
+            self.target = stream
+        else:
+            self.kind = os.path.splitext(path)[1].lower()
+            handle, self.temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".fastbp-",
+                                                      suffix=self.kind)
+            os.close(handle)
+            self.target = open(self.temporary, "w", newline="") if self.kind == ".csv" else None
+        # the csv writer quotes a label that holds a comma, a quote or a line break
+        self.csv = csv.writer(self.target, lineterminator="\n") if self.target is not None else None
+        self.first = True
+
+    def write(self, predictions):
+        predictions = predictions.reshape(len(predictions), -1)
+        n = predictions.shape[1]
+        names = ["prediction"] if n == 1 else [f"prediction_{i}" for i in range(n)]
+        if self.kind == ".npy":
+            self.arrays.append(predictions)
+        elif self.kind == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet
+
+            table = pa.table({name: predictions[:, i] for i, name in enumerate(names)})
+            if self.parquet is None:
+                self.parquet = pa.parquet.ParquetWriter(self.temporary, table.schema)
+            self.parquet.write_table(table)
+        else:
+            if self.first and self.path is not None:
+                self.csv.writerow(names)
+            self.csv.writerows([str(value) for value in row] for row in predictions)
+        self.first = False
+
+    def close(self, keep):
+        if self.path is None:
+            return
+        if self.kind == ".csv":
+            self.target.close()
+        if self.parquet is not None:
+            self.parquet.close()
+        if keep and self.kind == ".npy":
+            np.save(self.temporary, np.concatenate(self.arrays))
+        if keep:
+            os.replace(self.temporary, self.path)
+        elif os.path.exists(self.temporary):
+            os.remove(self.temporary)
+
+
+def _inputs(steps, model, path, target, model_path):
+    """(stream of (features, targets or None) batches, whether targets come)
+    from the file ``path``, matched to the model's columns: by name when it
+    knows them, else by position."""
+    extension = data.kind_of(path)
+    n_columns = steps.n_columns if steps is not None else model.sizes[0]
+    if extension in (".npz", ".npy"):
+        X, y = data.read_arrays(path, extension, target if extension == ".npy" else None, need_target=False)
+        if X.shape[1] != n_columns:
+            raise DataError(f"--data: {X.shape[1]} features, but the model in {model_path!r} takes {n_columns}")
+        return ((X[start:start + data.BATCH_ROWS], None if y is None else y[start:start + data.BATCH_ROWS])
+                for start in range(0, X.shape[0], data.BATCH_ROWS)), y is not None
+    import pyarrow as pa
+
+    names = data.header(path, extension)
+    if target is None and steps is not None:
+        target = steps.target  # scored when the file has that column
+    by_name = steps is not None and steps.names is not None
+    features, target = data.choose_columns(path, names, target, steps.names if by_name else None, need_target=False)
+    if len(features) != n_columns:
+        raise DataError(f"--data: {len(features)} features, but the model in {model_path!r} takes {n_columns}")
+    ignored = [name for name in names if name not in features and name != target]
     if ignored:
         listed = ", ".join(repr(name) + (" (unnamed, as pandas writes its index)" if name == "" else "")
                            for name in ignored)
         print(f"note: ignoring {len(ignored)} column{'s' if len(ignored) > 1 else ''} the model was not trained "
               f"on: {listed}", file=sys.stderr)
-    if preprocessing is not None:
-        X = data.Scaling(**preprocessing["x_scaling"]).apply(X)
-    outputs = model.predict(X)
-    predictions = decode(preprocessing, loss_name, outputs) if preprocessing is not None else outputs
-    if y is not None and preprocessing is not None:
-        if preprocessing["task"] == "classify":
-            labels = data.encode_labels(y, preprocessing["classes"])
-            loss = LOSSES[loss_name]()
-            value = score(loss, outputs, labels.reshape(-1, 1).astype(np.float64), labels)
-            print(f"accuracy {value:.4f} ({int(round(value * len(X)))}/{len(X)} correct)", file=sys.stderr)
-        else:
-            print(f"r2 {r2(predictions, y.reshape(len(X), -1)):.4f} on {len(X)} samples", file=sys.stderr)
-    predictions = predictions.reshape(len(X), -1)
-    if out_path is not None and out_path.lower().endswith(".npy"):
-        np.save(out_path, predictions)
-    else:
-        # the csv writer quotes a label that holds a comma, a quote or a line break
-        with open(out_path, "w", newline="") if out_path else nullcontext(out) as stream:
-            writer = csv.writer(stream, lineterminator="\n")
-            if out_path:
-                n = predictions.shape[1]
-                writer.writerow(["prediction"] if n == 1 else [f"prediction_{i}" for i in range(n)])
-            writer.writerows([str(value) for value in row] for row in predictions)
+    text = [] if steps is None else [name for name, c in zip(features, steps.categories) if c is not None]
+    types = {name: pa.string() if name in text else pa.float64() for name in features}
+    if target is not None:
+        types[target] = pa.string() if steps.task == "classify" and isinstance(steps.classes[0], str) else pa.float64()
+    columns = features + ([target] if target is not None else [])
+    batches = data.batches(path, extension, columns, types)
+    return ((batch.select(features), None if target is None else data.target_values(batch.column(target), path, target))
+            for batch in batches), target is not None
+
+
+def predict(model_path, data_path, target=None, out_path=None, out=None, unknown_category=None):
+    """The ``fastbp predict`` command; returns the exit status.
+
+    The data go through in batches, read, preprocessed, predicted and
+    written one after the other, so that a file larger than memory is
+    predicted at constant memory."""
+    out = out or sys.stdout
+    out_path = check_output("--out", out_path)
+    if out_path is not None and os.path.splitext(out_path)[1].lower() not in (".csv", ".parquet", ".npy"):
+        raise DataError(f"--out: {out_path!r} must end in .csv, .parquet or .npy")
+    try:
+        model, trainer = load_any(model_path)
+    except (OSError, ValueError) as error:
+        raise DataError(f"--model: {error}") from None
+    loss_name = trainer.loss.name if trainer is not None else None
+    state = trainer.metadata.get("preprocessing") if trainer is not None else None
+    steps = Preprocessing.from_dict(state) if state is not None else None
+    if steps is not None and unknown_category is not None:
+        steps.unknown_category = unknown_category
+    plain = steps or Preprocessing(None, None, [None] * model.sizes[0], None, np.zeros(model.sizes[0]),
+                                   np.ones(model.sizes[0]))
+    stream, scored = _inputs(steps, model, data_path, target, model_path)
+    score = _Score(steps) if scored and steps is not None else None
+    writer, written = _Writer(out_path, out), 0
+    try:
+        for X, y in stream:
+            outputs = model.predict(plain.transform(X, dtype=model.dtype, source=data_path))
+            predictions = steps.decode(outputs, loss_name) if steps is not None else outputs
+            if score is not None:
+                score.add(predictions, y)
+            writer.write(predictions)
+            written += len(predictions)
+    except BaseException:
+        writer.close(keep=False)
+        raise
+    writer.close(keep=True)
+    if score is not None:
+        print(score.line(), file=sys.stderr)
     if out_path is not None:
-        print(f"wrote {len(predictions)} predictions to {out_path}", file=sys.stderr)
+        print(f"wrote {written} predictions to {out_path}", file=sys.stderr)
     return 0

@@ -195,7 +195,7 @@ def test_bad_predict_arguments(digits_files, tmp_path):
         (["--model", tmp_path / "missing.npz", "--data", tmp_path / "three.npy"], "--model:"),
         (["--model", digits_files / "X.npy", "--data", tmp_path / "three.npy"], "is not a readable fastbp model"),
         (["--model", tmp_path / "m.npz", "--data", tmp_path / "three.npy", "--out", tmp_path / "p.txt"],
-         "must end in .csv or .npy"),
+         "must end in .csv, .parquet or .npy"),
     ]:
         status, out, err = fastbp_cli("predict", *args)
         assert status == 2 and err.count("\n") == 1 and message in err, (args, err)
