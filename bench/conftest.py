@@ -1,9 +1,16 @@
+import os
+
 import pytest
 
 from fastbp import benchmark
 
 
 @pytest.fixture(scope="session")
-def ceiling():
-    """The sgemm rate measured once per run, shared by every row."""
-    return benchmark.sgemm_ceiling()
+def threads():
+    return int(os.environ.get("FASTBP_BENCH_THREADS", os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def ceiling(threads):
+    """The sgemm rate, measured once per run in its own process."""
+    return benchmark.sgemm_ceiling(threads)

@@ -1,10 +1,14 @@
-"""Training-step speed per named config, fastbp against torch eager in the
-same run. Run with ``pytest bench/ --benchmark-only``.
+"""Training-step speed per named config, fastbp against its peers in the
+same run. Run with ``pytest bench/ --benchmark-only`` (FASTBP_BENCH_THREADS
+sets the threads of every framework; default all cores).
 
-pytest-benchmark times fastbp's fused ``fit`` over a block of steps; the
-side-by-side comparison (torch eager, the ratio, GFLOP/s, the fraction of the
-sgemm ceiling) comes from ``fastbp.benchmark.measure`` in the same process
-and is stored in the benchmark's extra_info, which --benchmark-json saves.
+Every framework runs in a fresh process of its own per round, rounds
+interleaved, exactly as ``fastbp bench`` does; this pytest process imports
+none of the peers. pytest-benchmark's own columns are the wall time of the
+whole comparison (process start-up included), so they are not step times:
+the step times (median, min and max of the rounds, every round's blocks),
+the ratio to the best peer, GFLOP/s and the fraction of the sgemm ceiling
+are in each benchmark's extra_info, which --benchmark-json saves.
 """
 import pytest
 
@@ -13,16 +17,12 @@ from fastbp import benchmark
 
 @pytest.mark.parametrize("optimizer", benchmark.OPTIMIZERS)
 @pytest.mark.parametrize("name", list(benchmark.CONFIGS))
-def test_training_step(benchmark_fixture, name, optimizer, ceiling):
-    config = benchmark.CONFIGS[name]
-    row = benchmark.measure(config, optimizer, repeats=3, ceiling=ceiling)
-    _, run = benchmark._fastbp_run(config, optimizer)
-    steps = max(2, int(benchmark._TARGET_SECONDS / row["fastbp_step_s"]))
-    X, y = benchmark._data(config, steps)
-    run(X[:config.batch], y[:config.batch])  # compile outside the timing
-    benchmark_fixture.extra_info.update(row)
-    benchmark_fixture.extra_info["steps_per_round"] = steps
-    benchmark_fixture.pedantic(run, args=(X, y), rounds=3, iterations=1)
+def test_training_step(benchmark_fixture, name, optimizer, threads, ceiling):
+    frameworks = ["fastbp"] + benchmark.peers()
+    row = benchmark_fixture.pedantic(
+        benchmark.measure, args=(benchmark.CONFIGS[name], optimizer, frameworks),
+        kwargs={"rounds": 3, "threads": threads, "ceiling_gflops": ceiling["gflops"]}, rounds=1, iterations=1)
+    benchmark_fixture.extra_info.update(row, ceiling=ceiling)
     print()
     print(benchmark.format_table([row]))
 

@@ -1,28 +1,36 @@
-"""Training-step benchmarks of fastbp against torch eager, measured side by
-side in one process, with the machine's sgemm rate as the ceiling.
+"""Training-step benchmarks of fastbp against its peers (torch eager, torch
+.compile on request, JAX when installed), each framework timed in a fresh
+process of its own, with the machine's sgemm rate as the ceiling.
 
-Times are wall-clock per training step (forward, loss, backward, optimizer
-update) with compilation excluded: every timed run follows a warm-up run.
-Each framework is measured ``repeats`` times, interleaved, and the fastest
-run counts, which is the figure least disturbed by a noisy machine.
+A measurement is ``rounds`` rounds; a round runs every framework once, in
+turn (fastbp, torch, JAX, fastbp, torch, JAX, ...), so that a machine's
+slow minute hits all of them alike. In each round a framework's process
+warms up, then times blocks of ``n_steps`` steps; the round's figure is the
+median time per step over its blocks. A framework's figure is the median of
+its rounds, and its spread the min-max of its rounds. The ratio is the best
+peer's time over fastbp's: above 1, fastbp is faster.
+
+The processes run ``bench_runners.py``; see there what each framework runs.
 """
 import dataclasses
+import importlib.util
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
-import numpy as np
+from fastbp import bench_runners
 
-import kernels
-from fastbp.losses import CrossEntropyLoss, MSELoss
-from fastbp.mlp import MLP
-from fastbp.optim import SGD, Adam
-from fastbp.trainer import Trainer
-
-# long enough per timed run for the clock to be meaningful, short enough for 2 cores
-_TARGET_SECONDS = 0.25
+RUNNER = bench_runners.__file__
+# every peer takes its blocks for about this long per round
+ROUND_SECONDS = 0.5
+# a block of n_steps steps should take about this long at the ceiling's rate
+BLOCK_SECONDS = 0.05
+MAX_STEPS = 1000
+# the batches of one round stay this small, whatever the config
+DATA_BYTES = 64 * 2 ** 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,31 +38,66 @@ class Config:
     name: str
     sizes: tuple
     batch: int
-    loss: str = "cross_entropy"
 
     @property
     def flops_per_step(self):
-        """Forward 2, backward 4 flops per weight per sample."""
-        return 6 * self.batch * sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+        """Multiply-adds of the dense layers, 2 flops each: per weight and
+        sample one in the forward, one for dW and one for dx in the backward,
+        except the first layer, whose dx (the input's gradient) is never
+        computed. Biases, activations, the loss and the update are left out."""
+        weights = [n_in * n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
+        return 2 * self.batch * (3 * sum(weights) - weights[0])
 
-    def bytes_needed(self):
-        """Memory for one measurement: both frameworks' parameters, gradients
-        and two optimizer moments, activations, and the data of one run."""
-        n_params = sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
-        units = sum(self.sizes[1:])
-        per_framework = 4 * (4 * n_params + 3 * self.batch * units + 2 * self.batch * max(self.sizes))
-        data = 4 * self.batch * self.sizes[0] * 64
-        return 2 * per_framework + data
+    def label(self):
+        return f"{'-'.join(map(str, self.sizes))} / {self.batch}"
 
 
 CONFIGS = {c.name: c for c in [
-    Config("tiny", (1, 1), 1, loss="mse"),  # seed 004's model and loss
+    Config("tiny", (1, 1), 1),
     Config("small", (784, 128, 10), 64),
-    Config("medium", (784, 512, 512, 10), 128),
     Config("narrow", (64, 64, 64, 64, 64, 3), 1024),
+    Config("medium", (784, 512, 512, 10), 128),
     Config("wide", (1024, 4096, 4096, 10), 256),
 ]}
 OPTIMIZERS = ("sgd", "adam")
+SWEEP_WIDTHS = (16, 64, 256, 1024)
+SWEEP_BATCHES = (32, 128, 512)
+
+
+def sweep_configs():
+    """64-w-w-10 for every sweep width and batch."""
+    return [Config(f"w{width}b{batch}", (64, width, width, 10), batch)
+            for width in SWEEP_WIDTHS for batch in SWEEP_BATCHES]
+
+
+def peers(torch_compile=False):
+    """The installed peers, found without importing them (this process
+    must not start their thread pools)."""
+    found = []
+    if importlib.util.find_spec("torch"):
+        found += ["torch", "torch_compile"] if torch_compile else ["torch"]
+    if importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
+        found.append("jax")
+    return found
+
+
+def n_steps_for(config, ceiling_gflops, itemsize=4):
+    """Steps per timed block: about BLOCK_SECONDS of work at the ceiling's
+    rate, at least 2, at most MAX_STEPS, and the data within DATA_BYTES."""
+    by_time = BLOCK_SECONDS * ceiling_gflops * 1e9 / config.flops_per_step
+    by_memory = DATA_BYTES / (config.batch * config.sizes[0] * itemsize)
+    return int(max(2, min(by_time, by_memory, MAX_STEPS)))
+
+
+def bytes_needed(config, itemsize=4):
+    """Memory of one framework's process: parameters, gradients and two
+    optimizer moments, activations kept for backward, and two copies of the
+    round's batches (JAX copies them onto its device)."""
+    n_params = sum(a * b + b for a, b in zip(config.sizes[:-1], config.sizes[1:]))
+    units = sum(config.sizes[1:])
+    model = itemsize * (4 * n_params + 3 * config.batch * units + 2 * config.batch * max(config.sizes))
+    step = config.batch * config.sizes[0] * itemsize
+    return model + 2 * max(2 * step, min(DATA_BYTES, MAX_STEPS * step))
 
 
 def available_bytes():
@@ -64,132 +107,171 @@ def available_bytes():
         return None
 
 
-def check_fits_in_memory(config):
-    needed, available = config.bytes_needed(), available_bytes()
+def check_fits_in_memory(config, itemsize=4):
+    needed, available = bytes_needed(config, itemsize), available_bytes()
     if available is not None and needed > available:
-        raise MemoryError(f"config {config.name!r} needs about {needed:,} bytes, "
-                          f"{available:,} are available")
+        raise MemoryError(f"config {config.name!r} ({config.label()}) needs about {needed:,} bytes, "
+                          f"{available:,} are available; choose smaller --sizes or --batch")
     return needed
 
 
-def _data(config, steps, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((steps * config.batch, config.sizes[0])).astype(np.float32)
-    if config.loss == "mse":
-        y = rng.standard_normal((len(X), config.sizes[-1])).astype(np.float32)
-    else:
-        y = rng.integers(0, config.sizes[-1], size=len(X))
-    return X, y
+def thread_environment(threads):
+    """The environment of every child: each library's thread count set
+    before it loads (the runners also set it again from inside)."""
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        env[name] = str(threads)
+    env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                        f"intra_op_parallelism_threads={threads}")
+    return env
 
 
-def _fastbp_run(config, optimizer_name, seed=0):
-    model = MLP(list(config.sizes), seed=seed)
-    optimizer = SGD(model, lr=0.01) if optimizer_name == "sgd" else Adam(model, lr=1e-3)
-    loss = MSELoss() if config.loss == "mse" else CrossEntropyLoss()
-    trainer = Trainer(model, loss, optimizer)
-
-    def run(X, y):
-        trainer.fit(X, y, epochs=1, batch_size=config.batch, shuffle=False)
-    return model, run
-
-
-def _torch_run(config, optimizer_name, model, compiled=False):
-    import torch
-
-    reference = model.to_torch()
-    forward = torch.compile(reference) if compiled else reference
-    optimizer = (torch.optim.SGD(reference.parameters(), lr=0.01) if optimizer_name == "sgd"
-                 else torch.optim.Adam(reference.parameters(), lr=1e-3))
-    loss = torch.nn.MSELoss() if config.loss == "mse" else torch.nn.CrossEntropyLoss()
-
-    def step(xb, yb):
-        optimizer.zero_grad()
-        loss(forward(xb), yb).backward()
-        optimizer.step()
-
-    def run(X, y):
-        X, y = torch.from_numpy(X), torch.from_numpy(y)
-        for start in range(0, len(X), config.batch):
-            step(X[start:start + config.batch], y[start:start + config.batch])
-    return run
+def run_process(spec):
+    """Run one measurement in a fresh process; its result as a dict."""
+    result = subprocess.run([sys.executable, RUNNER], input=json.dumps(spec), capture_output=True, text=True,
+                            env=thread_environment(spec["threads"]))
+    if result.returncode != 0:
+        raise RuntimeError(f"the {spec['framework']} runner failed (exit status {result.returncode}):\n"
+                           f"{result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout)
 
 
-def _steps_for(run, config, data_for):
-    """Time one step (after a warm-up) and size a timed run to ~_TARGET_SECONDS."""
-    X, y = data_for(2)
-    run(X[:config.batch], y[:config.batch])
-    start = time.perf_counter()
-    run(X[config.batch:], y[config.batch:])
-    one = max(time.perf_counter() - start, 1e-7)
-    return int(np.clip(_TARGET_SECONDS / one, 2, 20000))
+def sgemm_ceiling(threads):
+    """The BLAS's float32 GEMM rate, measured in its own process."""
+    return run_process({"framework": "sgemm", "threads": threads})
 
 
-def _seconds_per_step(run, X, y, steps):
-    start = time.perf_counter()
-    run(X, y)
-    return (time.perf_counter() - start) / steps
+def summarize(round_seconds):
+    """A framework's figure from its per-round figures: the median, and the
+    spread as the min and max of the rounds."""
+    return {"median_s": statistics.median(round_seconds), "min_s": min(round_seconds),
+            "max_s": max(round_seconds)}
 
 
-def sgemm_ceiling(n=2048, repeats=3):
-    """The best float32 GEMM rate (GFLOP/s) of the BLAS the kernels call."""
-    rng = np.random.default_rng(0)
-    A = rng.standard_normal((n, n)).astype(np.float32)
-    B = rng.standard_normal((n, n)).astype(np.float32)
-    C = np.empty((n, n), dtype=np.float32)
-    kernels.gemm(C, A, B, False, False, 1.0, 0.0)
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        kernels.gemm(C, A, B, False, False, 1.0, 0.0)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n ** 3 / best / 1e9
+def compare(summaries):
+    """Each peer's median over fastbp's (above 1: fastbp is faster), and the
+    best peer (the fastest) with its ratio; None without peers."""
+    fastbp = summaries["fastbp"]["median_s"]
+    ratios = {name: summary["median_s"] / fastbp for name, summary in summaries.items() if name != "fastbp"}
+    best = min(ratios, key=ratios.get) if ratios else None
+    return {"ratios": ratios, "best_peer": best, "ratio": ratios[best] if best else None}
 
 
-def torch_available():
+def measure(config, optimizer, frameworks, rounds=3, threads=None, activation="relu", dtype="float32",
+            ceiling_gflops=None, progress=None):
+    """One row: ``rounds`` interleaved rounds of every framework, each round
+    in a fresh process, every round's blocks kept."""
+    threads = threads or os.cpu_count() or 1
+    itemsize = 8 if dtype == "float64" else 4
+    check_fits_in_memory(config, itemsize)
+    n_steps = n_steps_for(config, ceiling_gflops or 100.0, itemsize)
+    spec = {"sizes": list(config.sizes), "batch": config.batch, "optimizer": optimizer, "activation": activation,
+            "dtype": dtype, "threads": threads, "n_steps": n_steps, "seconds": ROUND_SECONDS}
+    results = {name: [] for name in frameworks}
+    for round_index in range(rounds):
+        for name in frameworks:
+            if progress:
+                progress(f"{config.name} {optimizer} round {round_index + 1}/{rounds}: {name}")
+            results[name].append(run_process({**spec, "framework": name}))
+    summaries = {name: summarize([statistics.median(r["step_seconds"]) for r in runs])
+                 for name, runs in results.items()}
+    row = {"config": config.name, "sizes": list(config.sizes), "batch": config.batch, "optimizer": optimizer,
+           "activation": activation, "dtype": dtype, "threads": threads, "n_steps": n_steps,
+           "flops_per_step": config.flops_per_step, "frameworks": summaries, "rounds": results,
+           **compare(summaries)}
+    row["fastbp_gflops"] = config.flops_per_step / summaries["fastbp"]["median_s"] / 1e9
+    if ceiling_gflops:
+        row["fraction_of_ceiling"] = row["fastbp_gflops"] / ceiling_gflops
+    return row
+
+
+def thread_settings(rows, ceiling=None):
+    """One line per framework: the thread pools its process reported."""
+    seen = {}
+    for row in rows:
+        for name, runs in row["rounds"].items():
+            seen.setdefault(name, runs[0]["threads"])
+    if ceiling:
+        seen["sgemm"] = ceiling["threads"]
+    return "\n".join(f"  {name}: " + (", ".join(f"{pool} {count}" for pool, count in pools.items()) or "-")
+                     for name, pools in seen.items())
+
+
+_NAMES = {"fastbp": "fastbp", "torch": "torch", "torch_compile": "compiled", "jax": "jax"}
+
+
+def _time(seconds):
+    return f"{seconds * 1e6:.1f}" if seconds < 1e-2 else f"{seconds * 1e6:.0f}"
+
+
+def format_table(rows):
+    """Median step time (us) and [min-max] of the rounds per framework, the
+    best peer, its time over fastbp's, fastbp's GFLOP/s and % of the ceiling."""
+    names = list(rows[0]["frameworks"])
+    cells = []
+    for row in rows:
+        line = [row["config"], row["optimizer"]]
+        for name in names:
+            summary = row["frameworks"][name]
+            line.append(f"{_time(summary['median_s'])} [{_time(summary['min_s'])}-{_time(summary['max_s'])}]")
+        line.append(_NAMES.get(row["best_peer"], "n/a"))
+        line.append(f"{row['ratio']:.2f}x" if row["ratio"] else "n/a")
+        line.append(f"{row['fastbp_gflops']:.2f}")
+        line.append(f"{100 * row['fraction_of_ceiling']:.1f}%" if row.get("fraction_of_ceiling") else "")
+        cells.append(line)
+    header = (["config", "optimizer"] + [f"{_NAMES[name]} us [min-max]" for name in names]
+              + ["best peer", "peer/fastbp", "GFLOP/s", "% ceiling"])
+    widths = [max(len(str(line[i])) for line in cells + [header]) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths)))
+            for line in [header] + cells]
+    text.insert(1, "-" * len(text[0]))
+    return "\n".join(text)
+
+
+def format_sweep(rows):
+    """The best peer's time over fastbp's for each width (rows) and batch
+    (columns) of the sweep."""
+    by_point = {(row["sizes"][1], row["batch"]): row for row in rows}
+    header = f"{'64-w-w-10':<11}" + "".join(f"{f'batch {b}':>18}" for b in SWEEP_BATCHES)
+    lines = [header, "-" * len(header)]
+    for width in SWEEP_WIDTHS:
+        cells = []
+        for batch in SWEEP_BATCHES:
+            row = by_point.get((width, batch))
+            cells.append(f"{row['ratio']:.2f}x {_NAMES[row['best_peer']]:<8}" if row and row["ratio"] else "n/a")
+        lines.append(f"{f'w={width}':<11}" + "".join(f"{cell:>18}" for cell in cells))
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    """Grouped bars per config and optimizer, one bar per peer: the peer's
+    step time over fastbp's, on a linear axis. Returns False when
+    matplotlib is not installed."""
     try:
-        import torch  # noqa: F401
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
     except ImportError:
         return False
+    peer_names = [name for name in rows[0]["ratios"]]
+    labels = [f"{row['config']}\n{row['optimizer']}" for row in rows]
+    width = 0.8 / max(1, len(peer_names))
+    figure, axis = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    for index, name in enumerate(peer_names):
+        positions = [i + (index - (len(peer_names) - 1) / 2) * width for i in range(len(rows))]
+        ratios = [row["ratios"][name] for row in rows]
+        bars = axis.bar(positions, ratios, width, label=f"{_NAMES[name]} / fastbp")
+        axis.bar_label(bars, labels=[f"{r:.2f}" for r in ratios], fontsize=7)
+    axis.axhline(1.0, color="black", linewidth=0.8)
+    axis.set_xticks(range(len(rows)), labels)
+    axis.set_ylabel("peer step time / fastbp step time")
+    axis.set_title("Training step: above 1, fastbp is faster (median of rounds)")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
     return True
-
-
-def measure(config, optimizer_name, repeats=3, ceiling=None, torch_compile=False):
-    """One row of the table: fastbp and torch eager step times for a config,
-    and torch.compile's when asked (its compilation takes tens of seconds per
-    config, so it is opt-in). JAX is not measured."""
-    check_fits_in_memory(config)
-    compile_start = time.perf_counter()
-    model, fastbp_run = _fastbp_run(config, optimizer_name)
-    data_for = lambda steps: _data(config, steps)  # noqa: E731
-    fastbp_steps = _steps_for(fastbp_run, config, data_for)
-    compile_seconds = time.perf_counter() - compile_start
-    runs = {"fastbp": (fastbp_run, fastbp_steps)}
-    if torch_available():
-        import torch
-
-        torch.set_num_threads(os.cpu_count() or 1)
-        torch_run = _torch_run(config, optimizer_name, model)
-        runs["torch"] = (torch_run, _steps_for(torch_run, config, data_for))
-        if torch_compile:
-            compiled_run = _torch_run(config, optimizer_name, model, compiled=True)
-            runs["torch_compile"] = (compiled_run, _steps_for(compiled_run, config, data_for))
-    data = {name: data_for(steps) for name, (_, steps) in runs.items()}
-    best = {name: np.inf for name in runs}
-    for _ in range(repeats):
-        for name, (run, steps) in runs.items():
-            best[name] = min(best[name], _seconds_per_step(run, *data[name], steps))
-    row = {"config": config.name, "sizes": "-".join(map(str, config.sizes)), "batch": config.batch,
-           "optimizer": optimizer_name, "loss": config.loss, "fastbp_step_s": best["fastbp"],
-           "torch_step_s": best.get("torch"), "fastbp_gflops": config.flops_per_step / best["fastbp"] / 1e9,
-           "fastbp_first_call_s": compile_seconds}
-    row["ratio"] = row["torch_step_s"] / row["fastbp_step_s"] if row["torch_step_s"] else None
-    if "torch_compile" in best:
-        row["torch_compile_step_s"] = best["torch_compile"]
-        row["compile_ratio"] = best["torch_compile"] / best["fastbp"]
-    if ceiling:
-        row["ceiling_gflops"] = ceiling
-        row["fraction_of_ceiling"] = row["fastbp_gflops"] / ceiling
-    return row
 
 
 _STARTUP_SCRIPT = """
@@ -215,44 +297,3 @@ def measure_startup():
                                     text=True, check=True)
             times.append(float(result.stdout.strip().splitlines()[-1]))
     return {"cold_s": times[0], "warm_s": times[1]}
-
-
-def format_table(rows):
-    compiled = any("compile_ratio" in row for row in rows)
-    header = (f"{'config':<8}{'optimizer':<10}{'fastbp step':>13}{'torch step':>13}{'torch/fastbp':>14}"
-              f"{'GFLOP/s':>10}{'% ceiling':>11}" + (f"{'compiled/fastbp':>17}" if compiled else ""))
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        torch_time = f"{row['torch_step_s'] * 1e6:>11.1f}us" if row["torch_step_s"] else f"{'n/a':>13}"
-        ratio = f"{row['ratio']:>13.2f}x" if row["ratio"] else f"{'n/a':>14}"
-        fraction = f"{100 * row['fraction_of_ceiling']:>10.1f}%" if row.get("fraction_of_ceiling") else f"{'':>11}"
-        lines.append(f"{row['config']:<8}{row['optimizer']:<10}{row['fastbp_step_s'] * 1e6:>11.1f}us"
-                     f"{torch_time}{ratio}{row['fastbp_gflops']:>10.2f}{fraction}"
-                     + (f"{row['compile_ratio']:>16.2f}x" if "compile_ratio" in row else ""))
-    return "\n".join(lines)
-
-
-def plot(rows, path):
-    """A bar chart of torch/fastbp per config and optimizer; returns False
-    when matplotlib is not installed."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    labels = [f"{r['config']}\n{r['optimizer']}" for r in rows if r["ratio"]]
-    ratios = [r["ratio"] for r in rows if r["ratio"]]
-    figure, axis = plt.subplots(figsize=(max(6, len(labels) * 0.9), 4))
-    axis.bar(labels, ratios, color="tab:blue")
-    axis.axhline(1.0, color="black", linewidth=0.8)
-    axis.set_ylabel("torch eager time / fastbp time")
-    axis.set_yscale("log")
-    axis.set_title("Training step speed-up over torch eager (higher is better)")
-    for index, ratio in enumerate(ratios):
-        axis.annotate(f"{ratio:.2f}x", (index, ratio), ha="center", va="bottom", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return True

@@ -1,13 +1,14 @@
 """The ``fastbp`` command line: train, predict, check, bench."""
 import argparse
 import json
+import os
 import platform
 import sys
 
 import numpy as np
 
 import fastbp
-from fastbp import benchmark, data
+from fastbp import bench_runners, benchmark, data
 from fastbp.activations import NAMES as ACTIVATIONS
 from fastbp.losses import LOSSES
 from fastbp.optim import OPTIMIZERS
@@ -67,33 +68,61 @@ _positive_float = _number(float, lambda value: 0 < value < np.inf, "a finite num
 _fraction = _number(float, lambda value: 0 <= value < 1, "a fraction in [0, 1)")
 
 
-def _bench(args, parser):
-    unknown = [name for name in args.config if name not in benchmark.CONFIGS]
-    if unknown:
-        parser.error(f"unknown config {unknown[0]!r}; valid names: {', '.join(benchmark.CONFIGS)}")
-    configs = [benchmark.CONFIGS[name] for name in args.config or benchmark.CONFIGS]
+def _configs(text):
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in benchmark.CONFIGS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown config {(unknown or [text])[0]!r}; "
+                                         f"valid names: {', '.join(benchmark.CONFIGS)}")
+    return names
+
+
+def _bench_configs(args):
+    if args.sweep:
+        return benchmark.sweep_configs()
     if args.sizes:
-        configs = [benchmark.Config("custom", args.sizes, args.batch or 64)]
+        return [benchmark.Config("custom", args.sizes, args.batch or 64)]
+    return [benchmark.CONFIGS[name] for name in args.configs or benchmark.CONFIGS]
+
+
+def _bench(args, parser):
+    if args.batch and not args.sizes:
+        parser.error("--batch sets the batch of a custom config: give --sizes too (e.g. --sizes 784,128,10)")
+    configs, threads = _bench_configs(args), args.threads or os.cpu_count() or 1
+    itemsize = 8 if args.dtype == "float64" else 4
     for config in configs:
         try:
-            benchmark.check_fits_in_memory(config)
+            benchmark.check_fits_in_memory(config, itemsize)
         except MemoryError as error:
             print(f"fastbp: error: {error}", file=sys.stderr)
             return 2
-    if not benchmark.torch_available():
-        print("note: torch is not installed, so only fastbp is timed (pip install 'fastbp[torch]')")
-    ceiling = benchmark.sgemm_ceiling()
-    print(f"sgemm ceiling: {ceiling:.1f} GFLOP/s on {platform.processor() or platform.machine()}")
+    peers = benchmark.peers(args.torch_compile)
+    if "torch" not in peers:
+        print("note: torch is not installed, so it is not timed (pip install 'fastbp[torch]')")
+    if "jax" not in peers:
+        print("note: JAX is not installed, so it is not timed (pip install 'fastbp[bench]')")
+    ceiling = benchmark.sgemm_ceiling(threads)
+    print(f"sgemm ceiling: {ceiling['gflops']:.1f} GFLOP/s on {platform.processor() or platform.machine()}, "
+          f"{threads} threads")
+    progress = None if args.quiet else (lambda message: print(f"  {message}", end="\r", flush=True))
+    optimizers = ["sgd"] if args.sweep else args.optimizer or benchmark.OPTIMIZERS
     rows = []
     for config in configs:
-        for optimizer in args.optimizer or benchmark.OPTIMIZERS:
-            rows.append(benchmark.measure(config, optimizer, repeats=args.repeats, ceiling=ceiling,
-                                          torch_compile=args.torch_compile))
+        for optimizer in optimizers:
+            rows.append(benchmark.measure(config, optimizer, ["fastbp"] + peers, rounds=args.rounds, threads=threads,
+                                          activation=args.activation, dtype=args.dtype,
+                                          ceiling_gflops=ceiling["gflops"], progress=progress))
             if not args.quiet:
-                print(benchmark.format_table(rows[-1:]).splitlines()[-1], flush=True)
+                print(f"\033[K{benchmark.format_table(rows[-1:]).splitlines()[-1]}", flush=True)
+    print(f"\n{args.activation}, {args.dtype}, cross-entropy; each framework in its own process, "
+          f"{args.rounds} interleaved rounds; times per step in us, median [min-max] of the rounds' medians")
+    print(f"threads: {threads} for every framework; the pools each process reported:")
+    print(benchmark.thread_settings(rows, ceiling))
     print()
     print(benchmark.format_table(rows))
-    result = {"ceiling_gflops": ceiling, "rows": rows}
+    if args.sweep:
+        print(f"\nbest peer's step time / fastbp's, SGD\n{benchmark.format_sweep(rows)}")
+    result = {"ceiling": ceiling, "threads": threads, "rounds": args.rounds, "rows": rows}
     if args.startup:
         result["startup"] = benchmark.measure_startup()
         print(f"\nstartup to first step: cold cache {result['startup']['cold_s']:.2f} s, "
@@ -207,18 +236,31 @@ def build_parser():
 
     commands.add_parser("check", help="compare this machine's kernels with torch autograd")
 
-    bench = commands.add_parser("bench", help="time training steps against torch eager")
-    bench.add_argument("--config", action="append", default=[], metavar="NAME",
-                       help=f"a config to run (repeatable): {', '.join(benchmark.CONFIGS)}; default all")
+    bench = commands.add_parser(
+        "bench", help="time training steps against torch eager and JAX",
+        description="Time one training step (forward, cross-entropy, backward, update) of fastbp and each "
+                    "installed peer, every framework in its own process, in interleaved rounds.")
+    configs = bench.add_mutually_exclusive_group()
+    configs.add_argument("--configs", type=_configs, metavar="NAMES",
+                         help=f"comma-separated configs: {', '.join(benchmark.CONFIGS)} (default all)")
+    configs.add_argument("--sizes", type=_sizes, help="a custom config's layer widths, e.g. 784,128,10")
+    configs.add_argument("--sweep", action="store_true",
+                         help=f"64-w-w-10 for w in {', '.join(map(str, benchmark.SWEEP_WIDTHS))} and batches "
+                              f"{', '.join(map(str, benchmark.SWEEP_BATCHES))}, SGD")
+    bench.add_argument("--batch", type=_positive, help="the custom config's batch size (default 64)")
     bench.add_argument("--optimizer", action="append", choices=benchmark.OPTIMIZERS,
                        help="sgd or adam (repeatable); default both")
-    bench.add_argument("--sizes", type=_sizes, help="a custom config's layer widths, e.g. 784,128,10")
-    bench.add_argument("--batch", type=_positive, help="the custom config's batch size (default 64)")
-    bench.add_argument("--repeats", type=_positive, default=3, help="timed runs per framework (best counts)")
+    bench.add_argument("--activation", choices=bench_runners.ACTIVATIONS, default="relu",
+                       help="hidden activation (default relu)")
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
+    bench.add_argument("--threads", type=_positive,
+                       help="threads for every framework (default: all cores, here %d)" % (os.cpu_count() or 1))
+    bench.add_argument("--rounds", type=_positive, default=3,
+                       help="interleaved rounds, each framework in a fresh process (default 3)")
     bench.add_argument("--torch-compile", action="store_true",
-                       help="also time torch.compile (tens of seconds of compilation per config)")
+                       help="also time torch.compile (tens of seconds of compilation per round)")
     bench.add_argument("--startup", action="store_true", help="also time cold and warm start in subprocesses")
-    bench.add_argument("--json", default="fastbp-bench.json", help="where to write the results")
+    bench.add_argument("--json", default="fastbp-bench.json", help="where to write every round's results")
     bench.add_argument("--png", default="fastbp-bench.png", help="where to write the bar chart")
     bench.add_argument("--quiet", action="store_true", help="print only the final table")
     return parser

@@ -1,13 +1,7 @@
-"""The fused training path: no allocation per step, and the bench command's
-error handling (its timings are never asserted: the machines are noisy)."""
-import json
+"""The fused training path: no allocation per step."""
 import os
 import subprocess
 import sys
-
-import pytest
-
-from fastbp import benchmark, cli
 
 _ALLOCATIONS = """
 import numpy as np, fastbp
@@ -36,36 +30,3 @@ def test_training_steps_allocate_nothing():
     one_step, hundred_steps, freed = map(int, result.stdout.split())
     assert hundred_steps == one_step
     assert freed == hundred_steps  # and everything wrapped is released
-
-
-def test_bench_rejects_unknown_config(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["bench", "--config", "nosuch"])
-    assert exit_info.value.code == 2
-    message = capsys.readouterr().err
-    assert "unknown config 'nosuch'" in message
-    for name in benchmark.CONFIGS:
-        assert name in message
-
-
-def test_bench_refuses_a_config_too_large_for_memory(capsys, tmp_path):
-    json_path = tmp_path / "out.json"
-    code = cli.main(["bench", "--sizes", "100000,100000,100000", "--batch", "4096", "--json", str(json_path)])
-    assert code == 2
-    message = capsys.readouterr().err
-    needed = benchmark.Config("custom", (100000, 100000, 100000), 4096).bytes_needed()
-    assert f"needs about {needed:,} bytes" in message
-    assert not json_path.exists()
-
-
-def test_bench_runs_a_config_and_writes_json(tmp_path):
-    json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
-    code = cli.main(["bench", "--config", "tiny", "--optimizer", "sgd", "--repeats", "1", "--quiet",
-                     "--json", str(json_path), "--png", str(png_path)])
-    assert code == 0
-    result = json.loads(json_path.read_text())
-    (row,) = result["rows"]
-    assert row["config"] == "tiny" and row["optimizer"] == "sgd" and row["fastbp_step_s"] > 0
-    assert result["ceiling_gflops"] > 0
-    pytest.importorskip("matplotlib")
-    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

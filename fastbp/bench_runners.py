@@ -1,0 +1,234 @@
+"""One framework's timing of a training step, in a process of its own.
+
+``fastbp bench`` runs this file as a script (``python bench_runners.py``) once
+per framework and round, writes the measurement's spec as JSON to its stdin,
+and reads one JSON object from its stdout. Running the file, not the module
+``fastbp.bench_runners``, keeps ``fastbp/__init__`` (and with it numba and
+SciPy's BLAS) out of the torch and JAX processes: no two frameworks' thread
+pools are ever alive in one process.
+
+Every framework gets the same initial weights, the same ``n_steps`` batches
+and the same step: forward, cross-entropy on logits (mean over the batch; with a
+single output, the binary cross-entropy, since a softmax over one class is
+constant and a compiler may drop the whole backward pass),
+backward, then SGD (lr 0.01) or Adam (torch's defaults). Each runs the
+steps its fastest natural way: fastbp through ``Trainer.fit`` (the fused
+``kernels.train_epoch``), torch eager (or compiled) in a Python loop, JAX as
+one jitted ``lax.scan`` over the stacked batches.
+
+Only the standard library and NumPy are imported at the top.
+"""
+import json
+import os
+import sys
+import time
+
+if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    # running as a script puts fastbp/ itself on the path, where io.py and
+    # data.py would shadow modules of the same names
+    del sys.path[0]
+
+import numpy as np
+
+FRAMEWORKS = ("fastbp", "torch", "torch_compile", "jax")
+# the activations all three frameworks share: name -> (torch.nn class, jax.nn function)
+ACTIVATIONS = {
+    "relu": ("ReLU", "relu"), "tanh": ("Tanh", "tanh"), "sigmoid": ("Sigmoid", "sigmoid"),
+    "gelu": ("GELU", "gelu"), "silu": ("SiLU", "silu"), "elu": ("ELU", "elu"),
+    "leaky_relu": ("LeakyReLU", "leaky_relu"), "softplus": ("Softplus", "softplus"),
+}
+SGD_LR, ADAM_LR = 0.01, 1e-3
+# at least this many timed blocks per round, whatever their length
+MIN_BLOCKS = 3
+
+
+def initial_parameters(sizes, dtype, seed=0):
+    """[(W (n_out, n_in), b (n_out,)), ...] drawn as torch.nn.Linear draws
+    them, U(-1/sqrt(n_in), 1/sqrt(n_in)), from one seeded stream."""
+    rng = np.random.default_rng(seed)
+    bound = [1 / np.sqrt(n_in) for n_in in sizes[:-1]]
+    return [(rng.uniform(-k, k, (n_out, n_in)).astype(dtype), rng.uniform(-k, k, n_out).astype(dtype))
+            for n_in, n_out, k in zip(sizes[:-1], sizes[1:], bound)]
+
+
+def batches(sizes, batch, n_steps, dtype, seed=1):
+    """X (n_steps * batch, n_in) and the targets: integer labels
+    (n_steps * batch,), or for a single output 0/1 targets (n_steps * batch, 1)
+    of X's dtype."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_steps * batch, sizes[0])).astype(dtype)
+    y = rng.integers(0, max(2, sizes[-1]), size=n_steps * batch)
+    return X, (y[:, None].astype(dtype) if sizes[-1] == 1 else y)
+
+
+def limit_threads(threads):
+    """Cap every BLAS/OpenMP pool this process loads at ``threads`` (the
+    parent also sets OMP_NUM_THREADS and friends before the process starts);
+    returns what the pools report."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return {}
+    threadpool_limits(threads)
+    return {f"{pool['internal_api']}": pool["num_threads"] for pool in threadpool_info()}
+
+
+def _fastbp(spec, X, y, initial):
+    import fastbp
+
+    model = fastbp.MLP(spec["sizes"], activation=spec["activation"], dtype=spec["dtype"])
+    for (W, b), (W0, b0) in zip(model.params, initial):
+        W[...], b[...] = W0, b0
+    optimizer = (fastbp.SGD(model, lr=SGD_LR) if spec["optimizer"] == "sgd" else fastbp.Adam(model, lr=ADAM_LR))
+    loss = fastbp.BCEWithLogitsLoss() if spec["sizes"][-1] == 1 else fastbp.CrossEntropyLoss()
+    trainer = fastbp.Trainer(model, loss, optimizer)
+    threads = limit_threads(spec["threads"])
+
+    def run(record=False):
+        trainer.fit(X, y, epochs=1, batch_size=spec["batch"], shuffle=False)
+        return trainer.history.loss[-1] if record else None
+    return run, threads
+
+
+def _torch(spec, X, y, initial, compiled=False):
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    threads = {"torch intra-op": torch.get_num_threads(), **limit_threads(spec["threads"])}
+    layers = []
+    for index, (W0, b0) in enumerate(initial):
+        linear = torch.nn.Linear(W0.shape[1], W0.shape[0], dtype=getattr(torch, spec["dtype"]))
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(W0))
+            linear.bias.copy_(torch.from_numpy(b0))
+        layers.append(linear)
+        if index < len(initial) - 1:
+            layers.append(getattr(torch.nn, ACTIVATIONS[spec["activation"]][0])())
+    model = torch.nn.Sequential(*layers)
+    forward = torch.compile(model) if compiled else model
+    optimizer = (torch.optim.SGD(model.parameters(), lr=SGD_LR) if spec["optimizer"] == "sgd"
+                 else torch.optim.Adam(model.parameters(), lr=ADAM_LR))
+    loss_fn = torch.nn.BCEWithLogitsLoss() if spec["sizes"][-1] == 1 else torch.nn.CrossEntropyLoss()
+    xs = torch.from_numpy(X).view(spec["n_steps"], spec["batch"], -1)
+    ys = torch.from_numpy(y).view(spec["n_steps"], spec["batch"], *y.shape[1:])
+
+    def run(record=False):
+        total = 0.0
+        for xb, yb in zip(xs, ys):
+            optimizer.zero_grad()
+            loss = loss_fn(forward(xb), yb)
+            loss.backward()
+            optimizer.step()
+            if record:
+                total += loss.item()
+        return total / spec["n_steps"]
+    return run, threads
+
+
+def _jax(spec, X, y, initial):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    if spec["dtype"] == "float64":
+        jax.config.update("jax_enable_x64", True)
+    activation = getattr(jax.nn, ACTIVATIONS[spec["activation"]][1])
+    if spec["activation"] == "gelu":
+        activation = lambda x: jax.nn.gelu(x, approximate=False)  # noqa: E731  (torch's default)
+    # (n_in, n_out) weights: x @ W is the layout XLA's dot takes without a transpose
+    params = [(jnp.asarray(W0.T.copy()), jnp.asarray(b0)) for W0, b0 in initial]
+    optimizer = optax.sgd(SGD_LR) if spec["optimizer"] == "sgd" else optax.adam(ADAM_LR, b1=0.9, b2=0.999, eps=1e-8)
+    state = optimizer.init(params)
+    cross_entropy = (optax.sigmoid_binary_cross_entropy if spec["sizes"][-1] == 1
+                     else optax.softmax_cross_entropy_with_integer_labels)
+
+    def loss_fn(params, x, targets):
+        for W, b in params[:-1]:
+            x = activation(x @ W + b)
+        W, b = params[-1]
+        return cross_entropy(x @ W + b, targets).mean()
+
+    def step(carry, batch):
+        params, state = carry
+        loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+        updates, state = optimizer.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), loss
+
+    def epoch(params, state, xs, ys):
+        (params, state), losses = jax.lax.scan(step, (params, state), (xs, ys))
+        return params, state, losses.mean()
+
+    epoch = jax.jit(epoch, donate_argnums=(0, 1))
+    xs = jnp.asarray(X.reshape(spec["n_steps"], spec["batch"], -1))
+    ys = jnp.asarray(y.reshape(spec["n_steps"], spec["batch"], *y.shape[1:]))
+    carry = [params, state]
+
+    def run(record=False):
+        carry[0], carry[1], loss = epoch(carry[0], carry[1], xs, ys)
+        loss.block_until_ready()
+        return float(loss) if record else None
+    return run, {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **limit_threads(spec["threads"])}
+
+
+def time_training(spec):
+    """Warm up (compilation, cache loading: reported as ``first_call_s``),
+    then time blocks of ``n_steps`` steps for about ``seconds`` and at least
+    MIN_BLOCKS blocks; each block gives one time per step."""
+    dtype = np.dtype(spec["dtype"])
+    X, y = batches(spec["sizes"], spec["batch"], spec["n_steps"], dtype)
+    initial = initial_parameters(spec["sizes"], dtype)
+    framework = spec["framework"]
+    if framework == "fastbp":
+        run, threads = _fastbp(spec, X, y, initial)
+    elif framework in ("torch", "torch_compile"):
+        run, threads = _torch(spec, X, y, initial, compiled=framework == "torch_compile")
+    else:
+        run, threads = _jax(spec, X, y, initial)
+    start = time.perf_counter()
+    loss = run(record=True)
+    first_call = time.perf_counter() - start
+    step_seconds, begun, cpu_begun = [], time.perf_counter(), _cpu_seconds()
+    while len(step_seconds) < MIN_BLOCKS or time.perf_counter() - begun < spec["seconds"]:
+        start = time.perf_counter()
+        run()
+        step_seconds.append((time.perf_counter() - start) / spec["n_steps"])
+    # CPU time over wall time: the cores the framework kept busy, whatever it was told
+    cores_busy = (_cpu_seconds() - cpu_begun) / (time.perf_counter() - begun)
+    return {"first_call_s": first_call, "first_call_loss": loss, "step_seconds": step_seconds,
+            "threads": threads, "cores_busy": cores_busy}
+
+
+def _cpu_seconds():
+    times = os.times()
+    return times.user + times.system
+
+
+def time_sgemm(spec, n=2048, repeats=5):
+    """The best float32 GEMM rate (GFLOP/s) of SciPy's BLAS, the library the
+    kernels call, at the run's thread count."""
+    from scipy.linalg.blas import sgemm
+
+    threads = limit_threads(spec["threads"])
+    rng = np.random.default_rng(0)
+    A = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    B = np.asfortranarray(rng.standard_normal((n, n), dtype=np.float32))
+    C = np.zeros((n, n), dtype=np.float32, order="F")
+    sgemm(1.0, A, B, 0.0, C, overwrite_c=True)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sgemm(1.0, A, B, 0.0, C, overwrite_c=True)
+        best = min(best, time.perf_counter() - start)
+    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "threads": threads}
+
+
+def main():
+    spec = json.load(sys.stdin)
+    result = time_sgemm(spec) if spec["framework"] == "sgemm" else time_training(spec)
+    result.update(framework=spec["framework"], pid=os.getpid(),
+                  modules=sorted({name.split(".")[0] for name in sys.modules}))
+    json.dump(result, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""``fastbp bench``: every framework in its own process, the same step for
+all, the figures aggregated as stated. Timings are never asserted: the
+machines are noisy."""
+import importlib.util
+import json
+
+import pytest
+
+from fastbp import benchmark, cli
+
+# what must never be loaded next to each framework (top-level module names)
+_FORBIDDEN = {
+    "fastbp": {"torch", "jax", "jaxlib", "optax"},
+    "torch": {"fastbp", "kernels", "numba", "jax", "jaxlib", "optax"},
+    "jax": {"fastbp", "kernels", "numba", "torch"},
+}
+_SMALL = benchmark.Config("test", (4, 8, 3), 5)
+
+
+@pytest.fixture
+def short_rounds(monkeypatch):
+    monkeypatch.setattr(benchmark, "ROUND_SECONDS", 0.01)
+
+
+def test_each_framework_runs_alone_in_a_fresh_process_with_the_threads_asked(short_rounds):
+    frameworks = ["fastbp"] + benchmark.peers()
+    row = benchmark.measure(_SMALL, "adam", frameworks, rounds=1, threads=1, ceiling_gflops=1.0)
+    runs = [run for name in frameworks for run in row["rounds"][name]]
+    assert len({run["pid"] for run in runs}) == len(runs) == len(frameworks)
+    for run in runs:
+        assert not _FORBIDDEN[run["framework"]] & set(run["modules"]), run["framework"]
+        assert run["threads"] and set(run["threads"].values()) - {1} <= {
+            "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}, run["threads"]
+    # the same initial weights, batches and updates: the same mean loss over the first block
+    losses = [run["first_call_loss"] for run in runs]
+    assert max(losses) - min(losses) < 1e-5 * max(losses)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="JAX is not installed")
+def test_jax_is_a_peer_when_installed_and_a_single_output_uses_binary_cross_entropy(short_rounds):
+    row = benchmark.measure(benchmark.CONFIGS["tiny"], "sgd", ["fastbp", "jax"], rounds=1, threads=1,
+                            ceiling_gflops=1.0)
+    fastbp_loss, jax_loss = (row["rounds"][name][0]["first_call_loss"] for name in ("fastbp", "jax"))
+    assert fastbp_loss > 0.1  # a softmax over one class would give 0
+    assert jax_loss == pytest.approx(fastbp_loss, rel=1e-5)
+
+
+def test_flops_per_step_counts_no_input_gradient():
+    # 3-4-2, batch 5: forward 2*5*(12+8) = 200, dW 2*5*(12+8) = 200, dx of the second layer only 2*5*8 = 80
+    assert benchmark.Config("x", (3, 4, 2), 5).flops_per_step == 480
+    # 784-128-10, batch 64: 2*64*(3*(100352+1280) - 100352)
+    assert benchmark.CONFIGS["small"].flops_per_step == 26_181_632
+
+
+def test_summary_is_the_median_and_min_max_of_the_rounds_and_the_ratio_is_over_the_best_peer():
+    assert benchmark.summarize([3.0, 1.0, 2.0, 10.0]) == {"median_s": 2.5, "min_s": 1.0, "max_s": 10.0}
+    summaries = {"fastbp": {"median_s": 2.0}, "torch": {"median_s": 5.0}, "jax": {"median_s": 3.0}}
+    assert benchmark.compare(summaries) == {"ratios": {"torch": 2.5, "jax": 1.5}, "best_peer": "jax", "ratio": 1.5}
+    assert benchmark.compare({"fastbp": {"median_s": 2.0}}) == {"ratios": {}, "best_peer": None, "ratio": None}
+
+
+def test_measure_interleaves_rounds_and_keeps_every_block(monkeypatch):
+    calls = []
+    blocks = {"fastbp": [[1.0, 9.0, 2.0], [4.0, 4.0, 5.0], [3.0, 3.0, 3.0]],
+              "torch": [[8.0, 8.0, 8.0], [6.0, 7.0, 6.0], [30.0, 1.0, 30.0]]}
+
+    def fake_run(spec):
+        calls.append(spec["framework"])
+        round_index = calls.count(spec["framework"]) - 1
+        return {"framework": spec["framework"], "step_seconds": blocks[spec["framework"]][round_index]}
+    monkeypatch.setattr(benchmark, "run_process", fake_run)
+    row = benchmark.measure(_SMALL, "sgd", ["fastbp", "torch"], rounds=3, ceiling_gflops=1.0)
+    assert calls == ["fastbp", "torch"] * 3
+    # round medians: fastbp 2, 4, 3; torch 8, 6, 30
+    assert row["frameworks"]["fastbp"] == {"median_s": 3.0, "min_s": 2.0, "max_s": 4.0}
+    assert row["frameworks"]["torch"] == {"median_s": 8.0, "min_s": 6.0, "max_s": 30.0}
+    assert row["ratio"] == pytest.approx(8.0 / 3.0) and row["best_peer"] == "torch"
+    assert [run["step_seconds"] for run in row["rounds"]["fastbp"]] == blocks["fastbp"]
+
+
+def test_bench_options_parse():
+    args = cli.build_parser().parse_args(
+        ["bench", "--configs", "tiny,wide", "--optimizer", "adam", "--activation", "tanh", "--dtype", "float64",
+         "--threads", "1", "--rounds", "5", "--torch-compile"])
+    assert (args.configs, args.optimizer, args.activation, args.dtype, args.threads, args.rounds,
+            args.torch_compile) == (["tiny", "wide"], ["adam"], "tanh", "float64", 1, 5, True)
+    args = cli.build_parser().parse_args(["bench", "--sizes", "64,32,10", "--batch", "16"])
+    assert cli._bench_configs(args) == [benchmark.Config("custom", (64, 32, 10), 16)]
+    sweep = cli._bench_configs(cli.build_parser().parse_args(["bench", "--sweep"]))
+    assert {(c.sizes, c.batch) for c in sweep} == {((64, w, w, 10), b) for w in (16, 64, 256, 1024)
+                                                   for b in (32, 128, 512)}
+
+
+def test_thread_environment_sets_every_library():
+    env = benchmark.thread_environment(3)
+    assert all(env[name] == "3" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
+    assert "intra_op_parallelism_threads=3" in env["XLA_FLAGS"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--configs", "tiny,nosuch"], "unknown config 'nosuch'; valid names: tiny, small, narrow, medium, wide"),
+    (["--batch", "32"], "--batch sets the batch of a custom config: give --sizes too"),
+    (["--sweep", "--sizes", "4,2"], "not allowed with argument"),
+    (["--threads", "0"], "expected a positive integer, got 0"),
+    (["--activation", "identity"], "invalid choice: 'identity'"),
+])
+def test_bench_rejects_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bench", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_refuses_a_config_too_large_for_memory(capsys, tmp_path):
+    json_path = tmp_path / "out.json"
+    code = cli.main(["bench", "--sizes", "100000,100000,100000", "--batch", "4096", "--json", str(json_path)])
+    assert code == 2
+    message = capsys.readouterr().err
+    needed = benchmark.bytes_needed(benchmark.Config("custom", (100000, 100000, 100000), 4096))
+    assert f"needs about {needed:,} bytes" in message and "choose smaller --sizes or --batch" in message
+    assert not json_path.exists()
+
+
+def test_bench_prints_the_table_and_threads_and_writes_every_round(tmp_path, capsys, short_rounds):
+    json_path, png_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    code = cli.main(["bench", "--configs", "tiny", "--optimizer", "sgd", "--rounds", "2", "--threads", "1",
+                     "--quiet", "--json", str(json_path), "--png", str(png_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "threads: 1 for every framework" in out and "  fastbp: openblas 1" in out
+    assert "median [min-max] of the rounds' medians" in out
+    result = json.loads(json_path.read_text())
+    (row,) = result["rows"]
+    assert row["config"] == "tiny" and row["optimizer"] == "sgd" and result["ceiling"]["gflops"] > 0
+    frameworks = ["fastbp"] + benchmark.peers()
+    assert list(row["rounds"]) == frameworks
+    assert all(len(row["rounds"][name]) == 2 and len(row["rounds"][name][0]["step_seconds"]) >= 3
+               for name in frameworks)
+    pids = [run["pid"] for runs in row["rounds"].values() for run in runs]
+    assert len(set(pids)) == len(pids)  # a fresh process for every framework and round
+    pytest.importorskip("matplotlib")
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
