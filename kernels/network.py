@@ -18,6 +18,7 @@ buffers, ``u`` its unit offset.
 from kernels.activations import IDENTITY, activation_backward, activation_forward
 from kernels.config import jit
 from kernels.dense import dense_backward, dense_forward
+from kernels.views import matrix_view
 
 N_IN, N_OUT, WEIGHT_OFFSET, BIAS_OFFSET, ACTIVATION, UNIT_OFFSET = range(6)
 
@@ -27,7 +28,7 @@ def layer_weights(params, layers, i):
     """(W, b) views of layer ``i`` in a flat buffer; ``b`` is empty without bias."""
     n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
     start = layers[i, WEIGHT_OFFSET]
-    W = params[start:start + n_out * n_in].reshape((n_out, n_in))
+    W = matrix_view(params, start, n_out, n_in)
     bias_start = layers[i, BIAS_OFFSET]
     if bias_start < 0:
         return W, params[start:start]
@@ -37,15 +38,13 @@ def layer_weights(params, layers, i):
 @jit
 def layer_units(store, layers, i, batch):
     """The (batch, n_out) view of layer ``i`` in a flat activation buffer."""
-    n_out = layers[i, N_OUT]
-    start = batch * layers[i, UNIT_OFFSET]
-    return store[start:start + batch * n_out].reshape((batch, n_out))
+    return matrix_view(store, batch * layers[i, UNIT_OFFSET], batch, layers[i, N_OUT])
 
 
 @jit
 def scratch_view(scratch, parity, batch, width):
     """A (batch, width) view of one of the two rows of the backward scratch."""
-    return scratch[parity, :batch * width].reshape((batch, width))
+    return matrix_view(scratch[parity], 0, batch, width)
 
 
 @jit

@@ -10,6 +10,7 @@ from kernels.config import jit
 from kernels.losses import loss_value_and_grad
 from kernels.network import N_IN, layer_units, network_backward, network_forward, scratch_view
 from kernels.optimizers import optimizer_step
+from kernels.views import matrix_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -101,16 +102,17 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     loss_sum = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        xb = batch_x[:rows * n_in].reshape((rows, n_in))
-        tb = batch_targets[:rows * n_out * (targets.shape[0] > 0)].reshape((-1, n_out))
-        lb = batch_labels[:rows * (labels.shape[0] > 0)]
         for r in range(rows):
             sample = order[start + r]
-            xb[r, :] = X[sample, :]
-            if targets.shape[0] > 0:
-                tb[r, :] = targets[sample, :]
+            for j in range(n_in):
+                batch_x[r * n_in + j] = X[sample, j]
+            for j in range(targets.shape[1]):
+                batch_targets[r * n_out + j] = targets[sample, j]
             if labels.shape[0] > 0:
-                lb[r] = labels[sample]
+                batch_labels[r] = labels[sample]
+        xb = matrix_view(batch_x, 0, rows, n_in)
+        tb = matrix_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out)
+        lb = batch_labels[:rows * (labels.shape[0] > 0)]
         network_forward(z_store, a_store, xb, params, layers, activation_params)
         prediction = layer_units(a_store, layers, n_layers - 1, rows)
         dprediction = scratch_view(scratch, 0, rows, n_out)
