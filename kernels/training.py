@@ -10,7 +10,7 @@ from kernels.config import jit
 from kernels.losses import loss_value_and_grad
 from kernels.network import N_IN, layer_units, network_backward, network_forward, scratch_view
 from kernels.optimizers import optimizer_step
-from kernels.views import matrix_view
+from kernels.views import borrowed, matrix_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -95,6 +95,14 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
         batch loss (batch loss times batch size for ``mean``), and the number
         of updates taken so far
     """
+    # Every kernel below is handed these arrays dozens of times per step;
+    # without their reference counts, those hand-overs cost nothing.
+    params, grads, optimizer_hyper = borrowed(params), borrowed(grads), borrowed(optimizer_hyper)
+    state0, state1, state2 = borrowed(state0), borrowed(state1), borrowed(state2)
+    X, targets, labels, order = borrowed(X), borrowed(targets), borrowed(labels), borrowed(order)
+    layers, activation_params = borrowed(layers), borrowed(activation_params)
+    batch_x, batch_targets, batch_labels = borrowed(batch_x), borrowed(batch_targets), borrowed(batch_labels)
+    z_store, a_store, scratch = borrowed(z_store), borrowed(a_store), borrowed(scratch)
     n = X.shape[0]
     n_in = layers[0, N_IN]
     n_layers = layers.shape[0]
@@ -118,8 +126,7 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
         dprediction = scratch_view(scratch, 0, rows, n_out)
         value = loss_value_and_grad(dprediction, prediction, tb, lb, loss_code, loss_param, loss_mean)
         loss_sum += value * rows if loss_mean else value
-        grads[:] = 0.0
-        network_backward(grads, scratch, xb, params, layers, activation_params, z_store, a_store, False)
+        network_backward(grads, scratch, xb, params, layers, activation_params, z_store, a_store, False, False)
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
