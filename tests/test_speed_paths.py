@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+import fastbp
 import kernels
 from kernels.config import jit
 from kernels.fused import dense_activation_backward, dense_activation_forward
@@ -73,3 +74,39 @@ def test_fused_dense_activation_matches_the_unfused_kernels_bit_for_bit(activati
         np.testing.assert_array_equal(dx, dx_ref)
         np.testing.assert_array_equal(dW, dW_ref)
         np.testing.assert_array_equal(db, db_ref)
+
+
+def _fit(monkeypatch, chunks, loss, optimizer, max_grad_norm, dtype, epochs=2):
+    """Train a fresh model with each minibatch split into ``chunks`` parts."""
+    monkeypatch.setattr(kernels, "data_parallel_chunks", lambda n_params, batch_size, n_threads: chunks)
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((203, 12))
+    y = rng.integers(0, 4, 203) if loss == "cross_entropy" else rng.standard_normal((203, 4))
+    model = fastbp.MLP([12, 16, 9, 4], activation="tanh", dtype=dtype, seed=3)
+    optimizer = (fastbp.SGD(model, lr=0.05, momentum=0.9, weight_decay=1e-3) if optimizer == "sgd"
+                 else fastbp.Adam(model, lr=1e-2, amsgrad=True))
+    trainer = fastbp.Trainer(model, fastbp.losses.as_loss(loss), optimizer, max_grad_norm=max_grad_norm)
+    history = trainer.fit(X, y, epochs=epochs, batch_size=40, seed=1)
+    return np.array(history.loss), model._params.copy(), model._grads.copy()
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("optimizer, max_grad_norm", [("sgd", None), ("adam", 0.5)])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-12), ("float32", 2e-5)])
+def test_data_parallel_epochs_match_serial_ones_up_to_rounding(monkeypatch, loss, optimizer, max_grad_norm,
+                                                               dtype, rtol):
+    serial = _fit(monkeypatch, 1, loss, optimizer, max_grad_norm, dtype)
+    for chunks in (2, 3):
+        split = _fit(monkeypatch, chunks, loss, optimizer, max_grad_norm, dtype)
+        for got, expected in zip(split, serial):
+            np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
+        # the same split gives the same numbers, bit for bit
+        for got, again in zip(split, _fit(monkeypatch, chunks, loss, optimizer, max_grad_norm, dtype)):
+            np.testing.assert_array_equal(got, again)
+
+
+def test_data_parallel_chunks_split_only_what_is_worth_it():
+    assert kernels.data_parallel_chunks(10_000, 1024, 1) == 1
+    assert kernels.data_parallel_chunks(10_000, 1, 2) == 1
+    assert kernels.data_parallel_chunks(10_000, 1024, 2) == 2
+    assert kernels.data_parallel_chunks(1_000_000, 1024, 2) == 1
