@@ -14,7 +14,7 @@ Both compute the very numbers of the unfused kernels: the loops sum in the
 order and precision of ``kernels.blas``'s own loops, and the activation is
 the same scalar function.
 """
-from kernels.activations import IDENTITY, activate, activation_backward, activation_forward, derivative
+from kernels.activations import IDENTITY, activate, activation_backward, activation_forward
 from kernels.blas import SMALL_GEMM, gemm
 from kernels.config import jit
 
