@@ -108,5 +108,6 @@ def test_data_parallel_epochs_match_serial_ones_up_to_rounding(monkeypatch, loss
 def test_data_parallel_chunks_split_only_what_is_worth_it():
     assert kernels.data_parallel_chunks(10_000, 1024, 1) == 1
     assert kernels.data_parallel_chunks(10_000, 1, 2) == 1
+    assert kernels.data_parallel_chunks(10_000, 64, 2) == 1
     assert kernels.data_parallel_chunks(10_000, 1024, 2) == 2
     assert kernels.data_parallel_chunks(1_000_000, 1024, 2) == 1
