@@ -1,7 +1,10 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
+import contextlib
+import functools
 import time
 import warnings
 
+import numba
 import numpy as np
 
 import kernels
@@ -12,6 +15,27 @@ from fastbp.metrics import metric_name, score
 from fastbp.mlp import MLP
 from fastbp.optim import Optimizer
 from fastbp.schedules import Schedule
+
+
+def _fused_epoch(model, batch_size):
+    """The compiled epoch for this model and batch size, and the context its
+    BLAS calls run in: a data-parallel epoch needs single-threaded BLAS
+    (threadpoolctl sets that; without it, epochs stay serial)."""
+    chunks = kernels.data_parallel_chunks(model.n_params, batch_size, numba.get_num_threads())
+    if chunks == 1 or _blas_controller() is None:
+        return kernels.train_epoch, contextlib.nullcontext
+    return (lambda *args: kernels.train_epoch_data_parallel(*args, chunks),
+            lambda: _blas_controller().limit(limits=1, user_api="blas"))
+
+
+@functools.cache
+def _blas_controller():
+    # made once: finding the BLAS libraries takes 50 us, limiting them 3 us
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
 
 
 class Trainer:
@@ -163,16 +187,18 @@ class Trainer:
         order = np.arange(n, dtype=np.int64)
         keep_best = patience is not None and restore_best
         self.stop_training = False
+        train_epoch, blas_threads = _fused_epoch(model, rows)
         for _ in range(epochs):
             start = time.perf_counter()
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
             if shuffle:
                 kernels.random_permutation(order, self._rng_state)
-            loss_sum, optimizer.step_count = kernels.train_epoch(
-                model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
-                optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
-                model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
-                batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
+            with blas_threads():
+                loss_sum, optimizer.step_count = train_epoch(
+                    model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
+                    optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
+                    model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
+                    batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
             self.epoch += 1
             logs["loss"] = loss_sum / n
             if not np.isfinite(logs["loss"]):

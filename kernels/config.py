@@ -20,3 +20,23 @@ _cache_stamp.install()
 JIT_OPTIONS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "numpy"}
 
 jit = njit(**JIT_OPTIONS)
+
+parallel_jit = njit(**JIT_OPTIONS, parallel=True)
+
+# A data-parallel step gives each thread its rows of the minibatch and
+# single-threaded BLAS calls, then adds up the threads' gradients: one
+# synchronisation per step instead of one inside every BLAS call (a narrow
+# network makes fifteen per step). Adding up the gradients costs a pass over
+# them, so large networks are left to BLAS's own threads; and a part needs
+# enough rows for its weight-gradient product (rows deep) to run at speed:
+# measured, 2 x 32 rows of 784-128-10 are no faster than BLAS's threads,
+# 2 x 512 rows of 64-64x4-3 are 1.3-1.4x faster.
+DATA_PARALLEL_MAX_PARAMS = 1 << 18
+DATA_PARALLEL_MIN_ROWS = 64
+
+
+def data_parallel_chunks(n_params, batch_size, n_threads):
+    """How many parts a minibatch is split into, one per thread (1: none)."""
+    if n_threads < 2 or n_params > DATA_PARALLEL_MAX_PARAMS:
+        return 1
+    return max(1, min(n_threads, batch_size // DATA_PARALLEL_MIN_ROWS))

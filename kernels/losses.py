@@ -48,7 +48,13 @@ def pointwise_loss(dpred, pred, target, code, delta, mean):
     delta : float, the Huber threshold (ignored by the others)
     mean : bool, divide by ``pred.size`` (else sum)
     """
-    scale = 1.0 / pred.size if mean else 1.0
+    return scaled_pointwise_loss(dpred, pred, target, code, delta, 1.0 / pred.size if mean else 1.0)
+
+
+@jit
+def scaled_pointwise_loss(dpred, pred, target, code, delta, scale):
+    """``pointwise_loss`` with the mean's divisor given: ``scale`` is
+    1 / (elements of the whole batch) when ``pred`` holds a part of it."""
     total = 0.0
     for i in range(pred.shape[0]):
         for j in range(pred.shape[1]):
@@ -72,8 +78,15 @@ def cross_entropy_loss(dlogits, logits, labels, label_smoothing, mean):
     label_smoothing : float in [0, 1]
     mean : bool, divide by ``batch`` (else sum)
     """
+    return scaled_cross_entropy_loss(dlogits, logits, labels, label_smoothing,
+                                     1.0 / logits.shape[0] if mean else 1.0)
+
+
+@jit
+def scaled_cross_entropy_loss(dlogits, logits, labels, label_smoothing, scale):
+    """``cross_entropy_loss`` with the mean's divisor given: ``scale`` is
+    1 / (rows of the whole batch) when ``logits`` holds a part of it."""
     batch, n_classes = logits.shape
-    scale = 1.0 / batch if mean else 1.0
     smooth = label_smoothing / n_classes
     total = 0.0
     for i in range(batch):
@@ -106,3 +119,20 @@ def loss_value_and_grad(dpred, pred, target, labels, code, param, mean):
     if code == CROSS_ENTROPY:
         return cross_entropy_loss(dpred, pred, labels, param, mean)
     return pointwise_loss(dpred, pred, target, code, param, mean)
+
+
+@jit
+def mean_scale(code, batch, n_out, mean):
+    """The factor ``mean`` reduction multiplies a batch's summed loss by."""
+    if not mean:
+        return 1.0
+    return 1.0 / batch if code == CROSS_ENTROPY else 1.0 / (batch * n_out)
+
+
+@jit
+def scaled_loss_value_and_grad(dpred, pred, target, labels, code, param, scale):
+    """``loss_value_and_grad`` for a part of a batch, with the whole batch's
+    ``mean_scale``."""
+    if code == CROSS_ENTROPY:
+        return scaled_cross_entropy_loss(dpred, pred, labels, param, scale)
+    return scaled_pointwise_loss(dpred, pred, target, code, param, scale)

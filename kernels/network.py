@@ -15,9 +15,9 @@ Layer ``i`` owns ``W = params[w:w + n_out*n_in]`` viewed as (n_out, n_in) and
 (batch, n_out) views ``store[batch*u : batch*(u + n_out)]`` of two flat
 buffers, ``u`` its unit offset.
 """
-from kernels.activations import IDENTITY, activation_backward, activation_forward
 from kernels.config import jit
-from kernels.dense import dense_backward, dense_forward
+from kernels.fused import dense_activation_backward, dense_activation_forward
+from kernels.views import matrix_view
 
 N_IN, N_OUT, WEIGHT_OFFSET, BIAS_OFFSET, ACTIVATION, UNIT_OFFSET = range(6)
 
@@ -27,7 +27,7 @@ def layer_weights(params, layers, i):
     """(W, b) views of layer ``i`` in a flat buffer; ``b`` is empty without bias."""
     n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
     start = layers[i, WEIGHT_OFFSET]
-    W = params[start:start + n_out * n_in].reshape((n_out, n_in))
+    W = matrix_view(params, start, n_out, n_in)
     bias_start = layers[i, BIAS_OFFSET]
     if bias_start < 0:
         return W, params[start:start]
@@ -37,15 +37,13 @@ def layer_weights(params, layers, i):
 @jit
 def layer_units(store, layers, i, batch):
     """The (batch, n_out) view of layer ``i`` in a flat activation buffer."""
-    n_out = layers[i, N_OUT]
-    start = batch * layers[i, UNIT_OFFSET]
-    return store[start:start + batch * n_out].reshape((batch, n_out))
+    return matrix_view(store, batch * layers[i, UNIT_OFFSET], batch, layers[i, N_OUT])
 
 
 @jit
 def scratch_view(scratch, parity, batch, width):
     """A (batch, width) view of one of the two rows of the backward scratch."""
-    return scratch[parity, :batch * width].reshape((batch, width))
+    return matrix_view(scratch[parity], 0, batch, width)
 
 
 @jit
@@ -65,18 +63,20 @@ def network_forward(z_store, a_store, x, params, layers, activation_params):
         W, b = layer_weights(params, layers, i)
         z = layer_units(z_store, layers, i, batch)
         a = layer_units(a_store, layers, i, batch)
-        dense_forward(z, inputs, W, b)
-        activation_forward(a, z, layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1])
+        dense_activation_forward(z, a, inputs, W, b, layers[i, ACTIVATION], activation_params[i, 0],
+                                 activation_params[i, 1])
         inputs = a
 
 
 @jit
-def network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx):
-    """Backpropagate from d(loss)/d(output), accumulating into ``grads``.
+def network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx,
+                     accumulate=True):
+    """Backpropagate from d(loss)/d(output) into ``grads``.
 
     Parameters
     ----------
-    grads : (n_params,) array, parameter gradients are added to it
+    grads : (n_params,) array, parameter gradients are added to it (written
+        over when not ``accumulate``, which spares zeroing it first)
     scratch : (2, >= batch * max_width) array; on entry its row 0 holds
         d(loss)/d(output) as (batch, n_out_last); on exit, when ``need_dx``,
         row ``n_layers % 2`` holds d(loss)/d(x) as (batch, n_in)
@@ -84,6 +84,7 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
     params, layers, activation_params : as in ``network_forward``
     z_store, a_store : the buffers the forward pass filled
     need_dx : bool, compute the gradient w.r.t. ``x``
+    accumulate : bool
     """
     batch = x.shape[0]
     n_layers = layers.shape[0]
@@ -92,15 +93,13 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
         n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
         # d(loss)/d(a) arrives in this buffer and becomes d(loss)/d(z) in place
         delta = scratch_view(scratch, parity, batch, n_out)
-        code = layers[i, ACTIVATION]
-        if code != IDENTITY:
-            z = layer_units(z_store, layers, i, batch)
-            a = layer_units(a_store, layers, i, batch)
-            activation_backward(delta, delta, z, a, code, activation_params[i, 0], activation_params[i, 1])
-        W, b = layer_weights(params, layers, i)
+        z = layer_units(z_store, layers, i, batch)
+        a = layer_units(a_store, layers, i, batch)
+        W, _ = layer_weights(params, layers, i)
         dW, db = layer_weights(grads, layers, i)
         inputs = layer_units(a_store, layers, i - 1, batch) if i > 0 else x
-        # zero rows asks dense_backward to skip d(loss)/d(x) of the first layer
+        # zero rows skips d(loss)/d(x) of the first layer
         rows = batch if i > 0 or need_dx else 0
         dinputs = scratch_view(scratch, 1 - parity, rows, n_in)
-        dense_backward(dinputs, dW, db, delta, inputs, W)
+        dense_activation_backward(dinputs, dW, db, delta, inputs, W, z, a, layers[i, ACTIVATION],
+                                  activation_params[i, 0], activation_params[i, 1], accumulate)

@@ -7,9 +7,10 @@ computes.
 import numpy as np
 
 from kernels.config import jit
-from kernels.losses import loss_value_and_grad
-from kernels.network import N_IN, layer_units, network_backward, network_forward, scratch_view
+from kernels.losses import mean_scale, scaled_loss_value_and_grad
+from kernels.network import N_OUT, layer_units, network_backward, network_forward, scratch_view
 from kernels.optimizers import optimizer_step
+from kernels.views import borrowed, matrix_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -94,32 +95,65 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
         batch loss (batch loss times batch size for ``mean``), and the number
         of updates taken so far
     """
+    # Every kernel below is handed these arrays dozens of times per step;
+    # without their reference counts, those hand-overs cost nothing.
+    params, grads, optimizer_hyper = borrowed(params), borrowed(grads), borrowed(optimizer_hyper)
+    state0, state1, state2 = borrowed(state0), borrowed(state1), borrowed(state2)
+    X, targets, labels, order = borrowed(X), borrowed(targets), borrowed(labels), borrowed(order)
+    layers, activation_params = borrowed(layers), borrowed(activation_params)
+    batch_x, batch_targets, batch_labels = borrowed(batch_x), borrowed(batch_targets), borrowed(batch_labels)
+    z_store, a_store, scratch = borrowed(z_store), borrowed(a_store), borrowed(scratch)
     n = X.shape[0]
-    n_in = layers[0, N_IN]
-    n_layers = layers.shape[0]
-    n_out = layers[n_layers - 1, 1]
+    n_out = layers[layers.shape[0] - 1, N_OUT]
     loss_sum = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        xb = batch_x[:rows * n_in].reshape((rows, n_in))
-        tb = batch_targets[:rows * n_out * (targets.shape[0] > 0)].reshape((-1, n_out))
-        lb = batch_labels[:rows * (labels.shape[0] > 0)]
-        for r in range(rows):
-            sample = order[start + r]
-            xb[r, :] = X[sample, :]
-            if targets.shape[0] > 0:
-                tb[r, :] = targets[sample, :]
-            if labels.shape[0] > 0:
-                lb[r] = labels[sample]
-        network_forward(z_store, a_store, xb, params, layers, activation_params)
-        prediction = layer_units(a_store, layers, n_layers - 1, rows)
-        dprediction = scratch_view(scratch, 0, rows, n_out)
-        value = loss_value_and_grad(dprediction, prediction, tb, lb, loss_code, loss_param, loss_mean)
+        xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
+        scale = mean_scale(loss_code, rows, n_out, loss_mean)
+        value = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers, activation_params,
+                                loss_code, loss_param, scale)
         loss_sum += value * rows if loss_mean else value
-        grads[:] = 0.0
-        network_backward(grads, scratch, xb, params, layers, activation_params, z_store, a_store, False)
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
         optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
     return loss_sum, step
+
+
+@jit
+def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
+    """Copy the samples ``order[start:start + rows]`` to the front of the
+    gather buffers; returns them as (x, targets, labels) of ``rows`` rows
+    (targets or labels empty, as in the data)."""
+    n_in, n_out = X.shape[1], targets.shape[1]
+    for r in range(rows):
+        sample = order[start + r]
+        for j in range(n_in):
+            batch_x[r * n_in + j] = X[sample, j]
+        for j in range(n_out):
+            batch_targets[r * n_out + j] = targets[sample, j]
+        if labels.shape[0] > 0:
+            batch_labels[r] = labels[sample]
+    return (matrix_view(batch_x, 0, rows, n_in),
+            matrix_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out),
+            batch_labels[:rows if labels.shape[0] > 0 else 0])
+
+
+@jit
+def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
+                    loss_code, loss_param, loss_scale):
+    """Forward, loss and backward over a minibatch, or a part of one.
+
+    ``grads`` is written (not accumulated); ``loss_scale`` is the whole
+    minibatch's ``kernels.losses.mean_scale``. The other arguments are as in
+    ``train_epoch``, with ``x``, ``target``, ``labels`` the gathered rows.
+    Returns this part's share of the minibatch loss.
+    """
+    rows = x.shape[0]
+    last = layers.shape[0] - 1
+    network_forward(z_store, a_store, x, params, layers, activation_params)
+    prediction = layer_units(a_store, layers, last, rows)
+    dprediction = scratch_view(scratch, 0, rows, layers[last, N_OUT])
+    value = scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
+    network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
+    return value

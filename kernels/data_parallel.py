@@ -1,0 +1,78 @@
+"""The fused training epoch with each minibatch split between threads.
+
+Each thread gathers its rows, runs forward, loss and backward on them into a
+gradient buffer of its own, with its own stretch of the activation buffers;
+the buffers are then added in a fixed order (so a run is the same at a given
+thread count), each thread adding and updating its own slice of the
+parameters. BLAS must run single-threaded inside (the caller's job).
+The sum over the parts rounds differently from one pass over the whole
+minibatch, so the numbers match ``train_epoch``'s up to float rounding.
+"""
+import numpy as np
+from numba import prange
+
+from kernels.config import parallel_jit
+from kernels.losses import mean_scale
+from kernels.network import N_IN, N_OUT, UNIT_OFFSET
+from kernels.optimizers import optimizer_step
+from kernels.training import batch_gradients, clip_grad_norm, gather_batch
+from kernels.views import borrowed, matrix_view
+
+
+@parallel_jit
+def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step,
+                              X, targets, labels, order, batch_size, max_grad_norm,
+                              layers, activation_params, loss_code, loss_param, loss_mean,
+                              batch_x, batch_targets, batch_labels, z_store, a_store, scratch, n_chunks):
+    """``kernels.train_epoch`` with each minibatch split into ``n_chunks``
+    parts run in parallel; same arguments, same results up to rounding."""
+    params, grads, optimizer_hyper = borrowed(params), borrowed(grads), borrowed(optimizer_hyper)
+    state0, state1, state2 = borrowed(state0), borrowed(state1), borrowed(state2)
+    X, targets, labels, order = borrowed(X), borrowed(targets), borrowed(labels), borrowed(order)
+    layers, activation_params = borrowed(layers), borrowed(activation_params)
+    batch_x, batch_targets, batch_labels = borrowed(batch_x), borrowed(batch_targets), borrowed(batch_labels)
+    z_store, a_store = borrowed(z_store), borrowed(a_store)
+    scratch_rows = scratch.shape[1]
+    scratch = borrowed(scratch.reshape(scratch.size))
+    n, n_params = X.shape[0], params.shape[0]
+    last = layers.shape[0] - 1
+    n_in, n_out = layers[0, N_IN], layers[last, N_OUT]
+    total_units = layers[last, UNIT_OFFSET] + n_out
+    max_width = n_in
+    for i in range(last + 1):
+        max_width = max(max_width, layers[i, N_OUT])
+    has_targets, has_labels = targets.shape[0] > 0, labels.shape[0] > 0
+    # chunk 0 writes into grads itself, the others into their own rows here
+    chunk_grads = np.empty((n_chunks - 1, n_params), dtype=grads.dtype)
+    values = np.zeros(n_chunks)
+    loss_sum = 0.0
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        scale = mean_scale(loss_code, rows, n_out, loss_mean)
+        for c in prange(n_chunks):
+            first, end = rows * c // n_chunks, rows * (c + 1) // n_chunks
+            xb, tb, lb = gather_batch(batch_x[first * n_in:], batch_targets[first * n_out * has_targets:],
+                                      batch_labels[first * has_labels:], X, targets, labels, order,
+                                      start + first, end - first)
+            chunk_scratch = matrix_view(scratch, 2 * first * max_width, 2, (end - first) * max_width)
+            g = grads if c == 0 else chunk_grads[c - 1]
+            values[c] = batch_gradients(g, z_store[first * total_units:], a_store[first * total_units:],
+                                        chunk_scratch, xb, tb, lb, params, layers, activation_params,
+                                        loss_code, loss_param, scale)
+        value = 0.0
+        for c in range(n_chunks):
+            value += values[c]
+        loss_sum += value * rows if loss_mean else value
+        for c in prange(n_chunks):
+            first, end = n_params * c // n_chunks, n_params * (c + 1) // n_chunks
+            for k in range(n_chunks - 1):
+                for i in range(first, end):
+                    grads[i] += chunk_grads[k, i]
+        if max_grad_norm > 0.0:
+            clip_grad_norm(grads, max_grad_norm)
+        step += 1
+        for c in prange(n_chunks):
+            first, end = n_params * c // n_chunks, n_params * (c + 1) // n_chunks
+            optimizer_step(optimizer_code, params[first:end], grads[first:end], state0[first:end],
+                           state1[first:end], state2[first:end], optimizer_hyper, step)
+    return loss_sum, step
