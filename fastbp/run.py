@@ -300,7 +300,11 @@ def check_output(flag, path, inputs=None, overwrite=False):
                             f"give another path")
     if os.path.isfile(path) and os.path.getsize(path) and not overwrite:
         what, written_by_fastbp = REPLACEABLE[flag]
-        if not written_by_fastbp(path):
+        try:
+            ours = written_by_fastbp(path)
+        except OSError:  # unreadable: nothing shows that fastbp wrote it
+            ours = False
+        if not ours:
             raise DataError(f"{flag}: {path!r} exists and is not {what}; give another path, or add --overwrite "
                             f"to replace it")
     return path
@@ -346,12 +350,16 @@ def _is_predictions(path):
     return names in (["prediction"], [f"prediction_{i}" for i in range(len(names))])
 
 
+def _is_png(path):
+    return _head(path, 8) == b"\x89PNG\r\n\x1a\n"
+
+
 # flag -> (what fastbp writes there, whether the file at a path is one of those)
 REPLACEABLE = {
     "--save": ("a fastbp model or checkpoint", _is_fastbp_archive),
     "--out": ("a CSV or Parquet file of fastbp predictions", _is_predictions),
-    "--plot": ("a PNG image", lambda path: _head(path, 8) == b"\x89PNG\r\n\x1a\n"),
-    "--png": ("a PNG image", lambda path: _head(path, 8) == b"\x89PNG\r\n\x1a\n"),
+    "--plot": ("a PNG image", _is_png),
+    "--png": ("a PNG image", _is_png),
     "--json": ("a fastbp bench result", lambda path: re.match(rb'\{\s*"ceiling"', _head(path, 64)) is not None),
 }
 
