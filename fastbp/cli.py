@@ -15,6 +15,10 @@ from fastbp.optim import OPTIMIZERS
 from fastbp.preprocessing import IMPUTE, UNKNOWN_CATEGORY
 
 
+OVERWRITE = ("replace an existing output file that fastbp did not write (without it, only its own checkpoints, "
+             "models, predictions, charts and results are replaced); an input file is never replaced")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with errors as one line and exit status 2."""
 
@@ -86,6 +90,10 @@ def _bench_configs(args):
 
 
 def _bench(args, parser):
+    from fastbp.run import check_output
+
+    check_output("--json", args.json, overwrite=args.overwrite)
+    check_output("--png", args.png, {"--json": args.json}, overwrite=args.overwrite)
     if args.batch and not args.sizes:
         parser.error("--batch sets the batch of a custom config: give --sizes too (e.g. --sizes 784,128,10)")
     configs, threads = _bench_configs(args), args.threads or os.cpu_count() or 1
@@ -142,14 +150,14 @@ def _train(args, parser):
 
     given = {name: getattr(args, name) for name in run.DEFAULTS}
     return run.train(given, resume=args.resume, save=args.save, plot=args.plot, quiet=args.quiet,
-                     threads=args.threads, save_every=args.save_every)
+                     threads=args.threads, save_every=args.save_every, overwrite=args.overwrite)
 
 
 def _predict(args, parser):
     from fastbp import run
 
     return run.predict(args.model, args.data, target=args.target, out_path=args.out,
-                       unknown_category=args.unknown_category)
+                       unknown_category=args.unknown_category, overwrite=args.overwrite)
 
 
 def _check(args, parser):
@@ -222,6 +230,7 @@ def build_parser():
                             "laid out again for that total, and --lr or --lr-schedule start a new schedule")
     train.add_argument("--plot", metavar="PATH", help="write a PNG of loss and metric per epoch")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
     predict = commands.add_parser("predict", help="predict with a saved model or checkpoint")
     predict.add_argument("--model", required=True, metavar="PATH", help="a file written by fastbp train --save")
@@ -233,6 +242,7 @@ def build_parser():
                          help="write predictions to a .csv, .parquet or .npy (default: print them)")
     predict.add_argument("--unknown-category", choices=UNKNOWN_CATEGORY,
                          help="a category not seen in training: an error, or all zeros (default: as trained)")
+    predict.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
     commands.add_parser("check", help="compare this machine's kernels with torch autograd")
 
@@ -263,6 +273,7 @@ def build_parser():
     bench.add_argument("--json", default="fastbp-bench.json", help="where to write every round's results")
     bench.add_argument("--png", default="fastbp-bench.png", help="where to write the bar chart")
     bench.add_argument("--quiet", action="store_true", help="print only the final table")
+    bench.add_argument("--overwrite", action="store_true", help=OVERWRITE)
     return parser
 
 

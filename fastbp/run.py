@@ -6,11 +6,13 @@ written, so that a bad argument changes nothing.
 """
 import csv
 import os
+import re
 import signal
 import sys
 import tempfile
 import threading
 import time
+import zipfile
 from contextlib import nullcontext
 
 import numba.core.event as numba_event
@@ -19,7 +21,7 @@ import numpy as np
 from fastbp import data
 from fastbp._checks import as_matrix
 from fastbp.data import DataError
-from fastbp.io import load_any, load_checkpoint
+from fastbp.io import CHECKPOINT_FORMAT, MODEL_FORMAT, load_any, load_checkpoint
 from fastbp.losses import LOSSES
 from fastbp.mlp import MLP
 from fastbp.optim import OPTIMIZERS
@@ -279,8 +281,12 @@ def thread_limit(threads):
     return threadpool_limits(limits=threads)
 
 
-def check_output(flag, path):
-    """An output path whose folder exists, checked before anything is written."""
+def check_output(flag, path, inputs=None, overwrite=False):
+    """An output path that may be written, checked before anything is read at
+    length or written: its folder exists; it is none of the run's ``inputs``
+    ({flag: path or None}), which not even ``overwrite`` allows; and a file
+    already there is empty or of the kind fastbp writes at ``flag`` (see
+    REPLACEABLE), else it is replaced only with ``overwrite``."""
     if path is None:
         return None
     folder = os.path.dirname(os.path.abspath(path))
@@ -288,7 +294,80 @@ def check_output(flag, path):
         raise DataError(f"{flag}: folder {folder!r} does not exist")
     if os.path.isdir(path):
         raise DataError(f"{flag}: {path!r} is a folder, expected a file path")
+    for source, other in (inputs or {}).items():
+        if other is not None and _same_file(path, other):
+            raise DataError(f"{flag}: {path!r} is the {source} file; fastbp never writes over what it reads: "
+                            f"give another path")
+    if os.path.isfile(path) and os.path.getsize(path) and not overwrite:
+        what, written_by_fastbp = REPLACEABLE[flag]
+        try:
+            ours = written_by_fastbp(path)
+        except OSError:  # unreadable: nothing shows that fastbp wrote it
+            ours = False
+        if not ours:
+            raise DataError(f"{flag}: {path!r} exists and is not {what}; give another path, or add --overwrite "
+                            f"to replace it")
     return path
+
+
+def _same_file(path, other):
+    try:
+        return os.path.samefile(path, other)
+    except OSError:  # one of them does not exist
+        return os.path.realpath(path) == os.path.realpath(other)
+
+
+def _head(path, size):
+    with open(path, "rb") as stream:
+        return stream.read(size)
+
+
+def _is_fastbp_archive(path):
+    if _head(path, 2) != b"PK":  # np.load would read a .npy whole
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return str(archive["format"]) in (MODEL_FORMAT, CHECKPOINT_FORMAT)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return False
+
+
+def _is_predictions(path):
+    """A .csv or .parquet whose columns are the ones _Writer names; a .npy
+    carries no names, so nothing shows that fastbp wrote it."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".csv":
+        names = _head(path, 1 << 16).split(b"\n")[0].rstrip(b"\r").decode("latin-1").split(",")
+    elif extension == ".parquet":
+        try:
+            import pyarrow.parquet
+
+            names = pyarrow.parquet.read_schema(path).names
+        except (OSError, ValueError):
+            return False
+    else:
+        return False
+    return names in (["prediction"], [f"prediction_{i}" for i in range(len(names))])
+
+
+def _is_png(path):
+    return _head(path, 8) == b"\x89PNG\r\n\x1a\n"
+
+
+# flag -> (what fastbp writes there, whether the file at a path is one of those)
+REPLACEABLE = {
+    "--save": ("a fastbp model or checkpoint", _is_fastbp_archive),
+    "--out": ("a CSV or Parquet file of fastbp predictions", _is_predictions),
+    "--plot": ("a PNG image", _is_png),
+    "--png": ("a PNG image", _is_png),
+    "--json": ("a fastbp bench result", lambda path: re.match(rb'\{\s*"ceiling"', _head(path, 64)) is not None),
+}
+
+
+def data_inputs(data_path, target):
+    """The files a --data and --target read: --target is a file for a .npy only."""
+    is_npy = data_path is not None and os.path.splitext(data_path)[1].lower() == ".npy"
+    return {"--data": data_path, "--target": target if is_npy else None}
 
 
 def decode(preprocessing, loss_name, outputs):
@@ -369,15 +448,15 @@ class CompileNotice(numba_event.Listener):
         pass
 
 
-def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None, save_every=None):
+def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None, save_every=None,
+          overwrite=False):
     """The ``fastbp train`` command; returns the exit status."""
     with numba_event.install_listener("numba:compile", CompileNotice()):
-        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every)
+        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite)
 
 
-def _train(given, resume, save, plot, quiet, threads, out, save_every):
+def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite):
     started = time.perf_counter()
-    save, plot = check_output("--save", save), check_output("--plot", plot)
     if save_every is not None and save is None:
         raise DataError(f"--save-every {save_every} needs --save PATH, the checkpoint to write")
     if plot is not None:
@@ -396,12 +475,18 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every):
         if settings["epochs"] <= trainer.epoch:
             raise DataError(f"--epochs {settings['epochs']}: the checkpoint has trained {trainer.epoch} epochs "
                             f"already; ask for more")
-        prepared = Prepared(settings, trainer.metadata["preprocessing"])
-        change = replan(trainer, settings, given)
     else:
         settings = resolve(given)
         if settings["epochs"] < 1:
             raise DataError(f"--epochs {settings['epochs']} trains nothing; ask for at least 1")
+    # saving over the checkpoint a run resumes from is how it goes on
+    inputs = data_inputs(settings["data"], settings["target"])
+    save = check_output("--save", save, inputs, overwrite)
+    plot = check_output("--plot", plot, {**inputs, "--resume": resume, "--save": save}, overwrite)
+    if resume is not None:
+        prepared = Prepared(settings, trainer.metadata["preprocessing"])
+        change = replan(trainer, settings, given)
+    else:
         prepared = Prepared(settings)
         trainer = build(settings, prepared)
         change = ""
@@ -593,16 +678,16 @@ def _inputs(steps, model, path, target, model_path):
             for batch in batches), target is not None
 
 
-def predict(model_path, data_path, target=None, out_path=None, out=None, unknown_category=None):
+def predict(model_path, data_path, target=None, out_path=None, out=None, unknown_category=None, overwrite=False):
     """The ``fastbp predict`` command; returns the exit status.
 
     The data go through in batches, read, preprocessed, predicted and
     written one after the other, so that a file larger than memory is
     predicted at constant memory."""
     out = out or sys.stdout
-    out_path = check_output("--out", out_path)
     if out_path is not None and os.path.splitext(out_path)[1].lower() not in (".csv", ".parquet", ".npy"):
         raise DataError(f"--out: {out_path!r} must end in .csv, .parquet or .npy")
+    out_path = check_output("--out", out_path, {"--model": model_path, **data_inputs(data_path, target)}, overwrite)
     try:
         model, trainer = load_any(model_path)
     except (OSError, ValueError) as error:

@@ -55,8 +55,9 @@ class _BaseMLP(BaseEstimator):
     biases too (its update is one loop over every parameter), and the last,
     smaller batch of an epoch is divided by ``batch_size``, not by its own size.
     With "adamw", ``alpha`` is torch's decoupled weight decay instead.
-    Other differences: the initial weights are torch.nn.Linear's, Adam's
-    ``epsilon`` is added to the bias-corrected root (torch's placement), and
+    The initial weights and biases are scikit-learn's, drawn from
+    ``random_state`` as it draws them (fastbp.MLP itself starts as
+    torch.nn.Linear does). Other differences: Adam's ``epsilon`` is added to the bias-corrected root (torch's placement), and
     a binary classifier has two softmax outputs where scikit-learn has one
     logistic output.
 
@@ -167,9 +168,18 @@ class _BaseMLP(BaseEstimator):
     def _model(self, n_in, p, rng, new):
         """The network to train: a new one, or the fitted one (in the current
         activation and dtype) when training goes on."""
-        seed = int(rng.randint(np.iinfo(np.int32).max))
         if new:
-            return MLP([n_in, *p["hidden"], self._n_units()], activation=p["activation"], dtype=p["dtype"], seed=seed)
+            model = MLP([n_in, *p["hidden"], self._n_units()], activation=p["activation"], dtype=p["dtype"])
+            # scikit-learn's initialisation, drawn from the same stream in the same order, so that a
+            # random_state starts where scikit-learn's does: Glorot's uniform bound, for the biases too.
+            # torch.nn.Linear's bound, 1/sqrt(n_in), starts the output layer larger and slows the first
+            # epochs (check_regressors_train needs twice the max_iter)
+            factor = 2.0 if p["activation"] == "sigmoid" else 6.0
+            for W, b in model.params:
+                bound = np.sqrt(factor / (W.shape[0] + W.shape[1]))
+                W[...] = rng.uniform(-bound, bound, (W.shape[1], W.shape[0])).T
+                b[...] = rng.uniform(-bound, bound, W.shape[0])
+            return model
         model = self.trainer_.model
         if list(model.sizes[1:-1]) != p["hidden"]:
             raise ValueError(f"{type(self).__name__}: hidden_layer_sizes is now {tuple(p['hidden'])} but the fitted "

@@ -155,8 +155,9 @@ class Trainer:
             restore_best: with early_stopping, end with the parameters of the
                 best epoch, even one from an earlier fit call (training goes
                 on from the last epoch's, see the class docstring).
-            callbacks: callables ``f(trainer, logs)`` (or objects with
-                ``on_epoch_end(trainer, logs)``) run after every epoch; logs is
+            callbacks: a list of callables ``f(trainer, logs)`` (or objects
+                with ``on_epoch_end(trainer, logs)``), or None for none, run
+                after every epoch; logs is
                 the epoch's row of the history. Setting
                 ``trainer.stop_training = True`` ends the run.
 
@@ -170,7 +171,10 @@ class Trainer:
         patience = None if early_stopping is None else as_int("early_stopping", early_stopping, minimum=1)
         min_delta = as_float("min_delta", min_delta, low=0.0)
         restore_best = as_bool("restore_best", restore_best)
-        callbacks = [self._as_callback(i, c) for i, c in enumerate(callbacks)]
+        seed = None if seed is None else as_int("seed", seed, minimum=0)
+        if not isinstance(callbacks, (list, tuple, type(None))):
+            raise TypeError(f"callbacks must be a list of callables (callbacks=[f] for one), got {describe(callbacks)}")
+        callbacks = [self._as_callback(i, c) for i, c in enumerate(callbacks or ())]
         if seed is not None or self._rng_state is None:
             self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
         model, optimizer, loss = self.model, self.optimizer, self.loss

@@ -21,6 +21,14 @@ EXPECTED_FAILURES = {}
 def test_scikit_learn_checks(estimator, check):
     check(estimator)
 
+@pytest.mark.parametrize("readonly_memmap", [False, True])
+def test_regressor_learns_as_fast_as_scikit_learns_in_check_regressors_train(readonly_memmap):
+    # scikit-learn's own MLPRegressor passes this check with max_iter=30
+    from sklearn.utils.estimator_checks import check_regressors_train
+
+    check_regressors_train("MLPRegressor", MLPRegressor(max_iter=30, random_state=0), readonly_memmap=readonly_memmap)
+
+
 # parametrize_with_checks skips two of its checks here, by its own rules:
 # check_array_api_input runs only with SCIPY_ARRAY_API=1 and an array library
 # (the estimators take NumPy arrays); the pandas checks run only when pandas
@@ -69,7 +77,7 @@ def test_string_labels_early_stopping_and_fitted_attributes():
     X = rng.standard_normal((300, 4))
     y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
     classifier = MLPClassifier(hidden_layer_sizes=(16, 8), early_stopping=True, n_iter_no_change=5, max_iter=500,
-                               learning_rate_init=0.01, random_state=2).fit(X, y)
+                               learning_rate_init=0.01, random_state=0).fit(X, y)
     assert list(classifier.classes_) == ["no", "yes"] and set(classifier.predict(X)) <= {"no", "yes"}
     assert classifier.n_iter_ < 500 and len(classifier.validation_scores_) == classifier.n_iter_
     assert classifier.best_validation_score_ == max(classifier.validation_scores_)

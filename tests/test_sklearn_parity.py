@@ -237,6 +237,25 @@ def test_regressor_loss_curve_is_half_the_mean_squared_error_as_scikit_learn():
     np.testing.assert_allclose(regressor.loss_curve_[1], np.mean((predictions - Y) ** 2) / 2, rtol=1e-10)
 
 
+# -- initialisation -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic"])
+def test_the_same_random_state_learns_as_fast_as_scikit_learn(activation):
+    """scikit-learn's initial weights, from the same stream: one full batch an
+    epoch, so the scores after 30 epochs agree (but for the bias decay and
+    Adam's epsilon)."""
+    from sklearn.datasets import make_regression
+
+    X, y = make_regression(n_samples=200, n_features=10, n_informative=1, noise=20, random_state=42)
+    X, y = (X - X.mean(axis=0)) / X.std(axis=0), (y - y.mean()) / y.std()
+    for seed in range(3):
+        params = dict(activation=activation, max_iter=30, random_state=seed)
+        ours = MLPRegressor(**params).fit(X, y).score(X, y)
+        theirs = sklearn.neural_network.MLPRegressor(**params).fit(X, y).score(X, y)
+        assert ours == pytest.approx(theirs, abs=1e-3), f"random_state={seed}"
+
+
 # -- alpha ------------------------------------------------------------------------------------------------------------
 
 
