@@ -1,0 +1,242 @@
+"""The CUDA twins in kernels/cuda and training on device="cuda", against the
+CPU kernels and torch, elementwise within tests.conftest.TOLERANCE.
+
+On a machine with a GPU these tests run on it. Without one they run under
+Numba's CUDA simulator, which must be switched on (NUMBA_ENABLE_CUDASIM=1)
+before numba.cuda is first imported, and numba.cuda is imported once per
+process: so ``test_under_simulator`` runs this file again in a subprocess
+with the variable set, and the device tests of this process are skipped.
+Under the simulator every thread is a Python thread: sizes stay tiny, and
+still do not divide the tile (kernels.cuda.config.TILE, 4 there).
+"""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kernels
+from fastbp.activations import NAMES, Activation
+from tests.conftest import TOLERANCE, assert_close, check_against_torch
+
+pytestmark = pytest.mark.gpu
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _where():
+    """"here" when the device tests run in this process, "subprocess" when
+    only the simulator can run them, else the reason they cannot run."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        return "numba-cuda is not installed (pip install 'fastbp[cuda]'), so there is no GPU and no simulator"
+    if SIMULATED:
+        return "here"
+    from numba import cuda
+
+    return "here" if cuda.is_available() else "subprocess"
+
+
+WHERE = _where()
+on_device = pytest.mark.skipif(
+    WHERE != "here",
+    reason="no GPU: run under the CUDA simulator in a subprocess by test_under_simulator"
+    if WHERE == "subprocess" else WHERE)
+
+
+def test_under_simulator():
+    if WHERE != "subprocess":
+        pytest.skip("the device tests run in this process" if WHERE == "here" else WHERE)
+    environment = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                             str(pathlib.Path(__file__))], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+def device(*arrays):
+    from numba import cuda
+
+    return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+
+
+def host(array):
+    return array.copy_to_host()
+
+
+ACTIVATIONS = [Activation(name) for name in NAMES] + [Activation("gelu", approximate="tanh"),
+                                                       Activation("softplus", beta=2.0, threshold=1.0)]
+# (batch, n_in, n_out): ones, sizes that do not divide the tile, batch 1, width 1
+DENSE_SHAPES = [(1, 1, 1), (5, 7, 3), (1, 9, 1), (6, 1, 5)]
+
+
+@on_device
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: repr(a))
+def test_activation(activation, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal((3, 5)) * 3, [[0.0, -1e-3, 25.0, -40.0, 1.0]]]).astype(dtype)
+    code, p1, p2 = activation.code, activation.p1, activation.p2
+    out, dx = np.empty_like(x), np.empty_like(x)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    kernels.activation_forward(out, x, code, p1, p2)
+    kernels.activation_backward(dx, dout, x, out, code, p1, p2)
+    device_out, device_x, device_dout = device(np.empty_like(x), x, dout)
+    device_dx = device(np.empty_like(x))[0]
+    device_kernels.activation_forward(device_out, device_x, code, p1, p2)
+    device_kernels.activation_backward(device_dx, device_dout, device_x, device_out, code, p1, p2)
+    assert_close("cuda activation forward", dtype, host(device_out), out, TOLERANCE[dtype])
+    assert_close("cuda activation backward", dtype, host(device_dx), dx, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dense_against_torch(shape, bias, dtype):
+    import kernels.cuda as device_kernels
+
+    torch = pytest.importorskip("torch")
+    batch, n_in, n_out = shape
+    rng = np.random.default_rng(batch * 100 + n_in)
+    x, W, b = rng.standard_normal((batch, n_in)), rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+    dW_before, db_before = rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+
+    def fastbp_dense(x, W, *rest):
+        dout = rest[-1]
+        device_x, device_W, device_dout, device_dW, device_db = device(x, W, dout, dW_before.astype(x.dtype),
+                                                                       db_before.astype(x.dtype))
+        device_b = device(rest[0])[0] if bias else None
+        device_out, device_dx = device(np.full((batch, n_out), np.nan, x.dtype), np.full_like(x, np.nan))
+        device_kernels.dense_forward(device_out, device_x, device_W, device_b)
+        device_kernels.dense_backward(device_dx, device_dW, device_db if bias else None, device_dout,
+                                      device_x, device_W)
+        grads = [host(device_dx), host(device_dW) - dW_before.astype(x.dtype)]
+        if bias:
+            grads.append(host(device_db) - db_before.astype(x.dtype))
+        return host(device_out), grads
+
+    inputs = [x, W, b] if bias else [x, W]
+    check_against_torch("cuda dense", inputs, lambda x, W, *b: torch.nn.functional.linear(x, W, *b),
+                        fastbp_dense, dtype, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: repr(a))
+def test_dense_with_activation_fused_matches_cpu(activation, dtype):
+    """The fused layer against the CPU's dense then activation, both ways."""
+    import kernels.cuda as device_kernels
+
+    batch, n_in, n_out = 5, 7, 6
+    rng = np.random.default_rng(3)
+    x, W, b, dout = (rng.standard_normal(shape).astype(dtype) for shape in
+                     [(batch, n_in), (n_out, n_in), (n_out,), (batch, n_out)])
+    code, p1, p2 = activation.code, activation.p1, activation.p2
+    z, out = np.empty((batch, n_out), dtype), np.empty((batch, n_out), dtype)
+    kernels.dense_forward(z, x, W, b)
+    kernels.activation_forward(out, z, code, p1, p2)
+    delta, dx = np.empty_like(z), np.empty_like(x)
+    dW, db = np.zeros_like(W), np.zeros_like(b)
+    kernels.activation_backward(delta, dout, z, out, code, p1, p2)
+    kernels.dense_backward(dx, dW, db, delta, x, W)
+
+    device_x, device_W, device_b, device_dout = device(x, W, b, dout)
+    device_z, device_out, device_dx, device_dW, device_db = device(
+        np.empty_like(z), np.empty_like(z), np.empty_like(x), np.zeros_like(W), np.zeros_like(b))
+    device_kernels.dense_forward(device_out, device_x, device_W, device_b, device_z, code, p1, p2)
+    device_kernels.dense_backward(device_dx, device_dW, device_db, device_dout, device_x, device_W,
+                                  device_z, device_out, code, p1, p2)
+    for name, ours, expected in [("z", device_z, z), ("out", device_out, out), ("dx", device_dx, dx),
+                                 ("dW", device_dW, dW), ("db", device_db, db)]:
+        assert_close(f"cuda fused dense {name}", dtype, host(ours), expected, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("rows", [1, 3, 21])
+def test_column_sums(rows, dtype):
+    import kernels.cuda as device_kernels
+
+    matrix = np.random.default_rng(rows).standard_normal((rows, 5)).astype(dtype)
+    before = np.arange(5, dtype=dtype)
+    device_sums, device_matrix = device(before, matrix)
+    device_kernels.column_sums(device_sums, device_matrix)
+    assert_close("cuda column sums", dtype, host(device_sums), before + matrix.sum(axis=0, dtype=np.float64),
+                 TOLERANCE[dtype])
+
+
+LOSSES = [(kernels.MSE, 0.0), (kernels.L1, 0.0), (kernels.HUBER, 0.7), (kernels.BCE_WITH_LOGITS, 0.0),
+          (kernels.CROSS_ENTROPY, 0.0), (kernels.CROSS_ENTROPY, 0.2)]
+
+
+@on_device
+@pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
+@pytest.mark.parametrize("code, param", LOSSES, ids=["mse", "l1", "huber", "bce", "ce", "ce_smooth"])
+@pytest.mark.parametrize("shape", [(1, 1), (11, 3)], ids=["1x1", "11x3"])
+def test_loss(code, param, mean, shape, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(5)
+    pred = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = rng.uniform(size=shape).astype(dtype) if code != kernels.CROSS_ENTROPY else np.empty((0, 0), dtype)
+    labels = rng.integers(0, shape[1], shape[0]) if code == kernels.CROSS_ENTROPY else np.empty(0, np.int64)
+    dpred = np.empty_like(pred)
+    expected = kernels.loss_value_and_grad(dpred, pred, target, labels, code, param, mean)
+    device_dpred, device_pred, device_target, device_labels = device(np.empty_like(pred), pred, target, labels)
+    value = device_kernels.loss_value_and_grad(device_dpred, device_pred, device_target, device_labels,
+                                               code, param, mean)
+    assert_close("cuda loss value", dtype, value, expected, TOLERANCE[dtype])
+    assert_close("cuda loss gradient", dtype, host(device_dpred), dpred, TOLERANCE[dtype])
+    # added into a device scalar, times a weight, as the training epoch sums it
+    device_sum = device(np.array([1.5]))[0]
+    device_kernels.loss_value_and_grad(device_dpred, device_pred, device_target, device_labels,
+                                       code, param, mean, device_sum, 4.0)
+    assert_close("cuda loss sum", dtype, host(device_sum)[0], 1.5 + 4.0 * expected, TOLERANCE[dtype])
+
+
+OPTIMIZERS = [
+    (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
+    (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
+    (kernels.SGD, [0.1, 0.9, 0.0, 0.01, 1.0]),
+    (kernels.ADAM, [0.01, 0.9, 0.999, 1e-8, 0.01, 0.0, 0.0]),
+    (kernels.ADAM, [0.01, 0.8, 0.99, 1e-8, 0.01, 1.0, 1.0]),
+    (kernels.RMSPROP, [0.01, 0.99, 1e-8, 0.01, 0.0, 0.0]),
+    (kernels.RMSPROP, [0.01, 0.9, 1e-8, 0.0, 0.5, 1.0]),
+]
+
+
+@on_device
+@pytest.mark.parametrize("code, hyper", OPTIMIZERS,
+                         ids=["sgd", "sgd_momentum", "sgd_nesterov", "adam", "adamw_amsgrad", "rmsprop",
+                              "rmsprop_centered_momentum"])
+@pytest.mark.parametrize("n", [1, 13])
+def test_optimizer_steps(code, hyper, n, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(n)
+    params = rng.standard_normal(n).astype(dtype)
+    state = [np.zeros(n, dtype) for _ in range(3)]
+    device_params, *device_state = device(params, *state)
+    hyper = np.array(hyper)
+    for step in (1, 2, 3):
+        grads = rng.standard_normal(n).astype(dtype)
+        kernels.optimizer_step(code, params, grads, *state, hyper, step)
+        device_kernels.optimizer_step(code, device_params, device(grads)[0], *device_state, hyper, step)
+    assert_close("cuda optimizer params", dtype, host(device_params), params, TOLERANCE[dtype])
+    for ours, expected in zip(device_state, state):
+        assert_close("cuda optimizer state", dtype, host(ours), expected, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("max_norm", [0.5, 100.0], ids=["clipped", "untouched"])
+def test_clip_grad_norm(max_norm, dtype):
+    import kernels.cuda as device_kernels
+
+    grads = np.random.default_rng(7).standard_normal(19).astype(dtype)
+    device_grads, device_norm = device(grads, np.zeros(1))
+    norm = kernels.clip_grad_norm(grads, max_norm)
+    device_kernels.clip_grad_norm(device_grads, max_norm, device_norm)
+    assert_close("cuda gradient norm", dtype, host(device_norm)[0], norm, TOLERANCE[dtype])
+    assert_close("cuda clipped gradients", dtype, host(device_grads), grads, TOLERANCE[dtype])
