@@ -163,16 +163,24 @@ class Trainer:
         order = np.arange(n, dtype=np.int64)
         keep_best = patience is not None and restore_best
         self.stop_training = False
+        device_fit = None
         for _ in range(epochs):
             start = time.perf_counter()
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
             if shuffle:
                 kernels.random_permutation(order, self._rng_state)
-            loss_sum, optimizer.step_count = kernels.train_epoch(
-                model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
-                optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
-                model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
-                batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
+            if model.device == "cuda":
+                from fastbp.cuda import DeviceFit
+
+                device_fit = device_fit or DeviceFit(model, optimizer, loss, X, targets, labels, batch_size,
+                                                     self.max_grad_norm or 0.0)
+                loss_sum = device_fit.epoch(order)
+            else:
+                loss_sum, optimizer.step_count = kernels.train_epoch(
+                    model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
+                    optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
+                    model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
+                    batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
             self.epoch += 1
             logs["loss"] = loss_sum / n
             if not np.isfinite(logs["loss"]):

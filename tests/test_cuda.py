@@ -240,3 +240,111 @@ def test_clip_grad_norm(max_norm, dtype):
     device_kernels.clip_grad_norm(device_grads, max_norm, device_norm)
     assert_close("cuda gradient norm", dtype, host(device_norm)[0], norm, TOLERANCE[dtype])
     assert_close("cuda clipped gradients", dtype, host(device_grads), grads, TOLERANCE[dtype])
+
+
+def _data(loss="mse"):
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((10, 3))
+    if loss == "cross_entropy":
+        return X, rng.integers(0, 3, 10)
+    return X, rng.uniform(size=(10, 2)) if loss == "bce_with_logits" else rng.standard_normal((10, 2))
+
+
+def _fit(device, make_optimizer, loss="mse", epochs=2, dtype="float32", **fit):
+    """A tiny model trained with shuffling; returns the trainer."""
+    import fastbp
+
+    X, y = _data(loss)
+    n_out = 3 if loss == "cross_entropy" else 2
+    model = fastbp.MLP([3, 5, n_out], activation="tanh", dtype=dtype, seed=0).to(device)
+    trainer = fastbp.Trainer(model, loss, make_optimizer(model), **fit.pop("trainer", {}))
+    trainer.fit(X, y, epochs=epochs, batch_size=4, seed=3, **fit)
+    return trainer
+
+
+def _optimizers():
+    import fastbp
+
+    return {
+        "sgd_momentum": lambda m: fastbp.SGD(m, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-2),
+        "sgd_nesterov": lambda m: fastbp.SGD(m, lr=0.1, momentum=0.9, nesterov=True),
+        "adam": lambda m: fastbp.Adam(m, lr=0.05, amsgrad=True, weight_decay=1e-3),
+        "adamw": lambda m: fastbp.AdamW(m, lr=0.05),
+        "rmsprop": lambda m: fastbp.RMSprop(m, lr=0.01, momentum=0.5, centered=True),
+    }
+
+
+def _assert_same_training(ours, expected, dtype, tolerance=None):
+    tolerance = tolerance or TOLERANCE[np.dtype(dtype).type]
+    assert ours.epoch == expected.epoch and ours.optimizer.step_count == expected.optimizer.step_count
+    assert_close("cuda training loss", dtype, ours.history.loss, expected.history.loss, tolerance)
+    assert_close("cuda validation loss", dtype, ours.history.val_loss, expected.history.val_loss, tolerance)
+    assert_close("cuda trained params", dtype, ours.model._params, expected.model._params, tolerance)
+    for state, expected_state in zip(ours.optimizer._state, expected.optimizer._state):
+        assert_close("cuda optimizer state", dtype, state, expected_state, tolerance)
+
+
+@on_device
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "sgd_nesterov", "adam", "adamw", "rmsprop"])
+def test_training_follows_the_cpu(optimizer):
+    make = _optimizers()[optimizer]
+    _assert_same_training(_fit("cuda", make), _fit("cpu", make), "float32")
+
+
+@on_device
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce_with_logits"])
+def test_training_follows_the_cpu_with_clipping_and_validation(loss):
+    import fastbp
+
+    def make(model):
+        return fastbp.SGD(model, lr=0.5)
+
+    options = dict(loss=loss, dtype="float64", trainer={"max_grad_norm": 0.1}, validation_split=0.2)
+    if loss == "bce_with_logits":
+        options["epochs"] = 1
+    _assert_same_training(_fit("cuda", make, **options), _fit("cpu", make, **options), "float64")
+
+
+@on_device
+def test_checkpoint_taken_on_the_gpu_resumes_on_the_cpu(tmp_path):
+    import fastbp
+
+    make = _optimizers()["adam"]
+    straight = _fit("cpu", make, epochs=3)
+    trainer = _fit("cuda", make, epochs=2)
+    trainer.save(tmp_path / "gpu.npz")
+    resumed = fastbp.Trainer.load(tmp_path / "gpu.npz")
+    assert resumed.model.device == "cpu"
+    np.testing.assert_array_equal(resumed.model._params, trainer.model._params)
+    for state, saved in zip(resumed.optimizer._state, trainer.optimizer._state):
+        np.testing.assert_array_equal(state, saved)
+    X, y = _data()
+    resumed.fit(X, y, epochs=1, batch_size=4)
+    _assert_same_training(resumed, straight, "float32")
+    # and back: the CPU's checkpoint goes on on the GPU
+    resumed.save(tmp_path / "cpu.npz")
+    again = fastbp.Trainer.load(tmp_path / "cpu.npz")
+    again.model.to("cuda")
+    again.fit(X, y, epochs=1, batch_size=4)
+    straight.fit(X, y, epochs=1, batch_size=4)
+    _assert_same_training(again, straight, "float32")
+
+
+@on_device
+def test_a_model_on_the_gpu_predicts_scores_and_saves(tmp_path):
+    import fastbp
+
+    trainer = _fit("cuda", _optimizers()["adamw"], epochs=1)
+    model = trainer.model
+    X = np.random.default_rng(1).standard_normal((4, 3))
+    cpu = fastbp.MLP([3, 5, 2], activation="tanh", seed=0)
+    cpu._params[...] = model._params
+    np.testing.assert_array_equal(model.predict(X), cpu.predict(X))
+    assert np.isfinite(trainer.evaluate(X, np.zeros((4, 2)))) and np.isfinite(trainer.score(X, np.zeros((4, 2))))
+    model.save(tmp_path / "model.npz")
+    np.testing.assert_array_equal(fastbp.load(tmp_path / "model.npz").predict(X), cpu.predict(X))
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():
+        assert_close("cuda model to_torch", np.float32, model.to_torch()(torch.from_numpy(X.astype(np.float32))),
+                     cpu.predict(X), TOLERANCE[np.float32])
+    assert model.to("cpu") is model and model.device == "cpu" and "cuda" not in repr(model)
