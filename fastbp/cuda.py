@@ -10,8 +10,6 @@ epoch's state, and a checkpoint resumes on either device.
 
 numba.cuda is imported only here, and only once a model asks for the GPU.
 """
-import importlib.util
-
 import numpy as np
 
 from fastbp._checks import as_choice
@@ -30,9 +28,11 @@ def as_device(name, value):
 
 def require_cuda():
     """numba.cuda, once it can run kernels here."""
-    if importlib.util.find_spec("numba_cuda") is None:
+    try:
+        import numba_cuda  # noqa: F401 (kernels/cuda is written for numba-cuda's numba.cuda)
+    except ImportError:
         raise RuntimeError("device='cuda' needs numba-cuda, which is not installed: pip install 'fastbp[cuda]', "
-                           "or train with device='cpu'")
+                           "or train with device='cpu'") from None
     from numba import cuda
 
     if not cuda.is_available():

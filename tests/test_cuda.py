@@ -130,7 +130,7 @@ def test_dense_with_activation_fused_matches_cpu(activation, dtype):
     """The fused layer against the CPU's dense then activation, both ways."""
     import kernels.cuda as device_kernels
 
-    batch, n_in, n_out = 5, 7, 6
+    batch, n_in, n_out = 3, 5, 2
     rng = np.random.default_rng(3)
     x, W, b, dout = (rng.standard_normal(shape).astype(dtype) for shape in
                      [(batch, n_in), (n_out, n_in), (n_out,), (batch, n_out)])
@@ -244,14 +244,15 @@ def test_clip_grad_norm(max_norm, dtype):
 
 def _data(loss="mse"):
     rng = np.random.default_rng(11)
-    X = rng.standard_normal((10, 3))
+    X = rng.standard_normal((7, 3))
     if loss == "cross_entropy":
-        return X, rng.integers(0, 3, 10)
-    return X, rng.uniform(size=(10, 2)) if loss == "bce_with_logits" else rng.standard_normal((10, 2))
+        return X, rng.integers(0, 3, 7)
+    return X, rng.uniform(size=(7, 2)) if loss == "bce_with_logits" else rng.standard_normal((7, 2))
 
 
 def _fit(device, make_optimizer, loss="mse", epochs=2, dtype="float32", **fit):
-    """A tiny model trained with shuffling; returns the trainer."""
+    """A tiny model trained with shuffling, two batches an epoch, the second
+    smaller; returns the trainer."""
     import fastbp
 
     X, y = _data(loss)
@@ -299,7 +300,7 @@ def test_training_follows_the_cpu_with_clipping_and_validation(loss):
     def make(model):
         return fastbp.SGD(model, lr=0.5)
 
-    options = dict(loss=loss, dtype="float64", trainer={"max_grad_norm": 0.1}, validation_split=0.2)
+    options = dict(loss=loss, dtype="float64", trainer={"max_grad_norm": 0.1}, validation_split=0.3)
     if loss == "bce_with_logits":
         options["epochs"] = 1
     _assert_same_training(_fit("cuda", make, **options), _fit("cpu", make, **options), "float64")
@@ -348,3 +349,76 @@ def test_a_model_on_the_gpu_predicts_scores_and_saves(tmp_path):
         assert_close("cuda model to_torch", np.float32, model.to_torch()(torch.from_numpy(X.astype(np.float32))),
                      cpu.predict(X), TOLERANCE[np.float32])
     assert model.to("cpu") is model and model.device == "cpu" and "cuda" not in repr(model)
+
+
+def _run_python(code, **environment):
+    """Run ``code`` in a fresh interpreter without the simulator (unless
+    asked); returns its stdout, asserting it succeeded."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, **environment),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_cpu_training_never_imports_numba_cuda(tmp_path):
+    code = f"""
+import sys, numpy as np, fastbp
+model = fastbp.MLP([3, 4, 2], seed=0)
+trainer = fastbp.Trainer(model, "mse", fastbp.Adam(model))
+trainer.fit(np.ones((5, 3)), np.zeros((5, 2)), epochs=2, batch_size=2, seed=0)
+model.predict(np.ones((2, 3))); trainer.save({str(tmp_path / 'checkpoint.npz')!r})
+fastbp.Trainer.load({str(tmp_path / 'checkpoint.npz')!r}).model.to("cpu")
+print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda", "kernels.cuda", "fastbp.cuda"))
+             and m != "fastbp.cuda"))
+"""
+    assert _run_python(code).strip() == "[]"
+
+
+@pytest.mark.parametrize("missing", ["numba-cuda", "gpu"])
+def test_cuda_without_a_gpu_fails_in_one_sentence_and_changes_nothing(missing):
+    if missing == "gpu" and WHERE == "here" and not SIMULATED:
+        pytest.skip("this machine has a GPU")
+    if missing == "gpu" and WHERE not in ("here", "subprocess"):
+        pytest.skip(WHERE)
+    hide = "sys.modules['numba_cuda'] = None" if missing == "numba-cuda" else ""
+    code = f"""
+import sys
+{hide}
+import fastbp
+model = fastbp.MLP([3, 1], seed=0)
+before = model._params.copy()
+for attempt in (lambda: fastbp.MLP([3, 1], device="cuda"), lambda: model.to("cuda")):
+    try:
+        attempt()
+    except RuntimeError as error:
+        print(error)
+assert model.device == "cpu" and (model._params == before).all()
+from fastbp import cli
+sys.stderr = sys.stdout
+try:
+    cli.main(["train", "--dataset", "iris", "--device", "cuda"])
+except SystemExit as stop:
+    assert stop.code == 2
+"""
+    messages = _run_python(code).strip().splitlines()
+    assert len(messages) == 3 and messages[0] == messages[1], messages
+    assert messages[2] == f"fastbp: error: --device cuda: {messages[0]}"
+    expected = "numba-cuda, which is not installed" if missing == "numba-cuda" else "finds none here"
+    assert expected in messages[0] and "device='cpu'" in messages[0] and messages[0].count(". ") == 0
+
+
+@on_device
+def test_fastbp_train_on_the_gpu_follows_the_cpu(tmp_path, capsys):
+    import fastbp
+    from fastbp import cli
+
+    pytest.importorskip("sklearn.datasets")
+    trained = {}
+    for device in ("cuda", "cpu"):
+        arguments = ["train", "--dataset", "iris", "--hidden", "4", "--epochs", "2", "--batch-size", "64",
+                     "--quiet", "--device", device, "--save", tmp_path / f"{device}.npz"]
+        assert cli.main([str(a) for a in arguments]) == 0
+        trained[device] = fastbp.Trainer.load(tmp_path / f"{device}.npz")
+    assert "on the GPU" in capsys.readouterr().out
+    _assert_same_training(trained["cuda"], trained["cpu"], "float32")
