@@ -150,7 +150,8 @@ def _train(args, parser):
 
     given = {name: getattr(args, name) for name in run.DEFAULTS}
     return run.train(given, resume=args.resume, save=args.save, plot=args.plot, quiet=args.quiet,
-                     threads=args.threads, save_every=args.save_every, overwrite=args.overwrite)
+                     threads=args.threads, save_every=args.save_every, overwrite=args.overwrite,
+                     device=args.device)
 
 
 def _predict(args, parser):
@@ -219,6 +220,8 @@ def build_parser():
     train.add_argument("--seed", type=_non_negative, help="seeds the split, the weights and the shuffling (default 0)")
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--threads", type=_positive, help="limit the BLAS threads")
+    train.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="train on the CPU or an NVIDIA GPU (needs fastbp[cuda]; default cpu)")
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                        help="standardise features (and regression targets) on the training split "
                             "(default: on, except for the embedded digits)")

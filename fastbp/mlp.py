@@ -7,6 +7,7 @@ import numpy as np
 from kernels.network import layer_units, network_backward, network_forward
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
+from fastbp.cuda import as_device
 
 # rows per forward call in predict: bounds the activation memory
 _INFERENCE_ROWS = 4096
@@ -34,6 +35,8 @@ class MLP:
         dtype: "float32" or "float64".
         seed: seed for the initialisation, which draws W and b from
             U(-1/sqrt(n_in), 1/sqrt(n_in)) as torch.nn.Linear does.
+        device: where ``Trainer.fit`` trains the model: "cpu", or "cuda" for an
+            NVIDIA GPU (needs fastbp[cuda]); see ``to``.
 
     Shape:
         Input (batch, sizes[0]); output (batch, sizes[-1]).
@@ -49,7 +52,7 @@ class MLP:
     """
 
     def __init__(self, sizes, activation="relu", output_activation="identity", bias=True,
-                 dtype="float32", seed=None):
+                 dtype="float32", seed=None, device="cpu"):
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
             raise TypeError(f"sizes must be a list of layer widths, got {describe(sizes)}")
         if len(sizes) < 2:
@@ -68,6 +71,7 @@ class MLP:
         self.bias = as_bool("bias", bias)
         self.dtype = as_dtype("dtype", dtype)
         seed = as_seed("seed", seed)
+        self.device = as_device("device", device)
 
         layers, offset, units = [], 0, 0
         for n_in, n_out, act in zip(sizes[:-1], sizes[1:], self.activations):
@@ -106,7 +110,18 @@ class MLP:
     def __reduce__(self):
         # pickle and copy rebuild the flat buffers and the views into them
         # (pickling the views would cut them loose from the buffers)
-        return (_rebuild, (self.sizes, self.activations, self.bias, self.dtype.name, self._params, self._grads))
+        return (_rebuild, (self.sizes, self.activations, self.bias, self.dtype.name, self._params, self._grads,
+                           self.device))
+
+    def to(self, device):
+        """Train on ``device`` from now on ("cpu" or "cuda"); returns the model.
+
+        The parameters stay readable on the host either way: ``fit`` keeps
+        them on the GPU while it runs and copies them back after each epoch,
+        and ``predict``, ``save`` and ``to_torch`` read the host's copy.
+        """
+        self.device = as_device("device", device)
+        return self
 
     @property
     def n_params(self):
@@ -114,7 +129,9 @@ class MLP:
 
     def __repr__(self):
         acts = ", ".join(repr(a.name) for a in self.activations)
-        return f"MLP(sizes={list(self.sizes)}, activations=[{acts}], bias={self.bias}, dtype='{self.dtype.name}')"
+        where = ", device='cuda'" if self.device == "cuda" else ""
+        return (f"MLP(sizes={list(self.sizes)}, activations=[{acts}], bias={self.bias}, "
+                f"dtype='{self.dtype.name}'{where})")
 
     def _ensure_capacity(self, rows):
         """Grow the activation and scratch buffers to hold ``rows`` samples."""
@@ -272,8 +289,9 @@ class MLP:
 
 
 
-def _rebuild(sizes, activations, bias, dtype, params, grads):
-    model = MLP(sizes, activation=activations[:-1], output_activation=activations[-1], bias=bias, dtype=dtype)
+def _rebuild(sizes, activations, bias, dtype, params, grads, device="cpu"):
+    model = MLP(sizes, activation=activations[:-1], output_activation=activations[-1], bias=bias, dtype=dtype,
+                device=device)
     model._params[...] = params
     model._grads[...] = grads
     return model

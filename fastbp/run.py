@@ -20,6 +20,7 @@ import numpy as np
 
 from fastbp import data
 from fastbp._checks import as_matrix
+from fastbp.cuda import as_device
 from fastbp.data import DataError
 from fastbp.io import CHECKPOINT_FORMAT, MODEL_FORMAT, load_any, load_checkpoint
 from fastbp.losses import LOSSES
@@ -449,14 +450,18 @@ class CompileNotice(numba_event.Listener):
 
 
 def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None, save_every=None,
-          overwrite=False):
+           overwrite=False, device="cpu"):
     """The ``fastbp train`` command; returns the exit status."""
     with numba_event.install_listener("numba:compile", CompileNotice()):
-        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite)
+        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite, device)
 
 
-def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite):
+def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite, device):
     started = time.perf_counter()
+    try:
+        as_device("--device", device)
+    except RuntimeError as error:
+        raise DataError(f"--device {device}: {error}") from None
     if save_every is not None and save is None:
         raise DataError(f"--save-every {save_every} needs --save PATH, the checkpoint to write")
     if plot is not None:
@@ -496,13 +501,14 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     X_val, y_val = prepared.part("val")
     X_test, y_test = prepared.part("test")
     y_train, y_val, y_test = (targets_for(trainer, y) for y in (y_train, y_val, y_test))
-    model = trainer.model
+    model = trainer.model.to(device)
     print(describe_counts(prepared), file=out)
     print(f"model: MLP {list(model.sizes)} {settings['activation']}, {model.dtype.name}, "
           f"{model.n_params:,} parameters; {settings['optimizer']} lr {trainer.optimizer.lr:g}, "
           f"{trainer.loss.name} loss, batch {settings['batch_size']}, {settings['lr_schedule']} schedule"
           + (", standardized inputs" + (" and targets" if prepared.task == "regress" else "")
              if settings["standardize"] else "")
+          + (", on the GPU" if device == "cuda" else "")
           + (f"; resuming at epoch {trainer.epoch}" if resume else "") + (f", {change}" if change else ""),
           file=out, flush=True)
     trainer.metadata = {"settings": settings, "preprocessing": prepared.preprocessing}

@@ -192,17 +192,25 @@ class Trainer:
         keep_best = patience is not None and restore_best
         self.stop_training = False
         train_epoch, blas_threads = _fused_epoch(model, rows)
+        device_fit = None
         for _ in range(epochs):
             start = time.perf_counter()
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
             if shuffle:
                 kernels.random_permutation(order, self._rng_state)
-            with blas_threads():
-                loss_sum, optimizer.step_count = train_epoch(
-                    model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
-                    optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
-                    model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
-                    batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
+            if model.device == "cuda":
+                from fastbp.cuda import DeviceFit
+
+                device_fit = device_fit or DeviceFit(model, optimizer, loss, X, targets, labels, batch_size,
+                                                     self.max_grad_norm or 0.0)
+                loss_sum = device_fit.epoch(order)
+            else:
+                with blas_threads():
+                    loss_sum, optimizer.step_count = train_epoch(
+                        model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
+                        optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
+                        model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
+                        batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
             self.epoch += 1
             logs["loss"] = loss_sum / n
             if not np.isfinite(logs["loss"]):

@@ -1,0 +1,85 @@
+"""Training on an NVIDIA GPU with the CUDA twins of ``kernels/cuda``.
+
+A model on ``device="cuda"`` keeps its parameters on the host between fits,
+where ``predict``, ``save``, checkpoints and ``to_torch`` read them; ``fit``
+copies parameters, gradients, optimizer state and the data to the device once
+and runs every epoch there. After each epoch the host reads the loss and
+copies parameters, gradients and optimizer state back (one copy of each flat
+buffer), so callbacks, the best epoch's weights and checkpoints see the
+epoch's state, and a checkpoint resumes on either device.
+
+numba.cuda is imported only here, and only once a model asks for the GPU.
+"""
+import numpy as np
+
+from fastbp._checks import as_choice
+
+DEVICES = ("cpu", "cuda")
+
+
+def as_device(name, value):
+    """"cpu" or "cuda"; "cuda" only where a GPU (or the CUDA simulator) is
+    there, else a RuntimeError saying why."""
+    device = as_choice(name, value, DEVICES)
+    if device == "cuda":
+        require_cuda()
+    return device
+
+
+def require_cuda():
+    """numba.cuda, once it can run kernels here."""
+    try:
+        import numba_cuda  # noqa: F401 (kernels/cuda is written for numba-cuda's numba.cuda)
+    except ImportError:
+        raise RuntimeError("device='cuda' needs numba-cuda, which is not installed: pip install 'fastbp[cuda]', "
+                           "or train with device='cpu'") from None
+    from numba import cuda
+
+    if not cuda.is_available():
+        raise RuntimeError("device='cuda' needs an NVIDIA GPU and its driver, and numba.cuda finds none here; "
+                           "train with device='cpu' (or, for testing, set NUMBA_ENABLE_CUDASIM=1 before Python "
+                           "starts to run the kernels on the CUDA simulator, slowly)")
+    return cuda
+
+
+class DeviceFit:
+    """One ``Trainer.fit`` on the device: the model's and the optimizer's flat
+    buffers, the data and the batch buffers, copied or allocated once."""
+
+    def __init__(self, model, optimizer, loss, X, targets, labels, batch_size, max_grad_norm):
+        cuda = require_cuda()
+        import kernels.cuda
+
+        self._kernels = kernels.cuda
+        self.model, self.optimizer, self.loss = model, optimizer, loss
+        self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
+        rows = min(batch_size, X.shape[0])
+        self.device_params, self.device_grads = cuda.to_device(model._params), cuda.to_device(model._grads)
+        self.device_state = [cuda.to_device(state) for state in optimizer._state]
+        self.device_X, self.device_targets, self.device_labels = (cuda.to_device(a) for a in (X, targets, labels))
+        self.device_order = cuda.device_array(X.shape[0], dtype=np.int64)
+        dtype = model.dtype
+        self.device_batch_x = cuda.device_array(rows * model.sizes[0], dtype=dtype)
+        self.device_batch_targets = cuda.device_array(rows * model.sizes[-1] if targets.size else 0, dtype=dtype)
+        self.device_batch_labels = cuda.device_array(rows if labels.size else 0, dtype=np.int64)
+        self.device_z = cuda.device_array(rows * model._total_units, dtype=dtype)
+        self.device_a = cuda.device_array(rows * model._total_units, dtype=dtype)
+        self.device_scratch = cuda.device_array((2, rows * max(model.sizes)), dtype=dtype)
+
+    def epoch(self, order):
+        """Train one epoch in the sample order ``order`` (host, int64); returns
+        the loss sum as ``kernels.train_epoch`` does, and leaves the host's
+        parameters, gradients and optimizer state equal to the device's."""
+        model, optimizer, loss = self.model, self.optimizer, self.loss
+        self.device_order.copy_to_device(order)
+        loss_sum, optimizer.step_count = self._kernels.train_epoch(
+            self.device_params, self.device_grads, optimizer.code, optimizer._hyper, *self.device_state,
+            optimizer.step_count, self.device_X, self.device_targets, self.device_labels, self.device_order,
+            self.batch_size, self.max_grad_norm, model._layers, model._activation_params, loss.code, loss.param,
+            loss.reduction == "mean", self.device_batch_x, self.device_batch_targets, self.device_batch_labels,
+            self.device_z, self.device_a, self.device_scratch)
+        self.device_params.copy_to_host(model._params)
+        self.device_grads.copy_to_host(model._grads)
+        for device_state, state in zip(self.device_state, optimizer._state):
+            device_state.copy_to_host(state)
+        return loss_sum

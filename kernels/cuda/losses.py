@@ -1,0 +1,100 @@
+"""Losses on the device: the gradient written elementwise, the value summed
+by a block reduction and added into a device scalar, so that a training loop
+reads the loss back once per epoch. Twins of ``kernels.losses``, which holds
+the definitions; the pointwise formula is the CPU one, compiled for the device.
+"""
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+from kernels import losses as _cpu
+from kernels.cuda.config import THREADS, block_sum, device_twin
+
+_pointwise_value_and_grad = device_twin(_cpu._pointwise)
+
+
+@cuda.jit
+def _pointwise(dpred, loss_sum, pred, target, code, delta, scale, weight):
+    partial = cuda.shared.array(THREADS, float64)
+    thread = cuda.threadIdx.x
+    n = pred.shape[1]
+    total = 0.0
+    for index in range(thread, pred.size, THREADS):
+        i, j = index // n, index % n
+        loss, grad = _pointwise_value_and_grad(float(pred[i, j]), float(target[i, j]), code, delta)
+        total += loss
+        dpred[i, j] = grad * scale
+    partial[thread] = total
+    total = block_sum(partial)
+    if thread == 0:
+        loss_sum[0] += total * scale * weight
+
+
+@cuda.jit
+def _cross_entropy(dlogits, loss_sum, logits, labels, label_smoothing, scale, weight):
+    # one thread per row; the row's arithmetic is kernels.losses.cross_entropy_loss's
+    partial = cuda.shared.array(THREADS, float64)
+    thread = cuda.threadIdx.x
+    batch, n_classes = logits.shape
+    smooth = label_smoothing / n_classes
+    total = 0.0
+    for i in range(thread, batch, THREADS):
+        largest = -math.inf
+        for c in range(n_classes):
+            largest = max(largest, float(logits[i, c]))
+        exp_sum = 0.0
+        logit_sum = 0.0
+        for c in range(n_classes):
+            shifted = math.exp(logits[i, c] - largest)
+            exp_sum += shifted
+            logit_sum += logits[i, c]
+            dlogits[i, c] = shifted
+        log_sum_exp = largest + math.log(exp_sum)
+        label = labels[i]
+        nll = log_sum_exp - logits[i, label]
+        total += (1.0 - label_smoothing) * nll + smooth * (n_classes * log_sum_exp - logit_sum)
+        inverse_sum = 1.0 / exp_sum
+        for c in range(n_classes):
+            probability = dlogits[i, c] * inverse_sum
+            dlogits[i, c] = (probability - smooth - (1.0 - label_smoothing) * (c == label)) * scale
+    partial[thread] = total
+    total = block_sum(partial)
+    if thread == 0:
+        loss_sum[0] += total * scale * weight
+
+
+def _read(loss_sum):
+    return float(loss_sum.copy_to_host()[0])
+
+
+def pointwise_loss(dpred, pred, target, code, delta, mean, loss_sum=None, weight=1.0):
+    """MSE, L1, Huber or BCE-with-logits; twin of ``kernels.pointwise_loss``.
+
+    Parameters
+    ----------
+    dpred, pred, target, code, delta, mean : as the CPU kernel's, device arrays
+    loss_sum : (1,) float64 device array the value times ``weight`` is added
+        to; None to return the value instead (one read from the device)
+    """
+    into = cuda.to_device(np.zeros(1)) if loss_sum is None else loss_sum
+    scale = 1.0 / pred.size if mean else 1.0
+    _pointwise[1, THREADS](dpred, into, pred, target, code, float(delta), scale, float(weight))
+    return _read(into) if loss_sum is None else None
+
+
+def cross_entropy_loss(dlogits, logits, labels, label_smoothing, mean, loss_sum=None, weight=1.0):
+    """Softmax cross-entropy with the softmax fused into the gradient; twin of
+    ``kernels.cross_entropy_loss``. ``loss_sum`` and ``weight`` as in
+    ``pointwise_loss``."""
+    into = cuda.to_device(np.zeros(1)) if loss_sum is None else loss_sum
+    scale = 1.0 / logits.shape[0] if mean else 1.0
+    _cross_entropy[1, THREADS](dlogits, into, logits, labels, float(label_smoothing), scale, float(weight))
+    return _read(into) if loss_sum is None else None
+
+
+def loss_value_and_grad(dpred, pred, target, labels, code, param, mean, loss_sum=None, weight=1.0):
+    """Dispatch on ``code``; twin of ``kernels.loss_value_and_grad``."""
+    if code == _cpu.CROSS_ENTROPY:
+        return cross_entropy_loss(dpred, pred, labels, param, mean, loss_sum, weight)
+    return pointwise_loss(dpred, pred, target, code, param, mean, loss_sum, weight)

@@ -1,0 +1,424 @@
+"""The CUDA twins in kernels/cuda and training on device="cuda", against the
+CPU kernels and torch, elementwise within tests.conftest.TOLERANCE.
+
+On a machine with a GPU these tests run on it. Without one they run under
+Numba's CUDA simulator, which must be switched on (NUMBA_ENABLE_CUDASIM=1)
+before numba.cuda is first imported, and numba.cuda is imported once per
+process: so ``test_under_simulator`` runs this file again in a subprocess
+with the variable set, and the device tests of this process are skipped.
+Under the simulator every thread is a Python thread: sizes stay tiny, and
+still do not divide the tile (kernels.cuda.config.TILE, 4 there).
+"""
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kernels
+from fastbp.activations import NAMES, Activation
+from tests.conftest import TOLERANCE, assert_close, check_against_torch
+
+pytestmark = pytest.mark.gpu
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+
+
+def _where():
+    """"here" when the device tests run in this process, "subprocess" when
+    only the simulator can run them, else the reason they cannot run."""
+    if importlib.util.find_spec("numba_cuda") is None:
+        return "numba-cuda is not installed (pip install 'fastbp[cuda]'), so there is no GPU and no simulator"
+    if SIMULATED:
+        return "here"
+    from numba import cuda
+
+    return "here" if cuda.is_available() else "subprocess"
+
+
+WHERE = _where()
+on_device = pytest.mark.skipif(
+    WHERE != "here",
+    reason="no GPU: run under the CUDA simulator in a subprocess by test_under_simulator"
+    if WHERE == "subprocess" else WHERE)
+
+
+def test_under_simulator():
+    if WHERE != "subprocess":
+        pytest.skip("the device tests run in this process" if WHERE == "here" else WHERE)
+    environment = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                             str(pathlib.Path(__file__))], cwd=ROOT, env=environment,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+def device(*arrays):
+    from numba import cuda
+
+    return [cuda.to_device(np.ascontiguousarray(a)) for a in arrays]
+
+
+def host(array):
+    return array.copy_to_host()
+
+
+ACTIVATIONS = [Activation(name) for name in NAMES] + [Activation("gelu", approximate="tanh"),
+                                                       Activation("softplus", beta=2.0, threshold=1.0)]
+# (batch, n_in, n_out): ones, sizes that do not divide the tile, batch 1, width 1
+DENSE_SHAPES = [(1, 1, 1), (5, 7, 3), (1, 9, 1), (6, 1, 5)]
+
+
+@on_device
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: repr(a))
+def test_activation(activation, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal((3, 5)) * 3, [[0.0, -1e-3, 25.0, -40.0, 1.0]]]).astype(dtype)
+    code, p1, p2 = activation.code, activation.p1, activation.p2
+    out, dx = np.empty_like(x), np.empty_like(x)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    kernels.activation_forward(out, x, code, p1, p2)
+    kernels.activation_backward(dx, dout, x, out, code, p1, p2)
+    device_out, device_x, device_dout = device(np.empty_like(x), x, dout)
+    device_dx = device(np.empty_like(x))[0]
+    device_kernels.activation_forward(device_out, device_x, code, p1, p2)
+    device_kernels.activation_backward(device_dx, device_dout, device_x, device_out, code, p1, p2)
+    assert_close("cuda activation forward", dtype, host(device_out), out, TOLERANCE[dtype])
+    assert_close("cuda activation backward", dtype, host(device_dx), dx, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+@pytest.mark.parametrize("shape", DENSE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dense_against_torch(shape, bias, dtype):
+    import kernels.cuda as device_kernels
+
+    torch = pytest.importorskip("torch")
+    batch, n_in, n_out = shape
+    rng = np.random.default_rng(batch * 100 + n_in)
+    x, W, b = rng.standard_normal((batch, n_in)), rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+    dW_before, db_before = rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+
+    def fastbp_dense(x, W, *rest):
+        dout = rest[-1]
+        device_x, device_W, device_dout, device_dW, device_db = device(x, W, dout, dW_before.astype(x.dtype),
+                                                                       db_before.astype(x.dtype))
+        device_b = device(rest[0])[0] if bias else None
+        device_out, device_dx = device(np.full((batch, n_out), np.nan, x.dtype), np.full_like(x, np.nan))
+        device_kernels.dense_forward(device_out, device_x, device_W, device_b)
+        device_kernels.dense_backward(device_dx, device_dW, device_db if bias else None, device_dout,
+                                      device_x, device_W)
+        grads = [host(device_dx), host(device_dW) - dW_before.astype(x.dtype)]
+        if bias:
+            grads.append(host(device_db) - db_before.astype(x.dtype))
+        return host(device_out), grads
+
+    inputs = [x, W, b] if bias else [x, W]
+    check_against_torch("cuda dense", inputs, lambda x, W, *b: torch.nn.functional.linear(x, W, *b),
+                        fastbp_dense, dtype, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: repr(a))
+def test_dense_with_activation_fused_matches_cpu(activation, dtype):
+    """The fused layer against the CPU's dense then activation, both ways."""
+    import kernels.cuda as device_kernels
+
+    batch, n_in, n_out = 3, 5, 2
+    rng = np.random.default_rng(3)
+    x, W, b, dout = (rng.standard_normal(shape).astype(dtype) for shape in
+                     [(batch, n_in), (n_out, n_in), (n_out,), (batch, n_out)])
+    code, p1, p2 = activation.code, activation.p1, activation.p2
+    z, out = np.empty((batch, n_out), dtype), np.empty((batch, n_out), dtype)
+    kernels.dense_forward(z, x, W, b)
+    kernels.activation_forward(out, z, code, p1, p2)
+    delta, dx = np.empty_like(z), np.empty_like(x)
+    dW, db = np.zeros_like(W), np.zeros_like(b)
+    kernels.activation_backward(delta, dout, z, out, code, p1, p2)
+    kernels.dense_backward(dx, dW, db, delta, x, W)
+
+    device_x, device_W, device_b, device_dout = device(x, W, b, dout)
+    device_z, device_out, device_dx, device_dW, device_db = device(
+        np.empty_like(z), np.empty_like(z), np.empty_like(x), np.zeros_like(W), np.zeros_like(b))
+    device_kernels.dense_forward(device_out, device_x, device_W, device_b, device_z, code, p1, p2)
+    device_kernels.dense_backward(device_dx, device_dW, device_db, device_dout, device_x, device_W,
+                                  device_z, device_out, code, p1, p2)
+    for name, ours, expected in [("z", device_z, z), ("out", device_out, out), ("dx", device_dx, dx),
+                                 ("dW", device_dW, dW), ("db", device_db, db)]:
+        assert_close(f"cuda fused dense {name}", dtype, host(ours), expected, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("rows", [1, 3, 21])
+def test_column_sums(rows, dtype):
+    import kernels.cuda as device_kernels
+
+    matrix = np.random.default_rng(rows).standard_normal((rows, 5)).astype(dtype)
+    before = np.arange(5, dtype=dtype)
+    device_sums, device_matrix = device(before, matrix)
+    device_kernels.column_sums(device_sums, device_matrix)
+    assert_close("cuda column sums", dtype, host(device_sums), before + matrix.sum(axis=0, dtype=np.float64),
+                 TOLERANCE[dtype])
+
+
+LOSSES = [(kernels.MSE, 0.0), (kernels.L1, 0.0), (kernels.HUBER, 0.7), (kernels.BCE_WITH_LOGITS, 0.0),
+          (kernels.CROSS_ENTROPY, 0.0), (kernels.CROSS_ENTROPY, 0.2)]
+
+
+@on_device
+@pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
+@pytest.mark.parametrize("code, param", LOSSES, ids=["mse", "l1", "huber", "bce", "ce", "ce_smooth"])
+@pytest.mark.parametrize("shape", [(1, 1), (11, 3)], ids=["1x1", "11x3"])
+def test_loss(code, param, mean, shape, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(5)
+    pred = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = rng.uniform(size=shape).astype(dtype) if code != kernels.CROSS_ENTROPY else np.empty((0, 0), dtype)
+    labels = rng.integers(0, shape[1], shape[0]) if code == kernels.CROSS_ENTROPY else np.empty(0, np.int64)
+    dpred = np.empty_like(pred)
+    expected = kernels.loss_value_and_grad(dpred, pred, target, labels, code, param, mean)
+    device_dpred, device_pred, device_target, device_labels = device(np.empty_like(pred), pred, target, labels)
+    value = device_kernels.loss_value_and_grad(device_dpred, device_pred, device_target, device_labels,
+                                               code, param, mean)
+    assert_close("cuda loss value", dtype, value, expected, TOLERANCE[dtype])
+    assert_close("cuda loss gradient", dtype, host(device_dpred), dpred, TOLERANCE[dtype])
+    # added into a device scalar, times a weight, as the training epoch sums it
+    device_sum = device(np.array([1.5]))[0]
+    device_kernels.loss_value_and_grad(device_dpred, device_pred, device_target, device_labels,
+                                       code, param, mean, device_sum, 4.0)
+    assert_close("cuda loss sum", dtype, host(device_sum)[0], 1.5 + 4.0 * expected, TOLERANCE[dtype])
+
+
+OPTIMIZERS = [
+    (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
+    (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
+    (kernels.SGD, [0.1, 0.9, 0.0, 0.01, 1.0]),
+    (kernels.ADAM, [0.01, 0.9, 0.999, 1e-8, 0.01, 0.0, 0.0]),
+    (kernels.ADAM, [0.01, 0.8, 0.99, 1e-8, 0.01, 1.0, 1.0]),
+    (kernels.RMSPROP, [0.01, 0.99, 1e-8, 0.01, 0.0, 0.0]),
+    (kernels.RMSPROP, [0.01, 0.9, 1e-8, 0.0, 0.5, 1.0]),
+]
+
+
+@on_device
+@pytest.mark.parametrize("code, hyper", OPTIMIZERS,
+                         ids=["sgd", "sgd_momentum", "sgd_nesterov", "adam", "adamw_amsgrad", "rmsprop",
+                              "rmsprop_centered_momentum"])
+@pytest.mark.parametrize("n", [1, 13])
+def test_optimizer_steps(code, hyper, n, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(n)
+    params = rng.standard_normal(n).astype(dtype)
+    state = [np.zeros(n, dtype) for _ in range(3)]
+    device_params, *device_state = device(params, *state)
+    hyper = np.array(hyper)
+    for step in (1, 2, 3):
+        grads = rng.standard_normal(n).astype(dtype)
+        kernels.optimizer_step(code, params, grads, *state, hyper, step)
+        device_kernels.optimizer_step(code, device_params, device(grads)[0], *device_state, hyper, step)
+    assert_close("cuda optimizer params", dtype, host(device_params), params, TOLERANCE[dtype])
+    for ours, expected in zip(device_state, state):
+        assert_close("cuda optimizer state", dtype, host(ours), expected, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("max_norm", [0.5, 100.0], ids=["clipped", "untouched"])
+def test_clip_grad_norm(max_norm, dtype):
+    import kernels.cuda as device_kernels
+
+    grads = np.random.default_rng(7).standard_normal(19).astype(dtype)
+    device_grads, device_norm = device(grads, np.zeros(1))
+    norm = kernels.clip_grad_norm(grads, max_norm)
+    device_kernels.clip_grad_norm(device_grads, max_norm, device_norm)
+    assert_close("cuda gradient norm", dtype, host(device_norm)[0], norm, TOLERANCE[dtype])
+    assert_close("cuda clipped gradients", dtype, host(device_grads), grads, TOLERANCE[dtype])
+
+
+def _data(loss="mse"):
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((7, 3))
+    if loss == "cross_entropy":
+        return X, rng.integers(0, 3, 7)
+    return X, rng.uniform(size=(7, 2)) if loss == "bce_with_logits" else rng.standard_normal((7, 2))
+
+
+def _fit(device, make_optimizer, loss="mse", epochs=2, dtype="float32", **fit):
+    """A tiny model trained with shuffling, two batches an epoch, the second
+    smaller; returns the trainer."""
+    import fastbp
+
+    X, y = _data(loss)
+    n_out = 3 if loss == "cross_entropy" else 2
+    model = fastbp.MLP([3, 5, n_out], activation="tanh", dtype=dtype, seed=0).to(device)
+    trainer = fastbp.Trainer(model, loss, make_optimizer(model), **fit.pop("trainer", {}))
+    trainer.fit(X, y, epochs=epochs, batch_size=4, seed=3, **fit)
+    return trainer
+
+
+def _optimizers():
+    import fastbp
+
+    return {
+        "sgd_momentum": lambda m: fastbp.SGD(m, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=1e-2),
+        "sgd_nesterov": lambda m: fastbp.SGD(m, lr=0.1, momentum=0.9, nesterov=True),
+        "adam": lambda m: fastbp.Adam(m, lr=0.05, amsgrad=True, weight_decay=1e-3),
+        "adamw": lambda m: fastbp.AdamW(m, lr=0.05),
+        "rmsprop": lambda m: fastbp.RMSprop(m, lr=0.01, momentum=0.5, centered=True),
+    }
+
+
+def _assert_same_training(ours, expected, dtype, tolerance=None):
+    tolerance = tolerance or TOLERANCE[np.dtype(dtype).type]
+    assert ours.epoch == expected.epoch and ours.optimizer.step_count == expected.optimizer.step_count
+    assert_close("cuda training loss", dtype, ours.history.loss, expected.history.loss, tolerance)
+    assert_close("cuda validation loss", dtype, ours.history.val_loss, expected.history.val_loss, tolerance)
+    assert_close("cuda trained params", dtype, ours.model._params, expected.model._params, tolerance)
+    for state, expected_state in zip(ours.optimizer._state, expected.optimizer._state):
+        assert_close("cuda optimizer state", dtype, state, expected_state, tolerance)
+
+
+@on_device
+@pytest.mark.parametrize("optimizer", ["sgd_momentum", "sgd_nesterov", "adam", "adamw", "rmsprop"])
+def test_training_follows_the_cpu(optimizer):
+    make = _optimizers()[optimizer]
+    _assert_same_training(_fit("cuda", make), _fit("cpu", make), "float32")
+
+
+@on_device
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce_with_logits"])
+def test_training_follows_the_cpu_with_clipping_and_validation(loss):
+    import fastbp
+
+    def make(model):
+        return fastbp.SGD(model, lr=0.5)
+
+    options = dict(loss=loss, dtype="float64", trainer={"max_grad_norm": 0.1}, validation_split=0.3)
+    if loss == "bce_with_logits":
+        options["epochs"] = 1
+    _assert_same_training(_fit("cuda", make, **options), _fit("cpu", make, **options), "float64")
+
+
+@on_device
+def test_checkpoint_taken_on_the_gpu_resumes_on_the_cpu(tmp_path):
+    import fastbp
+
+    make = _optimizers()["adam"]
+    straight = _fit("cpu", make, epochs=3)
+    trainer = _fit("cuda", make, epochs=2)
+    trainer.save(tmp_path / "gpu.npz")
+    resumed = fastbp.Trainer.load(tmp_path / "gpu.npz")
+    assert resumed.model.device == "cpu"
+    np.testing.assert_array_equal(resumed.model._params, trainer.model._params)
+    for state, saved in zip(resumed.optimizer._state, trainer.optimizer._state):
+        np.testing.assert_array_equal(state, saved)
+    X, y = _data()
+    resumed.fit(X, y, epochs=1, batch_size=4)
+    _assert_same_training(resumed, straight, "float32")
+    # and back: the CPU's checkpoint goes on on the GPU
+    resumed.save(tmp_path / "cpu.npz")
+    again = fastbp.Trainer.load(tmp_path / "cpu.npz")
+    again.model.to("cuda")
+    again.fit(X, y, epochs=1, batch_size=4)
+    straight.fit(X, y, epochs=1, batch_size=4)
+    _assert_same_training(again, straight, "float32")
+
+
+@on_device
+def test_a_model_on_the_gpu_predicts_scores_and_saves(tmp_path):
+    import fastbp
+
+    trainer = _fit("cuda", _optimizers()["adamw"], epochs=1)
+    model = trainer.model
+    X = np.random.default_rng(1).standard_normal((4, 3))
+    cpu = fastbp.MLP([3, 5, 2], activation="tanh", seed=0)
+    cpu._params[...] = model._params
+    np.testing.assert_array_equal(model.predict(X), cpu.predict(X))
+    assert np.isfinite(trainer.evaluate(X, np.zeros((4, 2)))) and np.isfinite(trainer.score(X, np.zeros((4, 2))))
+    model.save(tmp_path / "model.npz")
+    np.testing.assert_array_equal(fastbp.load(tmp_path / "model.npz").predict(X), cpu.predict(X))
+    torch = pytest.importorskip("torch")
+    with torch.no_grad():
+        assert_close("cuda model to_torch", np.float32, model.to_torch()(torch.from_numpy(X.astype(np.float32))),
+                     cpu.predict(X), TOLERANCE[np.float32])
+    assert model.to("cpu") is model and model.device == "cpu" and "cuda" not in repr(model)
+
+
+def _run_python(code, **environment):
+    """Run ``code`` in a fresh interpreter without the simulator (unless
+    asked); returns its stdout, asserting it succeeded."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(env, **environment),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_cpu_training_never_imports_numba_cuda(tmp_path):
+    code = f"""
+import sys, numpy as np, fastbp
+model = fastbp.MLP([3, 4, 2], seed=0)
+trainer = fastbp.Trainer(model, "mse", fastbp.Adam(model))
+trainer.fit(np.ones((5, 3)), np.zeros((5, 2)), epochs=2, batch_size=2, seed=0)
+model.predict(np.ones((2, 3))); trainer.save({str(tmp_path / 'checkpoint.npz')!r})
+fastbp.Trainer.load({str(tmp_path / 'checkpoint.npz')!r}).model.to("cpu")
+print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda", "kernels.cuda", "fastbp.cuda"))
+             and m != "fastbp.cuda"))
+"""
+    assert _run_python(code).strip() == "[]"
+
+
+@pytest.mark.parametrize("missing", ["numba-cuda", "gpu"])
+def test_cuda_without_a_gpu_fails_in_one_sentence_and_changes_nothing(missing):
+    if missing == "gpu" and WHERE == "here" and not SIMULATED:
+        pytest.skip("this machine has a GPU")
+    if missing == "gpu" and WHERE not in ("here", "subprocess"):
+        pytest.skip(WHERE)
+    hide = "sys.modules['numba_cuda'] = None" if missing == "numba-cuda" else ""
+    code = f"""
+import sys
+{hide}
+import fastbp
+model = fastbp.MLP([3, 1], seed=0)
+before = model._params.copy()
+for attempt in (lambda: fastbp.MLP([3, 1], device="cuda"), lambda: model.to("cuda")):
+    try:
+        attempt()
+    except RuntimeError as error:
+        print(error)
+assert model.device == "cpu" and (model._params == before).all()
+from fastbp import cli
+sys.stderr = sys.stdout
+try:
+    cli.main(["train", "--dataset", "iris", "--device", "cuda"])
+except SystemExit as stop:
+    assert stop.code == 2
+"""
+    messages = _run_python(code).strip().splitlines()
+    assert len(messages) == 3 and messages[0] == messages[1], messages
+    assert messages[2] == f"fastbp: error: --device cuda: {messages[0]}"
+    expected = "numba-cuda, which is not installed" if missing == "numba-cuda" else "finds none here"
+    assert expected in messages[0] and "device='cpu'" in messages[0] and messages[0].count(". ") == 0
+
+
+@on_device
+def test_fastbp_train_on_the_gpu_follows_the_cpu(tmp_path, capsys):
+    import fastbp
+    from fastbp import cli
+
+    pytest.importorskip("sklearn.datasets")
+    trained = {}
+    for device in ("cuda", "cpu"):
+        arguments = ["train", "--dataset", "iris", "--hidden", "4", "--epochs", "2", "--batch-size", "64",
+                     "--quiet", "--device", device, "--save", tmp_path / f"{device}.npz"]
+        assert cli.main([str(a) for a in arguments]) == 0
+        trained[device] = fastbp.Trainer.load(tmp_path / f"{device}.npz")
+    assert "on the GPU" in capsys.readouterr().out
+    _assert_same_training(trained["cuda"], trained["cpu"], "float32")
