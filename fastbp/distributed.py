@@ -1,0 +1,237 @@
+"""Data-parallel training across processes on torch.distributed (gloo on CPU).
+
+Every process (rank) holds a whole copy of the model and trains on its own
+shard of the data: each step, each rank computes the gradients of its
+``batch_size / world_size`` rows, one all-reduce of the flat gradient buffer
+averages them, and every rank takes the same optimizer step. With a
+mean-reduced loss and equal shares, the average of the ranks' gradients is
+the gradient of the whole global batch, so N processes follow the run one
+process makes with the same global batch.
+
+Launch one process per rank with torchrun, which sets the environment
+``init`` reads::
+
+    torchrun --nproc_per_node 2 train.py
+
+torch is imported only when this module's functions run.
+"""
+import datetime
+import os
+import time
+
+import numpy as np
+
+from kernels import training
+from kernels.losses import mean_scale
+from kernels.optimizers import optimizer_step
+from fastbp._checks import as_bool, as_float, as_int
+from fastbp.trainer import Trainer
+
+# variables torchrun sets for every rank; init() needs them all
+_LAUNCH_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _dist():
+    try:
+        import torch.distributed as dist
+    except ImportError:
+        raise ImportError("fastbp.distributed needs PyTorch; install it with: pip install 'fastbp[torch]'") from None
+    return dist
+
+
+def init(timeout=60.0):
+    """Join the process group torchrun set up (gloo backend, CPU).
+
+    Args:
+        timeout: seconds a collective waits for the other ranks before it
+            fails, so a rank that died or stalled never hangs the others.
+
+    Returns:
+        (rank, world_size). Calling it again returns the same pair.
+    """
+    timeout = as_float("timeout", timeout, low=0.0, low_open=True)
+    dist = _dist()
+    if not dist.is_initialized():
+        missing = [name for name in _LAUNCH_ENV if name not in os.environ]
+        if missing:
+            raise RuntimeError(f"fastbp.distributed.init() reads {', '.join(_LAUNCH_ENV)} from the environment, "
+                               f"which torchrun sets; missing: {', '.join(missing)}. Launch the script with "
+                               f"`torchrun --nproc_per_node 2 your_script.py`")
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def shutdown():
+    """Leave the process group, once every rank has reached this call.
+
+    Call it at the end of the script: a rank that exits while another still
+    talks to it can abort that rank.
+    """
+    dist = _dist()
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def shard(order, rank, world_size):
+    """This rank's indices out of ``order`` (n,), as torch's
+    DistributedSampler splits them: ``order`` wrapped around to a multiple of
+    ``world_size`` (so every rank takes the same number of steps), then every
+    ``world_size``-th index from position ``rank``."""
+    total = -(-order.shape[0] // world_size) * world_size
+    padded = np.resize(order, total)  # np.resize repeats from the start
+    return padded[rank::world_size]
+
+
+def _as_tensor(array):
+    # shares the buffer: a collective on the tensor writes the array
+    import torch
+
+    return torch.from_numpy(array)
+
+
+class DistributedTrainer(Trainer):
+    """A ``fastbp.Trainer`` whose ``fit`` trains data-parallel across the
+    ranks of the process group ``fastbp.distributed.init()`` joined.
+
+    Construction broadcasts rank 0's parameters and optimizer state, so
+    every rank starts from the same model whatever its seed. The arguments
+    are those of ``Trainer``; every rank must build its trainer the same way.
+
+    Example:
+        >>> rank, world_size = fastbp.distributed.init()
+        >>> model = fastbp.MLP([20, 64, 3], seed=0)
+        >>> trainer = DistributedTrainer(model, "cross_entropy", fastbp.Adam(model))
+        >>> trainer.fit(X, y, epochs=10, batch_size=64, seed=0)  # 32 rows per rank per step
+    """
+
+    def __init__(self, model, loss, optimizer, max_grad_norm=None, schedule=None):
+        super().__init__(model, loss, optimizer, max_grad_norm, schedule)
+        dist = _dist()
+        if not dist.is_initialized():
+            raise RuntimeError("DistributedTrainer needs a process group: call fastbp.distributed.init() first, "
+                               "in a script launched with `torchrun --nproc_per_node 2 your_script.py`")
+        if model.device != "cpu":
+            raise ValueError(f"DistributedTrainer trains on the CPU (gloo), got a model on {model.device!r}; "
+                             f"call model.to('cpu') first")
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self._agree("the model's parameter count", model.n_params)
+        for buffer in (model._params, *optimizer._state):
+            if buffer.size:
+                dist.broadcast(_as_tensor(buffer), src=0)
+        # seconds the last fit spent in the gradient all-reduce
+        self.allreduce_seconds = 0.0
+
+    def _agree(self, what, *values):
+        """Raise unless every rank passed the same integers."""
+        import torch
+
+        local = torch.tensor(values, dtype=torch.int64)
+        low, high = local.clone(), local.clone()
+        _dist().all_reduce(low, op=_dist().ReduceOp.MIN)
+        _dist().all_reduce(high, op=_dist().ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise ValueError(f"the ranks disagree on {what}: this rank (rank {self.rank}) has "
+                             f"{list(values)}, others range from {low.tolist()} to {high.tolist()}; "
+                             f"every rank must call the same thing with the same arguments")
+
+    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0):
+        """Train for ``epochs`` more passes over (X, y), every rank on its shard.
+
+        Every rank passes the whole data set; each takes its shard of each
+        epoch's sample order (see ``shard``).
+
+        Args:
+            X, y: as in ``Trainer.fit``, the same on every rank.
+            epochs: passes over the data (>= 0).
+            batch_size: the global batch, summed over the ranks; a multiple
+                of the world size. Each rank takes ``batch_size / world_size``
+                rows per step; the last step of an epoch may be smaller.
+            shuffle: draw a new sample order each epoch.
+            seed: seeds the shuffling (an integer: every rank must draw the
+                same order); None continues the previous stream.
+
+        Returns:
+            the trainer's History; each epoch's loss is the mean over every
+            rank's samples (the ones repeated to even out the shards count
+            twice).
+        """
+        X, targets, labels = self._data(X, y)
+        epochs = as_int("epochs", epochs, minimum=0)
+        batch_size = as_int("batch_size", batch_size, minimum=1)
+        shuffle = as_bool("shuffle", shuffle)
+        if batch_size % self.world_size:
+            down = max(batch_size // self.world_size, 1) * self.world_size
+            raise ValueError(f"batch_size is the global batch and must be a multiple of the number of processes "
+                             f"({self.world_size}), got {batch_size}; use {down} or {down + self.world_size}")
+        if seed is None and self._rng_state is None and shuffle:
+            raise ValueError("seed must be an integer for the first distributed fit, got None: every rank must "
+                             "draw the same sample order; pass seed=0 (or any integer, the same on every rank)")
+        seed = None if seed is None else as_int("seed", seed, minimum=0)
+        self._agree("X's shape, batch_size, shuffle and seed",
+                    *X.shape, batch_size, shuffle, -1 if seed is None else seed)
+        if seed is not None or self._rng_state is None:
+            self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
+
+        model, optimizer, loss = self.model, self.optimizer, self.loss
+        dist = _dist()
+        n, n_in, n_out = X.shape[0], model.sizes[0], model.sizes[-1]
+        local_batch = batch_size // self.world_size
+        rows = min(local_batch, -(-n // self.world_size))
+        model._ensure_capacity(rows)
+        model._forward_rows = None  # the cached forward pass is about to be overwritten
+        batch_x = np.empty(rows * n_in, dtype=model.dtype)
+        batch_targets = np.empty(rows * n_out if targets.size else 0, dtype=model.dtype)
+        batch_labels = np.empty(rows if labels.size else 0, dtype=np.int64)
+        order = np.arange(n, dtype=np.int64)
+        grads = _as_tensor(model._grads)
+        mean = loss.reduction == "mean"
+        self.allreduce_seconds = 0.0
+        for _ in range(epochs):
+            start_time = time.perf_counter()
+            logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
+            if shuffle:
+                training.random_permutation(order, self._rng_state)
+            mine = shard(order, self.rank, self.world_size)
+            loss_sum = 0.0
+            for start in range(0, mine.shape[0], local_batch):
+                step_rows = min(local_batch, mine.shape[0] - start)
+                xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels,
+                                                   mine, start, step_rows)
+                value = training.batch_gradients(
+                    model._grads, model._z, model._a, model._scratch, xb, tb, lb, model._params, model._layers,
+                    model._activation_params, loss.code, loss.param, mean_scale(loss.code, step_rows, n_out, mean))
+                loss_sum += value * step_rows if mean else value
+                reduce_start = time.perf_counter()
+                self._all_reduce(grads, optimizer.step_count + 1)
+                self.allreduce_seconds += time.perf_counter() - reduce_start
+                if mean:
+                    # every rank's share is equally large: the mean of the
+                    # ranks' gradients is the global batch's
+                    model._grads /= self.world_size
+                if self.max_grad_norm:
+                    training.clip_grad_norm(model._grads, self.max_grad_norm)
+                optimizer.step_count += 1
+                optimizer_step(optimizer.code, model._params, model._grads, *optimizer._state, optimizer._hyper,
+                               optimizer.step_count)
+            totals = np.array([loss_sum, mine.shape[0]], dtype=np.float64)
+            self._all_reduce(_as_tensor(totals), optimizer.step_count)
+            self.epoch += 1
+            logs["loss"] = totals[0] / totals[1]
+            if not np.isfinite(logs["loss"]):
+                raise FloatingPointError(f"training diverged: the loss is {logs['loss']} in epoch {self.epoch}; "
+                                         f"try a lower learning rate (lr={optimizer.lr}) or max_grad_norm")
+            logs["seconds"] = time.perf_counter() - start_time
+            self.history.append(logs)
+            if self.schedule is not None:
+                self.schedule.step(logs["loss"])
+        return self.history
+
+    def _all_reduce(self, tensor, step):
+        try:
+            _dist().all_reduce(tensor)
+        except RuntimeError as error:
+            raise RuntimeError(f"rank {self.rank} of {self.world_size}: the all-reduce at step {step} failed, "
+                               f"so another rank stopped, crashed or cannot be reached (look for the first error "
+                               f"in the other ranks' output; a rank that stalls fails the others after init's "
+                               f"timeout): {error}") from error

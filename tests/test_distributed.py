@@ -1,0 +1,145 @@
+"""Data-parallel training: 2 processes over gloo on 127.0.0.1 against one
+process on the same global batches (float64, 1e-10 relative)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastbp
+
+pytest.importorskip("torch")
+from fastbp import distributed  # noqa: E402
+
+# 72 samples in global batches of 16: four full steps and one of 8 per epoch
+# (4 rows on each of 2 ranks), 4 epochs = 20 steps
+N, BATCH, EPOCHS = 72, 16, 4
+CONFIGS = [(optimizer, shuffle) for optimizer in ("sgd", "adam") for shuffle in (True, False)]
+
+
+def _data():
+    rng = np.random.default_rng(1)
+    return rng.normal(size=(N, 5)), rng.integers(0, 3, size=N)
+
+
+def _train(trainer_class, optimizer, shuffle, model_seed=0):
+    model = fastbp.MLP([5, 7, 3], activation="tanh", dtype="float64", seed=model_seed)
+    opt = fastbp.SGD(model, lr=0.1, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(model, lr=0.01)
+    trainer = trainer_class(model, "cross_entropy", opt, max_grad_norm=1.0)
+    history = trainer.fit(*_data(), epochs=EPOCHS, batch_size=BATCH, shuffle=shuffle, seed=3)
+    return model, opt, history
+
+
+def worker(out, mode):
+    """One rank's run; launched by the tests below as its own process."""
+    rank, world_size = distributed.init(timeout=10.0)
+    if mode in ("crash", "stall") and rank == 1:
+        real, calls = distributed.training.batch_gradients, []
+
+        def failing(*args):
+            calls.append(None)
+            if len(calls) == 3:
+                if mode == "stall":
+                    time.sleep(40)
+                raise RuntimeError("this rank fails on purpose")
+            return real(*args)
+
+        distributed.training.batch_gradients = failing
+    for optimizer, shuffle in CONFIGS if mode == "train" else CONFIGS[:1]:
+        # a different seed per rank: the broadcast must make them start equal
+        model, opt, history = _train(distributed.DistributedTrainer, optimizer, shuffle, model_seed=rank)
+        np.save(os.path.join(out, f"{optimizer}-{shuffle}-{rank}.npy"), model._params)
+        with open(os.path.join(out, f"{optimizer}-{shuffle}-{rank}.json"), "w") as f:
+            json.dump({"loss": history.loss, "steps": opt.step_count}, f)
+    distributed.shutdown()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(out, mode, world_size=2, timeout=120, wait=None):
+    """Start ``world_size`` ranks with the environment torchrun would set,
+    wait for the first ``wait`` (all by default) and kill the others;
+    returns [(returncode, stderr, seconds until it ended)] per rank waited for."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    code = f"from tests.test_distributed import worker; worker({str(out)!r}, {mode!r})"
+    start = time.perf_counter()
+    ranks = [subprocess.Popen([sys.executable, "-c", code], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(world_size)]
+    results = []
+    try:
+        for rank in ranks[:wait]:
+            _, stderr = rank.communicate(timeout=max(timeout - (time.perf_counter() - start), 1))
+            results.append((rank.returncode, stderr, time.perf_counter() - start))
+    finally:
+        for rank in ranks:
+            rank.kill()
+    return results
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ranks")
+    for rank, (code, stderr, _) in enumerate(_launch(out, "train")):
+        assert code == 0, f"rank {rank} failed:\n{stderr}"
+    return out
+
+
+@pytest.mark.parametrize("optimizer,shuffle", CONFIGS)
+def test_two_ranks_match_one_process_on_the_global_batch(two_ranks, optimizer, shuffle):
+    model, opt, history = _train(fastbp.Trainer, optimizer, shuffle)
+    for rank in range(2):
+        params = np.load(two_ranks / f"{optimizer}-{shuffle}-{rank}.npy")
+        logs = json.loads((two_ranks / f"{optimizer}-{shuffle}-{rank}.json").read_text())
+        assert logs["steps"] == opt.step_count == 20
+        np.testing.assert_allclose(params, model._params, rtol=1e-10, atol=0)
+        # no sample is repeated (72 splits evenly): the reduced loss is the whole epoch's
+        np.testing.assert_allclose(logs["loss"], history.loss, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("optimizer,shuffle", CONFIGS)
+def test_every_rank_ends_with_the_same_parameters(two_ranks, optimizer, shuffle):
+    first, second = (np.load(two_ranks / f"{optimizer}-{shuffle}-{rank}.npy") for rank in range(2))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_a_failing_rank_stops_the_other_with_a_clear_error(tmp_path):
+    (code0, stderr0, seconds0), (code1, stderr1, _) = _launch(tmp_path, "crash", timeout=90)
+    assert code1 != 0 and "this rank fails on purpose" in stderr1
+    assert code0 != 0, "rank 0 should fail when rank 1 dies"
+    assert "rank 0 of 2: the all-reduce at step 3 failed" in stderr0, stderr0
+    print(f"rank 0 stopped {seconds0:.1f} s after launch:", stderr0.strip().splitlines()[-1])
+
+
+def test_a_stalled_rank_makes_the_other_fail_after_the_timeout(tmp_path):
+    # rank 1 stalls 40 s in its third step; rank 0 gives up after init's 10 s
+    [(code0, stderr0, seconds0)] = _launch(tmp_path, "stall", timeout=90, wait=1)
+    assert code0 != 0 and "rank 0 of 2: the all-reduce at step 3 failed" in stderr0, stderr0
+    assert seconds0 < 35, f"rank 0 waited {seconds0:.0f} s for the stalled rank"
+    print(f"rank 0 stopped {seconds0:.1f} s after launch:", stderr0.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("n,world_size", [(10, 2), (11, 2), (7, 3), (2, 4), (1, 1)])
+def test_shard_splits_as_torchs_distributed_sampler(n, world_size):
+    from torch.utils.data import DistributedSampler
+
+    order = np.random.default_rng(0).permutation(n)
+    for rank in range(world_size):
+        sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=False)
+        assert distributed.shard(order, rank, world_size).tolist() == [order[i] for i in sampler]
+
+
+def test_init_outside_torchrun_says_how_to_launch(monkeypatch):
+    for name in distributed._LAUNCH_ENV:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match="torchrun --nproc_per_node"):
+        distributed.init()
