@@ -217,7 +217,7 @@ class DistributedTrainer(Trainer):
             totals = np.array([loss_sum, mine.shape[0]], dtype=np.float64)
             self._all_reduce(_as_tensor(totals), optimizer.step_count)
             self.epoch += 1
-            logs["loss"] = totals[0] / totals[1]
+            logs["loss"] = float(totals[0] / totals[1])
             if not np.isfinite(logs["loss"]):
                 raise FloatingPointError(f"training diverged: the loss is {logs['loss']} in epoch {self.epoch}; "
                                          f"try a lower learning rate (lr={optimizer.lr}) or max_grad_norm")
