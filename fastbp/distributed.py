@@ -15,6 +15,7 @@ Launch one process per rank with torchrun, which sets the environment
 
 torch is imported only when this module's functions run.
 """
+import contextlib
 import datetime
 import os
 import time
@@ -23,8 +24,9 @@ import numpy as np
 
 from kernels import training
 from kernels.losses import mean_scale
+from kernels.network import N_OUT
 from kernels.optimizers import optimizer_step
-from fastbp._checks import as_bool, as_float, as_int
+from fastbp._checks import as_float, as_int
 from fastbp.trainer import Trainer
 
 # variables torchrun sets for every rank; init() needs them all
@@ -135,97 +137,79 @@ class DistributedTrainer(Trainer):
                              f"{list(values)}, others range from {low.tolist()} to {high.tolist()}; "
                              f"every rank must call the same thing with the same arguments")
 
-    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0):
-        """Train for ``epochs`` more passes over (X, y), every rank on its shard.
+    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=0, **options):
+        """``Trainer.fit`` with every rank on its shard of each epoch.
 
-        Every rank passes the whole data set; each takes its shard of each
-        epoch's sample order (see ``shard``).
+        Every rank passes the whole data set and the same arguments; each
+        takes its shard of each epoch's sample order (see ``shard``).
+        Validation, early stopping, schedules and callbacks run on every rank
+        and agree, since every rank holds the same parameters.
 
         Args:
-            X, y: as in ``Trainer.fit``, the same on every rank.
-            epochs: passes over the data (>= 0).
             batch_size: the global batch, summed over the ranks; a multiple
                 of the world size. Each rank takes ``batch_size / world_size``
                 rows per step; the last step of an epoch may be smaller.
-            shuffle: draw a new sample order each epoch.
             seed: seeds the shuffling (an integer: every rank must draw the
                 same order); None continues the previous stream.
+            X, y, epochs, shuffle, options: as in ``Trainer.fit``.
 
         Returns:
             the trainer's History; each epoch's loss is the mean over every
-            rank's samples (the ones repeated to even out the shards count
-            twice).
+            rank's samples (those repeated to even out the shards count twice).
         """
-        X, targets, labels = self._data(X, y)
-        epochs = as_int("epochs", epochs, minimum=0)
         batch_size = as_int("batch_size", batch_size, minimum=1)
-        shuffle = as_bool("shuffle", shuffle)
         if batch_size % self.world_size:
             down = max(batch_size // self.world_size, 1) * self.world_size
             raise ValueError(f"batch_size is the global batch and must be a multiple of the number of processes "
                              f"({self.world_size}), got {batch_size}; use {down} or {down + self.world_size}")
-        if seed is None and self._rng_state is None and shuffle:
+        if seed is None and self._rng_state is None and shuffle is True:
             raise ValueError("seed must be an integer for the first distributed fit, got None: every rank must "
                              "draw the same sample order; pass seed=0 (or any integer, the same on every rank)")
         seed = None if seed is None else as_int("seed", seed, minimum=0)
-        self._agree("X's shape, batch_size, shuffle and seed",
-                    *X.shape, batch_size, shuffle, -1 if seed is None else seed)
-        if seed is not None or self._rng_state is None:
-            self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
-
-        model, optimizer, loss = self.model, self.optimizer, self.loss
-        dist = _dist()
-        n, n_in, n_out = X.shape[0], model.sizes[0], model.sizes[-1]
-        local_batch = batch_size // self.world_size
-        rows = min(local_batch, -(-n // self.world_size))
-        model._ensure_capacity(rows)
-        model._forward_rows = None  # the cached forward pass is about to be overwritten
-        batch_x = np.empty(rows * n_in, dtype=model.dtype)
-        batch_targets = np.empty(rows * n_out if targets.size else 0, dtype=model.dtype)
-        batch_labels = np.empty(rows if labels.size else 0, dtype=np.int64)
-        order = np.arange(n, dtype=np.int64)
-        grads = _as_tensor(model._grads)
-        mean = loss.reduction == "mean"
+        shape = np.shape(X) if np.ndim(X) == 2 else (-1, -1)
+        self._agree("X's shape, batch_size, shuffle and seed", *shape, batch_size, bool(shuffle),
+                    -1 if seed is None else seed)
         self.allreduce_seconds = 0.0
-        for _ in range(epochs):
-            start_time = time.perf_counter()
-            logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
-            if shuffle:
-                training.random_permutation(order, self._rng_state)
-            mine = shard(order, self.rank, self.world_size)
-            loss_sum = 0.0
-            for start in range(0, mine.shape[0], local_batch):
-                step_rows = min(local_batch, mine.shape[0] - start)
-                xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels,
-                                                   mine, start, step_rows)
-                value = training.batch_gradients(
-                    model._grads, model._z, model._a, model._scratch, xb, tb, lb, model._params, model._layers,
-                    model._activation_params, loss.code, loss.param, mean_scale(loss.code, step_rows, n_out, mean))
-                loss_sum += value * step_rows if mean else value
-                reduce_start = time.perf_counter()
-                self._all_reduce(grads, optimizer.step_count + 1)
-                self.allreduce_seconds += time.perf_counter() - reduce_start
-                if mean:
-                    # every rank's share is equally large: the mean of the
-                    # ranks' gradients is the global batch's
-                    model._grads /= self.world_size
-                if self.max_grad_norm:
-                    training.clip_grad_norm(model._grads, self.max_grad_norm)
-                optimizer.step_count += 1
-                optimizer_step(optimizer.code, model._params, model._grads, *optimizer._state, optimizer._hyper,
-                               optimizer.step_count)
-            totals = np.array([loss_sum, mine.shape[0]], dtype=np.float64)
-            self._all_reduce(_as_tensor(totals), optimizer.step_count)
-            self.epoch += 1
-            logs["loss"] = float(totals[0] / totals[1])
-            if not np.isfinite(logs["loss"]):
-                raise FloatingPointError(f"training diverged: the loss is {logs['loss']} in epoch {self.epoch}; "
-                                         f"try a lower learning rate (lr={optimizer.lr}) or max_grad_norm")
-            logs["seconds"] = time.perf_counter() - start_time
-            self.history.append(logs)
-            if self.schedule is not None:
-                self.schedule.step(logs["loss"])
-        return self.history
+        return super().fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, **options)
+
+    def _epoch_function(self, rows):
+        return self._train_epoch, contextlib.nullcontext
+
+    def _train_epoch(self, params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step,
+                     X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params,
+                     loss_code, loss_param, loss_mean, batch_x, batch_targets, batch_labels, z_store, a_store,
+                     scratch):
+        """``kernels.train_epoch`` (same arguments and result, ``batch_size``
+        the global batch) over this rank's shard of ``order``, the gradients
+        averaged across the ranks after each backward."""
+        mine = shard(order, self.rank, self.world_size)
+        local_batch = batch_size // self.world_size
+        n_out = layers[-1, N_OUT]
+        gradients = _as_tensor(grads)
+        loss_sum = 0.0
+        for start in range(0, mine.shape[0], local_batch):
+            rows = min(local_batch, mine.shape[0] - start)
+            xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels,
+                                               mine, start, rows)
+            value = training.batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
+                                             activation_params, loss_code, loss_param,
+                                             mean_scale(loss_code, rows, n_out, loss_mean))
+            loss_sum += value * rows if loss_mean else value
+            step += 1
+            reduce_start = time.perf_counter()
+            self._all_reduce(gradients, step)
+            self.allreduce_seconds += time.perf_counter() - reduce_start
+            if loss_mean:
+                # every rank's share is equally large: the mean of the ranks'
+                # gradients is the global batch's
+                grads /= self.world_size
+            if max_grad_norm > 0.0:
+                training.clip_grad_norm(grads, max_grad_norm)
+            optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
+        totals = np.array([loss_sum, mine.shape[0]], dtype=np.float64)
+        self._all_reduce(_as_tensor(totals), step)
+        # fit divides by the sample count: hand it the mean over every rank's samples times that
+        return totals[0] / totals[1] * order.shape[0], step
 
     def _all_reduce(self, tensor, step):
         try:

@@ -191,7 +191,7 @@ class Trainer:
         order = np.arange(n, dtype=np.int64)
         keep_best = patience is not None and restore_best
         self.stop_training = False
-        train_epoch, blas_threads = _fused_epoch(model, rows)
+        train_epoch, blas_threads = self._epoch_function(rows)
         device_fit = None
         for _ in range(epochs):
             start = time.perf_counter()
@@ -243,6 +243,11 @@ class Trainer:
                               f"predates fastbp keeping them); the model keeps epoch {self.epoch}'s",
                               UserWarning, stacklevel=2)
         return self.history
+
+    def _epoch_function(self, rows):
+        """The CPU epoch ``fit`` runs (``kernels.train_epoch``'s arguments and
+        result) and the context it runs in; a subclass may train otherwise."""
+        return _fused_epoch(self.model, rows)
 
     @staticmethod
     def _as_callback(index, callback):

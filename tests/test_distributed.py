@@ -55,6 +55,14 @@ def worker(out, mode):
         np.save(os.path.join(out, f"{optimizer}-{shuffle}-{rank}.npy"), model._params)
         with open(os.path.join(out, f"{optimizer}-{shuffle}-{rank}.json"), "w") as f:
             json.dump({"loss": history.loss, "steps": opt.step_count}, f)
+    if mode == "train":
+        before = model._params.copy()
+        trainer = distributed.DistributedTrainer(model, "cross_entropy", fastbp.SGD(model))
+        try:
+            trainer.fit(*_data(), batch_size=15)
+        except ValueError as error:
+            with open(os.path.join(out, f"odd-batch-{rank}.txt"), "w") as f:
+                f.write(f"{error}\n{np.array_equal(before, model._params)}")
     distributed.shutdown()
 
 
@@ -126,6 +134,14 @@ def test_a_stalled_rank_makes_the_other_fail_after_the_timeout(tmp_path):
     assert code0 != 0 and "rank 0 of 2: the all-reduce at step 3 failed" in stderr0, stderr0
     assert seconds0 < 35, f"rank 0 waited {seconds0:.0f} s for the stalled rank"
     print(f"rank 0 stopped {seconds0:.1f} s after launch:", stderr0.strip().splitlines()[-1])
+
+
+def test_a_batch_the_ranks_cannot_split_evenly_is_refused(two_ranks):
+    for rank in range(2):
+        message, unchanged = (two_ranks / f"odd-batch-{rank}.txt").read_text().splitlines()
+        assert "batch_size is the global batch and must be a multiple of the number of processes (2), got 15; " \
+               "use 14 or 16" in message
+        assert unchanged == "True"
 
 
 @pytest.mark.parametrize("n,world_size", [(10, 2), (11, 2), (7, 3), (2, 4), (1, 1)])
