@@ -151,7 +151,7 @@ def _train(args, parser):
     given = {name: getattr(args, name) for name in run.DEFAULTS}
     return run.train(given, resume=args.resume, save=args.save, plot=args.plot, quiet=args.quiet,
                      threads=args.threads, save_every=args.save_every, overwrite=args.overwrite,
-                     device=args.device)
+                     device=args.device, distributed=args.distributed)
 
 
 def _predict(args, parser):
@@ -222,6 +222,9 @@ def build_parser():
     train.add_argument("--threads", type=_positive, help="limit the BLAS threads")
     train.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="train on the CPU or an NVIDIA GPU (needs fastbp[cuda]; default cpu)")
+    train.add_argument("--distributed", action="store_true",
+                       help="train data-parallel across the processes torchrun starts, --batch-size rows in all "
+                            "per step (torchrun --nproc_per_node 2 -m fastbp train --distributed ...)")
     train.add_argument("--standardize", action=argparse.BooleanOptionalAction,
                        help="standardise features (and regression targets) on the training split "
                             "(default: on, except for the embedded digits)")

@@ -26,7 +26,7 @@ from kernels import training
 from kernels.losses import mean_scale
 from kernels.network import N_OUT
 from kernels.optimizers import optimizer_step
-from fastbp._checks import as_float, as_int
+from fastbp._checks import as_float, as_int, describe
 from fastbp.trainer import Trainer
 
 # variables torchrun sets for every rank; init() needs them all
@@ -109,6 +109,22 @@ class DistributedTrainer(Trainer):
 
     def __init__(self, model, loss, optimizer, max_grad_norm=None, schedule=None):
         super().__init__(model, loss, optimizer, max_grad_norm, schedule)
+        self._join()
+
+    @classmethod
+    def wrap(cls, trainer):
+        """A DistributedTrainer that goes on from ``trainer`` (one built, or
+        one ``Trainer.load`` read from a checkpoint), with its model,
+        optimizer, epoch, history and shuffling stream."""
+        if not isinstance(trainer, Trainer):
+            raise TypeError(f"trainer must be a fastbp.Trainer, got {describe(trainer)}")
+        distributed = cls.__new__(cls)
+        distributed.__dict__.update(trainer.__dict__)
+        distributed._join()
+        return distributed
+
+    def _join(self):
+        model, optimizer = self.model, self.optimizer
         dist = _dist()
         if not dist.is_initialized():
             raise RuntimeError("DistributedTrainer needs a process group: call fastbp.distributed.init() first, "

@@ -450,18 +450,37 @@ class CompileNotice(numba_event.Listener):
 
 
 def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None, save_every=None,
-           overwrite=False, device="cpu"):
+           overwrite=False, device="cpu", distributed=False):
     """The ``fastbp train`` command; returns the exit status."""
     with numba_event.install_listener("numba:compile", CompileNotice()):
-        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite, device)
+        status = _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite, device,
+                        distributed)
+    if distributed:
+        from fastbp.distributed import shutdown
+
+        shutdown()
+    return status
 
 
-def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite, device):
+def _join_process_group(device):
+    """(rank, world size) of this process in the torchrun launch --distributed trains across."""
+    if device != "cpu":
+        raise DataError(f"--distributed trains on the CPU (gloo), got --device {device}; drop one of the two")
+    from fastbp.distributed import init
+
+    try:
+        return init()
+    except (ImportError, RuntimeError) as error:
+        raise DataError(f"--distributed: {error}") from None
+
+
+def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite, device, distributed=False):
     started = time.perf_counter()
     try:
         as_device("--device", device)
     except RuntimeError as error:
         raise DataError(f"--device {device}: {error}") from None
+    rank, world_size = _join_process_group(device) if distributed else (0, 1)
     if save_every is not None and save is None:
         raise DataError(f"--save-every {save_every} needs --save PATH, the checkpoint to write")
     if plot is not None:
@@ -488,6 +507,13 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     inputs = data_inputs(settings["data"], settings["target"])
     save = check_output("--save", save, inputs, overwrite)
     plot = check_output("--plot", plot, {**inputs, "--resume": resume, "--save": save}, overwrite)
+    if settings["batch_size"] % world_size:
+        down = max(settings["batch_size"] // world_size, 1) * world_size
+        raise DataError(f"--batch-size {settings['batch_size']} is the global batch and must be a multiple of the "
+                        f"number of processes ({world_size}); use {down} or {down + world_size}")
+    if rank:
+        # rank 0 alone prints and writes; the others train their shard in silence
+        out, quiet, save, plot = open(os.devnull, "w"), True, None, None
     if resume is not None:
         prepared = Prepared(settings, trainer.metadata["preprocessing"])
         change = replan(trainer, settings, given)
@@ -495,6 +521,10 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
         prepared = Prepared(settings)
         trainer = build(settings, prepared)
         change = ""
+    if distributed:
+        from fastbp.distributed import DistributedTrainer
+
+        trainer = DistributedTrainer.wrap(trainer)
     limit = thread_limit(threads)
     data_seconds = time.perf_counter() - started
     X_train, y_train = prepared.part("train")
@@ -509,6 +539,7 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
           + (", standardized inputs" + (" and targets" if prepared.task == "regress" else "")
              if settings["standardize"] else "")
           + (", on the GPU" if device == "cuda" else "")
+          + (f", across {world_size} processes" if distributed else "")
           + (f"; resuming at epoch {trainer.epoch}" if resume else "") + (f", {change}" if change else ""),
           file=out, flush=True)
     trainer.metadata = {"settings": settings, "preprocessing": prepared.preprocessing}

@@ -159,3 +159,19 @@ def test_init_outside_torchrun_says_how_to_launch(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeError, match="torchrun --nproc_per_node"):
         distributed.init()
+
+
+def test_fastbp_train_distributed_under_torchrun_matches_one_process(tmp_path):
+    flags = ["train", "--epochs", "2", "--quiet", "--dtype", "float64", "--save"]
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "NUMBA_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "fastbp", *flags, str(tmp_path / "one.npz")],
+                         capture_output=True, text=True, timeout=120, env=env)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(_free_port()), "-m", "fastbp", *flags, str(tmp_path / "two.npz"), "--distributed"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    # rank 0 alone prints: each line once
+    assert two.stdout.count("model: MLP") == 1 and "across 2 processes" in two.stdout
+    best = [line for run in (one, two) for line in run.stdout.splitlines() if line.startswith(("best", "test"))]
+    assert best[:2] == best[2:], best
+    assert (tmp_path / "two.npz").is_file()
