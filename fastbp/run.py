@@ -450,13 +450,14 @@ class CompileNotice(numba_event.Listener):
 
 
 def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None, save_every=None,
-           overwrite=False, device="cpu"):
+           overwrite=False, device="cpu", checkpoint_every=None):
     """The ``fastbp train`` command; returns the exit status."""
     with numba_event.install_listener("numba:compile", CompileNotice()):
-        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite, device)
+        return _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite, device,
+                      checkpoint_every)
 
 
-def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite, device):
+def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite, device, checkpoint_every):
     started = time.perf_counter()
     try:
         as_device("--device", device)
@@ -464,6 +465,11 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
         raise DataError(f"--device {device}: {error}") from None
     if save_every is not None and save is None:
         raise DataError(f"--save-every {save_every} needs --save PATH, the checkpoint to write")
+    if checkpoint_every is not None and save is None:
+        raise DataError(f"--checkpoint-every {checkpoint_every} needs --save PATH, the checkpoint to write")
+    if checkpoint_every is not None and device == "cuda":
+        raise DataError(f"--checkpoint-every {checkpoint_every} works on the CPU only; on the GPU, use "
+                        f"--save-every N (epochs)")
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -480,6 +486,14 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
         if settings["epochs"] <= trainer.epoch:
             raise DataError(f"--epochs {settings['epochs']}: the checkpoint has trained {trainer.epoch} epochs "
                             f"already; ask for more")
+        stopped = trainer._epoch_state
+        if stopped is not None and settings["batch_size"] != stopped["batch_size"]:
+            raise DataError(f"--batch-size {settings['batch_size']}: the checkpoint stopped in the middle of epoch "
+                            f"{trainer.epoch + 1}, in batches of {stopped['batch_size']}; resume with "
+                            f"--batch-size {stopped['batch_size']}")
+        if stopped is not None and device == "cuda":
+            raise DataError(f"--device cuda: the checkpoint stopped in the middle of epoch {trainer.epoch + 1}, "
+                            f"which only the CPU goes on from; resume on the CPU")
     else:
         settings = resolve(given)
         if settings["epochs"] < 1:
@@ -522,7 +536,8 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
             trainer.fit(X_train, y_train, epochs=settings["epochs"] - trainer.epoch,
                         batch_size=settings["batch_size"], seed=settings["seed"] if resume is None else None,
                         validation_data=(X_val, y_val) if len(X_val) else None,
-                        early_stopping=settings["early_stopping"], callbacks=[progress, stopper] + ([saver] if saver else []))
+                        early_stopping=settings["early_stopping"], callbacks=[progress, stopper] + ([saver] if saver else []),
+                        checkpoint_every=checkpoint_every, checkpoint_path=save if checkpoint_every else None)
             if len(X_test) and not stopper.pressed:
                 test_score = trainer.score(X_test, y_test)
     except KeyboardInterrupt:
