@@ -192,3 +192,21 @@ def test_a_cli_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path, dtype):
     np.testing.assert_array_equal(params, reference_params)
     assert (rows(fastbp.Trainer.load(checkpoint).history)
             == rows(fastbp.Trainer.load(tmp_path / "reference.npz").history))
+
+
+def test_cli_checkpoint_every_needs_save_and_a_mid_epoch_resume_keeps_its_batch_size(tmp_path, capsys):
+    from fastbp.cli import main
+
+    assert main(["train", "--epochs", "1", "--checkpoint-every", "5"]) == 2
+    assert "--checkpoint-every 5 needs --save PATH" in capsys.readouterr().err
+    trainer = make_trainer("float64")
+    trainer.__class__, trainer.stop_at = StopsAfterSaving, 1
+    trainer.metadata = {"settings": {}, "preprocessing": {}}
+    with pytest.raises(Stop):
+        fit(trainer, 1, checkpoint_every=3, checkpoint_path=tmp_path / "ck.npz")
+    before = (tmp_path / "ck.npz").read_bytes()
+    assert main(["train", "--resume", str(tmp_path / "ck.npz"), "--epochs", "2", "--batch-size", "16",
+                 "--save", str(tmp_path / "ck.npz")]) == 2
+    assert ("--batch-size 16: the checkpoint stopped in the middle of epoch 1, in batches of 8; resume with "
+            "--batch-size 8") in capsys.readouterr().err
+    assert (tmp_path / "ck.npz").read_bytes() == before
