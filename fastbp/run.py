@@ -512,6 +512,11 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     limit = thread_limit(threads)
     data_seconds = time.perf_counter() - started
     X_train, y_train = prepared.part("train")
+    stopped = trainer._epoch_state
+    if stopped is not None and len(X_train) != stopped["n_samples"]:
+        raise DataError(f"--data: {prepared.source} gives {len(X_train)} training samples, but the checkpoint "
+                        f"stopped in the middle of an epoch over {stopped['n_samples']}; resume on the data it "
+                        f"was trained on")
     X_val, y_val = prepared.part("val")
     X_test, y_test = prepared.part("test")
     y_train, y_val, y_test = (targets_for(trainer, y) for y in (y_train, y_val, y_test))

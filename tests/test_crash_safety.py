@@ -210,3 +210,20 @@ def test_cli_checkpoint_every_needs_save_and_a_mid_epoch_resume_keeps_its_batch_
     assert ("--batch-size 16: the checkpoint stopped in the middle of epoch 1, in batches of 8; resume with "
             "--batch-size 8") in capsys.readouterr().err
     assert (tmp_path / "ck.npz").read_bytes() == before
+
+
+def test_cli_mid_epoch_resume_on_other_data_is_refused(tmp_path, capsys):
+    from fastbp.cli import main
+
+    checkpoint = str(tmp_path / "ck.npz")
+    assert main(["train", *fresh("float32"), "--epochs", "1", "--quiet", "--save", checkpoint]) == 0
+    trainer = fastbp.Trainer.load(checkpoint)
+    trainer._epoch_state = {"rng_state": trainer._rng_state.copy(), "position": 100, "loss_sum": 1.0,
+                            "batch_size": 64, "n_samples": 1000, "shuffle": True}
+    trainer.save(checkpoint)
+    before = (tmp_path / "ck.npz").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--resume", checkpoint, "--epochs", "2", "--save", checkpoint]) == 2
+    assert ("gives 1258 training samples, but the checkpoint stopped in the middle of an epoch over 1000; "
+            "resume on the data it was trained on") in capsys.readouterr().err
+    assert (tmp_path / "ck.npz").read_bytes() == before
