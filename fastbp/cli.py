@@ -151,7 +151,7 @@ def _train(args, parser):
     given = {name: getattr(args, name) for name in run.DEFAULTS}
     return run.train(given, resume=args.resume, save=args.save, plot=args.plot, quiet=args.quiet,
                      threads=args.threads, save_every=args.save_every, overwrite=args.overwrite,
-                     device=args.device, distributed=args.distributed)
+                     device=args.device, distributed=args.distributed, checkpoint_every=args.checkpoint_every)
 
 
 def _predict(args, parser):
@@ -231,6 +231,9 @@ def build_parser():
     train.add_argument("--save", metavar="PATH", help="write a checkpoint (model, optimizer, schedule, history) "
                        "at the end, on Ctrl-C and every few seconds on the way")
     train.add_argument("--save-every", type=_positive, metavar="N", help="write the checkpoint every N epochs instead")
+    train.add_argument("--checkpoint-every", type=_positive, metavar="N",
+                       help="also write it every N optimizer steps, mid-epoch too: a run killed anywhere goes on "
+                            "from there with --resume, bit for bit")
     train.add_argument("--resume", metavar="PATH",
                        help="go on from a checkpoint up to --epochs in total; the step and cosine schedules are "
                             "laid out again for that total, and --lr or --lr-schedule start a new schedule")

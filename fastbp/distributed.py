@@ -173,6 +173,10 @@ class DistributedTrainer(Trainer):
             the trainer's History; each epoch's loss is the mean over every
             rank's samples (those repeated to even out the shards count twice).
         """
+        if options.get("checkpoint_every") is not None:
+            # a mid-epoch checkpoint would have to hold every rank's place in its shard
+            raise ValueError("checkpoint_every is not supported in a distributed fit; save after epochs with a "
+                             "callback on rank 0")
         batch_size = as_int("batch_size", batch_size, minimum=1)
         if batch_size % self.world_size:
             down = max(batch_size // self.world_size, 1) * self.world_size

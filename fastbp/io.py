@@ -6,7 +6,7 @@ A model file (``format`` "fastbp-model", ``format_version`` 1) holds:
 ``bias`` (bool), ``dtype`` ("float32" / "float64"), ``params`` (the flat
 parameter buffer, layer by layer: W (n_out, n_in) row-major, then b).
 
-A checkpoint (``format`` "fastbp-checkpoint", ``format_version`` 2) holds the
+A checkpoint (``format`` "fastbp-checkpoint", ``format_version`` 3) holds the
 model's keys (``params``: the weights the model predicts with, the best
 epoch's when a fit restored them) and what a run needs to go on exactly where
 it stopped: ``optimizer`` (its name), ``optimizer_hyper`` (float64, the
@@ -15,12 +15,20 @@ kernel's scalars, the current learning rate first), ``optimizer_state_0..2``
 (uint64, the shuffling stream), ``best_params`` (the best epoch's parameters;
 empty before any epoch), ``last_params`` (the last epoch's parameters, which
 training goes on from, when ``params`` holds restored best ones; else empty),
-and ``training`` (JSON: epoch, loss name and arguments, max_grad_norm,
-schedule name, arguments and state, the history, the best-params epoch and the
-trainer's metadata).
+``epoch_rng_state`` (uint64: for a checkpoint written in the middle of an
+epoch, the shuffling stream as it was before that epoch drew its order; else
+empty) and ``training`` (JSON: epoch, loss name and arguments, max_grad_norm,
+schedule name, arguments and state, the history, the best-params epoch, the
+trainer's metadata, and ``in_epoch``: null at the end of an epoch, else where
+in the next epoch the run stopped: ``position`` (the samples of its order
+trained on), ``loss_sum`` (their loss sum), ``batch_size``, ``n_samples`` and
+``shuffle``).
 
 Version 1 checkpoints still load: they have no ``last_params`` and keep
-``best_params`` only when early stopping asked for them.
+``best_params`` only when early stopping asked for them. Version 1 and 2
+checkpoints all end an epoch; a fastbp that reads only up to version 2
+refuses a version 3 file rather than go on from the middle of an epoch as if
+from its start.
 
 ``fastbp train`` keeps in that metadata ``settings`` (its options) and
 ``preprocessing``, what it learnt from the training split of its data
@@ -59,10 +67,10 @@ from fastbp.trainer import Trainer
 MODEL_FORMAT = "fastbp-model"
 CHECKPOINT_FORMAT = "fastbp-checkpoint"
 MODEL_VERSION = 1
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
 # format -> (what to call it, the versions this fastbp reads)
 _MODEL = {MODEL_FORMAT: ("model", {1})}
-_CHECKPOINT = {CHECKPOINT_FORMAT: ("checkpoint", {1, 2})}
+_CHECKPOINT = {CHECKPOINT_FORMAT: ("checkpoint", {1, 2, 3})}
 
 
 class MissingFileError(FileNotFoundError, ValueError):
@@ -125,7 +133,7 @@ def save_model(model, path):
 def save_checkpoint(trainer, path):
     """Write ``trainer``'s whole state to ``path`` (see the module docstring)."""
     optimizer, schedule = trainer.optimizer, trainer.schedule
-    best = trainer._best_params
+    best, in_epoch = trainer._best_params, trainer._epoch_state
     training = {
         "epoch": trainer.epoch,
         "loss": [trainer.loss.name, trainer.loss.arguments()],
@@ -135,6 +143,8 @@ def save_checkpoint(trainer, path):
         "best": trainer._best,
         "best_params_epoch": None if best is None else best[0],
         "metadata": trainer.metadata,
+        "in_epoch": None if in_epoch is None else {key: value for key, value in in_epoch.items()
+                                                   if key != "rng_state"},
     }
     try:
         training = json.dumps(training)
@@ -147,6 +157,7 @@ def save_checkpoint(trainer, path):
                  optimizer_hyper=optimizer._hyper, optimizer_step=np.array(optimizer.step_count),
                  **{f"optimizer_state_{i}": state for i, state in enumerate(optimizer._state)},
                  rng_state=rng_state, training=np.array(training),
+                 epoch_rng_state=np.zeros(0, dtype=np.uint64) if in_epoch is None else in_epoch["rng_state"],
                  best_params=empty if best is None else best[1],
                  last_params=empty if trainer._last_params is None else trainer._last_params)
 
@@ -258,6 +269,13 @@ def _trainer(path, contents):
                                     _fitting(path, "best_params", contents["best_params"], {n}, dtype))
         last = _fitting(path, "last_params", contents.get("last_params", np.zeros(0, dtype)), {0, n}, dtype)
         trainer._last_params = last if last.size else None
+        in_epoch = training.get("in_epoch")
+        if in_epoch is not None:
+            trainer._epoch_state = {
+                "rng_state": _fitting(path, "epoch_rng_state", contents["epoch_rng_state"], {1}, np.uint64),
+                "position": int(in_epoch["position"]), "loss_sum": float(in_epoch["loss_sum"]),
+                "batch_size": int(in_epoch["batch_size"]), "n_samples": int(in_epoch["n_samples"]),
+                "shuffle": bool(in_epoch["shuffle"])}
     except (KeyError, TypeError, ValueError, IndexError) as error:
         raise ValueError(f"{path!r} is a damaged fastbp checkpoint ({type(error).__name__}: {error})") from None
     return trainer

@@ -450,11 +450,11 @@ class CompileNotice(numba_event.Listener):
 
 
 def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, out=None, save_every=None,
-           overwrite=False, device="cpu", distributed=False):
+           overwrite=False, device="cpu", distributed=False, checkpoint_every=None):
     """The ``fastbp train`` command; returns the exit status."""
     with numba_event.install_listener("numba:compile", CompileNotice()):
         status = _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite, device,
-                        distributed)
+                        distributed, checkpoint_every)
     if distributed:
         from fastbp.distributed import shutdown
 
@@ -474,7 +474,8 @@ def _join_process_group(device):
         raise DataError(f"--distributed: {error}") from None
 
 
-def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite, device, distributed=False):
+def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite, device, distributed=False,
+           checkpoint_every=None):
     started = time.perf_counter()
     try:
         as_device("--device", device)
@@ -483,6 +484,14 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     rank, world_size = _join_process_group(device) if distributed else (0, 1)
     if save_every is not None and save is None:
         raise DataError(f"--save-every {save_every} needs --save PATH, the checkpoint to write")
+    if checkpoint_every is not None and save is None:
+        raise DataError(f"--checkpoint-every {checkpoint_every} needs --save PATH, the checkpoint to write")
+    if checkpoint_every is not None and distributed:
+        raise DataError(f"--checkpoint-every {checkpoint_every} works in one process only; with --distributed, "
+                        f"--save writes at the end of epochs")
+    if checkpoint_every is not None and device == "cuda":
+        raise DataError(f"--checkpoint-every {checkpoint_every} works on the CPU only; on the GPU, use "
+                        f"--save-every N (epochs)")
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -499,6 +508,14 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
         if settings["epochs"] <= trainer.epoch:
             raise DataError(f"--epochs {settings['epochs']}: the checkpoint has trained {trainer.epoch} epochs "
                             f"already; ask for more")
+        stopped = trainer._epoch_state
+        if stopped is not None and settings["batch_size"] != stopped["batch_size"]:
+            raise DataError(f"--batch-size {settings['batch_size']}: the checkpoint stopped in the middle of epoch "
+                            f"{trainer.epoch + 1}, in batches of {stopped['batch_size']}; resume with "
+                            f"--batch-size {stopped['batch_size']}")
+        if stopped is not None and device == "cuda":
+            raise DataError(f"--device cuda: the checkpoint stopped in the middle of epoch {trainer.epoch + 1}, "
+                            f"which only the CPU goes on from; resume on the CPU")
     else:
         settings = resolve(given)
         if settings["epochs"] < 1:
@@ -528,6 +545,11 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     limit = thread_limit(threads)
     data_seconds = time.perf_counter() - started
     X_train, y_train = prepared.part("train")
+    stopped = trainer._epoch_state
+    if stopped is not None and len(X_train) != stopped["n_samples"]:
+        raise DataError(f"--data: {prepared.source} gives {len(X_train)} training samples, but the checkpoint "
+                        f"stopped in the middle of an epoch over {stopped['n_samples']}; resume on the data it "
+                        f"was trained on")
     X_val, y_val = prepared.part("val")
     X_test, y_test = prepared.part("test")
     y_train, y_val, y_test = (targets_for(trainer, y) for y in (y_train, y_val, y_test))
@@ -553,7 +575,8 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
             trainer.fit(X_train, y_train, epochs=settings["epochs"] - trainer.epoch,
                         batch_size=settings["batch_size"], seed=settings["seed"] if resume is None else None,
                         validation_data=(X_val, y_val) if len(X_val) else None,
-                        early_stopping=settings["early_stopping"], callbacks=[progress, stopper] + ([saver] if saver else []))
+                        early_stopping=settings["early_stopping"], callbacks=[progress, stopper] + ([saver] if saver else []),
+                        checkpoint_every=checkpoint_every, checkpoint_path=save if checkpoint_every else None)
             if len(X_test) and not stopper.pressed:
                 test_score = trainer.score(X_test, y_test)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
 import contextlib
 import functools
+import os
 import time
 import warnings
 
@@ -8,7 +9,7 @@ import numba
 import numpy as np
 
 import kernels
-from fastbp._checks import as_bool, as_float, as_int, as_matrix, describe
+from fastbp._checks import as_bool, as_float, as_int, as_matrix, as_path, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
 from fastbp.metrics import metric_name, score
@@ -101,6 +102,9 @@ class Trainer:
         # the last epoch's parameters while the model holds the restored best
         # ones, else None
         self._last_params = None
+        # where a checkpoint written in the middle of an epoch stopped, from
+        # Trainer.load (or while fit writes one), else None: see _stopped_epoch
+        self._epoch_state = None
 
     def _data(self, X, y, name="X", y_name="y"):
         model = self.model
@@ -131,7 +135,8 @@ class Trainer:
         return tuple(a[:cut] if a.size else a for a in train), tuple(a[cut:] if a.size else a for a in train)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=None, validation_data=None,
-            validation_split=0.0, early_stopping=None, min_delta=0.0, restore_best=True, callbacks=()):
+            validation_split=0.0, early_stopping=None, min_delta=0.0, restore_best=True, callbacks=(),
+            checkpoint_every=None, checkpoint_path=None):
         """Train for ``epochs`` more passes over (X, y) in minibatches.
 
         Args:
@@ -160,6 +165,15 @@ class Trainer:
                 after every epoch; logs is
                 the epoch's row of the history. Setting
                 ``trainer.stop_training = True`` ends the run.
+            checkpoint_every: write a checkpoint (``save``) to
+                ``checkpoint_path`` after every this many optimizer steps
+                (counted over the whole run: whenever the step count is a
+                multiple of it), in the middle of an epoch too; None for none.
+                A run that dies anywhere goes on from the last one
+                (``Trainer.load``, then ``fit`` with the same data,
+                ``batch_size`` and ``shuffle``, and ``seed=None``) to exactly
+                the parameters and history of the run that never stopped.
+            checkpoint_path: where to write those checkpoints.
 
         Returns:
             the trainer's History (every epoch of every fit call so far).
@@ -175,6 +189,8 @@ class Trainer:
         if not isinstance(callbacks, (list, tuple, type(None))):
             raise TypeError(f"callbacks must be a list of callables (callbacks=[f] for one), got {describe(callbacks)}")
         callbacks = [self._as_callback(i, c) for i, c in enumerate(callbacks or ())]
+        checkpoint_every, checkpoint_path = self._checkpoint_arguments(checkpoint_every, checkpoint_path)
+        resumed = self._stopped_epoch(X.shape[0], batch_size, shuffle, seed)
         if seed is not None or self._rng_state is None:
             self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
         model, optimizer, loss = self.model, self.optimizer, self.loss
@@ -196,6 +212,10 @@ class Trainer:
         for _ in range(epochs):
             start = time.perf_counter()
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
+            position, loss_sum = resumed or (0, 0.0)
+            resumed = self._epoch_state = None
+            # a checkpoint in the middle of the epoch draws its order again from here
+            epoch_rng_state = None if checkpoint_every is None else self._rng_state.copy()
             if shuffle:
                 kernels.random_permutation(order, self._rng_state)
             if model.device == "cuda":
@@ -205,12 +225,18 @@ class Trainer:
                                                      self.max_grad_norm or 0.0)
                 loss_sum = device_fit.epoch(order)
             else:
-                with blas_threads():
-                    loss_sum, optimizer.step_count = train_epoch(
-                        model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
-                        optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
-                        model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
-                        batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
+                def steps(X, targets, labels, order):
+                    with blas_threads():
+                        part_sum, optimizer.step_count = train_epoch(
+                            model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
+                            optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
+                            model._layers, model._activation_params, loss.code, loss.param,
+                            loss.reduction == "mean", batch_x, batch_targets, batch_labels, model._z, model._a,
+                            model._scratch)
+                    return part_sum
+
+                loss_sum = self._epoch_steps(steps, X, targets, labels, order, position, loss_sum, batch_size,
+                                             shuffle, checkpoint_every, checkpoint_path, epoch_rng_state)
             self.epoch += 1
             logs["loss"] = loss_sum / n
             if not np.isfinite(logs["loss"]):
@@ -248,6 +274,90 @@ class Trainer:
         """The CPU epoch ``fit`` runs (``kernels.train_epoch``'s arguments and
         result) and the context it runs in; a subclass may train otherwise."""
         return _fused_epoch(self.model, rows)
+
+    def _checkpoint_arguments(self, checkpoint_every, checkpoint_path):
+        if checkpoint_every is None:
+            if checkpoint_path is not None:
+                raise ValueError("checkpoint_path needs checkpoint_every, the number of optimizer steps between "
+                                 "checkpoints (e.g. checkpoint_every=100)")
+            return None, None
+        checkpoint_every = as_int("checkpoint_every", checkpoint_every, minimum=1)
+        if checkpoint_path is None:
+            raise ValueError(f"checkpoint_every={checkpoint_every} needs checkpoint_path, the file to write the "
+                             f"checkpoints to")
+        checkpoint_path = as_path("checkpoint_path", checkpoint_path)
+        folder = os.path.dirname(os.path.abspath(checkpoint_path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint_path: folder {folder!r} does not exist; create it first (os.makedirs)")
+        if os.path.isdir(checkpoint_path):
+            raise ValueError(f"checkpoint_path: {checkpoint_path!r} is a folder; give a file name in it")
+        if self.model.device == "cuda":
+            raise ValueError("checkpoint_every works on the CPU, where an epoch can stop between any two steps; "
+                             "on the GPU, save after epochs with a callback")
+        return checkpoint_every, checkpoint_path
+
+    def _stopped_epoch(self, n, batch_size, shuffle, seed):
+        """(position, loss sum so far) in the epoch a loaded checkpoint stopped
+        in, or None; refuses a fit that would not go on with that epoch as it
+        began."""
+        state = self._epoch_state
+        if state is None:
+            return None
+        where = (f"the checkpoint stopped in epoch {self.epoch + 1}, after sample {state['position']} of "
+                 f"{state['n_samples']}, in batches of {state['batch_size']}")
+        if n != state["n_samples"]:
+            raise ValueError(f"X: {n} samples, but {where}; continue on the same {state['n_samples']} training "
+                             f"samples")
+        if batch_size != state["batch_size"]:
+            raise ValueError(f"batch_size={batch_size}: {where}; continue with batch_size={state['batch_size']}")
+        if shuffle != state["shuffle"]:
+            raise ValueError(f"shuffle={shuffle}: {where}; continue with shuffle={state['shuffle']}")
+        if seed is not None:
+            raise ValueError(f"seed={seed}: {where}, in the order its shuffling stream drew; continue with "
+                             f"seed=None")
+        if self.model.device == "cuda":
+            raise ValueError(f"model.device='cuda': {where}, which only the CPU can go on from; finish that epoch "
+                             f"with model.to('cpu')")
+        self._rng_state = state["rng_state"].copy()
+        return state["position"], state["loss_sum"]
+
+    def _epoch_steps(self, steps, X, targets, labels, order, position, loss_sum, batch_size, shuffle,
+                     checkpoint_every, checkpoint_path, epoch_rng_state):
+        """Train the epoch from sample ``position`` of ``order`` on, writing a
+        checkpoint whenever the step count reaches a multiple of
+        ``checkpoint_every``; ``steps(X, targets, labels, order)`` trains over
+        an order. Returns the epoch's loss sum (``loss_sum`` is that of the
+        samples before ``position``).
+
+        Without checkpoints, the epoch is one kernel call. With them, it is one
+        call per batch, each on that batch's samples copied out: the kernel
+        walks the whole X it is given and sums its batch losses from 0, so only
+        batch by batch do the batches, the last short one included, and the
+        loss sum come out as in one call over the epoch.
+        """
+        n, optimizer = X.shape[0], self.optimizer
+        if position == 0 and checkpoint_every is None:
+            return steps(X, targets, labels, order)
+        batch_X = np.empty((batch_size, X.shape[1]), dtype=X.dtype)
+        batch_targets = np.empty((batch_size if targets.size else 0, targets.shape[1]), dtype=targets.dtype)
+        batch_labels = np.empty(batch_size if labels.size else 0, dtype=labels.dtype)
+        batch_order = np.arange(batch_size, dtype=np.int64)
+        for start in range(position, n, batch_size):
+            part = order[start:start + batch_size]
+            rows = part.shape[0]
+            loss_sum += steps(np.take(X, part, axis=0, out=batch_X[:rows]),
+                              np.take(targets, part, axis=0, out=batch_targets[:rows]) if targets.size else targets,
+                              np.take(labels, part, out=batch_labels[:rows]) if labels.size else labels,
+                              batch_order[:rows])
+            if checkpoint_every is not None and optimizer.step_count % checkpoint_every == 0:
+                # before the epoch's validation and schedule step, which the resumed run takes
+                self._epoch_state = {"rng_state": epoch_rng_state, "position": start + rows, "loss_sum": loss_sum,
+                                     "batch_size": batch_size, "n_samples": n, "shuffle": shuffle}
+                try:
+                    self.save(checkpoint_path)
+                finally:
+                    self._epoch_state = None
+        return loss_sum
 
     @staticmethod
     def _as_callback(index, callback):
