@@ -193,8 +193,19 @@ class Trainer:
         self.stop_training = False
         train_epoch, blas_threads = _fused_epoch(model, rows)
         device_fit = None
+        # the start of the running epoch, put back if it diverges: a copy per
+        # epoch is one pass over the parameters and state, next to the many
+        # an epoch makes
+        kept_params = model._params.copy()
+        kept_state = [state.copy() for state in optimizer._state]
+        kept_rng = self._rng_state.copy()
         for _ in range(epochs):
             start = time.perf_counter()
+            kept_params[...] = model._params
+            for kept, state in zip(kept_state, optimizer._state):
+                kept[...] = state
+            kept_rng[...] = self._rng_state
+            kept_step = optimizer.step_count
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
             if shuffle:
                 kernels.random_permutation(order, self._rng_state)
@@ -211,11 +222,18 @@ class Trainer:
                         optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
                         model._layers, model._activation_params, loss.code, loss.param, loss.reduction == "mean",
                         batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
-            self.epoch += 1
             logs["loss"] = loss_sum / n
             if not np.isfinite(logs["loss"]):
-                raise FloatingPointError(f"training diverged: the loss is {logs['loss']} in epoch {self.epoch}; "
-                                         f"try a lower learning rate (lr={optimizer.lr}) or max_grad_norm")
+                model._params[...] = kept_params
+                for kept, state in zip(kept_state, optimizer._state):
+                    state[...] = kept
+                self._rng_state[...] = kept_rng
+                optimizer.step_count = kept_step
+                raise FloatingPointError(
+                    f"training diverged: the loss is {logs['loss']} in epoch {self.epoch + 1}; the model and "
+                    f"optimizer hold the weights and state of the end of epoch {self.epoch}; try a lower "
+                    f"learning rate (lr={optimizer.lr}) or max_grad_norm")
+            self.epoch += 1
             if validation is not None:
                 logs["val_loss"], outputs = self._evaluate(*validation)
                 logs["val_metric"] = score(loss, outputs, validation[1], validation[2])
