@@ -209,8 +209,19 @@ class Trainer:
         self.stop_training = False
         train_epoch, blas_threads = self._epoch_function(rows)
         device_fit = None
+        # the start of the running epoch, put back if it diverges: a copy per
+        # epoch is one pass over the parameters and state, next to the many
+        # an epoch makes
+        kept_params = model._params.copy()
+        kept_state = [state.copy() for state in optimizer._state]
+        kept_rng = self._rng_state.copy()
         for _ in range(epochs):
             start = time.perf_counter()
+            kept_params[...] = model._params
+            for kept, state in zip(kept_state, optimizer._state):
+                kept[...] = state
+            kept_rng[...] = self._rng_state
+            kept_step = optimizer.step_count
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
             position, loss_sum = resumed or (0, 0.0)
             resumed = self._epoch_state = None
@@ -237,11 +248,18 @@ class Trainer:
 
                 loss_sum = self._epoch_steps(steps, X, targets, labels, order, position, loss_sum, batch_size,
                                              shuffle, checkpoint_every, checkpoint_path, epoch_rng_state)
-            self.epoch += 1
             logs["loss"] = loss_sum / n
             if not np.isfinite(logs["loss"]):
-                raise FloatingPointError(f"training diverged: the loss is {logs['loss']} in epoch {self.epoch}; "
-                                         f"try a lower learning rate (lr={optimizer.lr}) or max_grad_norm")
+                model._params[...] = kept_params
+                for kept, state in zip(kept_state, optimizer._state):
+                    state[...] = kept
+                self._rng_state[...] = kept_rng
+                optimizer.step_count = kept_step
+                raise FloatingPointError(
+                    f"training diverged: the loss is {logs['loss']} in epoch {self.epoch + 1}; the model and "
+                    f"optimizer hold the weights and state of the end of epoch {self.epoch}; try a lower "
+                    f"learning rate (lr={optimizer.lr}) or max_grad_norm")
+            self.epoch += 1
             if validation is not None:
                 logs["val_loss"], outputs = self._evaluate(*validation)
                 logs["val_metric"] = score(loss, outputs, validation[1], validation[2])

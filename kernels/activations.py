@@ -27,9 +27,11 @@ takes torch's branch, which keeps it NaN in the forward pass.
 """
 import math
 
+from kernels.checks import check_same_shape
 from kernels.config import jit
 
 IDENTITY, RELU, LEAKY_RELU, SIGMOID, TANH, GELU, GELU_TANH, SILU, ELU, SOFTPLUS = range(10)
+N_ACTIVATIONS = 10
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -135,7 +137,23 @@ def activation_forward(out, x, code, p1, p2):
     x : (batch, n) array
     code : int, one of the module's activation codes
     p1, p2 : float, the activation's parameters (see the module docstring)
+
+    ``out`` has the shape and dtype of ``x`` (ValueError, TypeError).
     """
+    check_same_shape("activation_forward", "out", out, "x", x)
+    check_code("activation_forward", code)
+    _activation_forward(out, x, code, p1, p2)
+
+
+@jit
+def check_code(kernel, code):
+    if code < 0 or code >= N_ACTIVATIONS:
+        raise ValueError(kernel + ": code must be one of kernels.IDENTITY ... kernels.SOFTPLUS (0 to "
+                         + str(N_ACTIVATIONS - 1) + "), got " + str(code))
+
+
+@jit
+def _activation_forward(out, x, code, p1, p2):
     # Called with a constant code, the loop is inlined with its switch folded
     # away and vectorizes: that matters for the cheap, memory-bound
     # activations; the others are dominated by their exp/erf/tanh.
@@ -160,7 +178,19 @@ def activation_backward(dx, dout, x, out, code, p1, p2):
     x : (batch, n) array, the forward input
     out : (batch, n) array, the forward output
     code, p1, p2 : as in ``activation_forward``
+
+    All four arrays share one shape and dtype (ValueError, TypeError).
     """
+    kernel = "activation_backward"
+    check_same_shape(kernel, "dout", dout, "x", x)
+    check_same_shape(kernel, "out", out, "x", x)
+    check_same_shape(kernel, "dx", dx, "x", x)
+    check_code(kernel, code)
+    _activation_backward(dx, dout, x, out, code, p1, p2)
+
+
+@jit
+def _activation_backward(dx, dout, x, out, code, p1, p2):
     # in the forward pass this was: out = f(x)
     if code == RELU:
         _backward_loop(dx, dout, x, out, RELU, p1, p2)

@@ -16,6 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
+from kernels.checks import check_dtype, check_size
 from kernels.config import jit
 
 ensure_blas()  # a clear ImportError now instead of a failure inside a kernel
@@ -141,9 +142,26 @@ def gemm(C, A, B, trans_a, trans_b, alpha, beta):
     ------
     ValueError
         if elements of C share memory; C is left unchanged
+    TypeError, ValueError
+        if the arrays' dtypes or shapes disagree; C is left unchanged
     RuntimeError
         if BLAS reports a failure
     """
+    kernel = "gemm"
+    m, n = C.shape
+    k = A.shape[0] if trans_a else A.shape[1]
+    check_size(kernel, "A", A, 1 if trans_a else 0, m, "C.shape[0] (m)")
+    check_size(kernel, "B", B, 1 if trans_b else 0, k, "the inner dimension of op(A) (k)")
+    check_size(kernel, "B", B, 0 if trans_b else 1, n, "C.shape[1] (n)")
+    check_dtype(kernel, "A", A, "C", C)
+    check_dtype(kernel, "B", B, "C", C)
+    _gemm(C, A, B, trans_a, trans_b, alpha, beta)
+
+
+@jit
+def _gemm(C, A, B, trans_a, trans_b, alpha, beta):
+    """``gemm`` without its argument checks, for callers whose shapes agree
+    by construction."""
     if overlaps_itself(C):
         raise ValueError("gemm: C overlaps itself (a stride of 0, or rows that share memory, as a broadcast "
                          "or sliding-window view has); write into an array of its own, e.g. np.empty((m, n))")

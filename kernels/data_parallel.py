@@ -14,8 +14,8 @@ from numba import prange
 from kernels.config import parallel_jit
 from kernels.losses import mean_scale
 from kernels.network import N_IN, N_OUT, UNIT_OFFSET
-from kernels.optimizers import optimizer_step
-from kernels.training import batch_gradients, clip_grad_norm, gather_batch
+from kernels.optimizers import _optimizer_step
+from kernels.training import batch_gradients, check_epoch, clip_grad_norm, gather_batch
 from kernels.views import borrowed, matrix_view
 
 
@@ -26,6 +26,11 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
                               batch_x, batch_targets, batch_labels, z_store, a_store, scratch, n_chunks):
     """``kernels.train_epoch`` with each minibatch split into ``n_chunks``
     parts run in parallel; same arguments, same results up to rounding."""
+    check_epoch("train_epoch_data_parallel", params, grads, optimizer_code, optimizer_hyper, state0, state1,
+                state2, X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params, loss_code,
+                batch_x, batch_targets, batch_labels, z_store, a_store, scratch)
+    if n_chunks < 1:
+        raise ValueError("train_epoch_data_parallel: n_chunks must be at least 1, got " + str(n_chunks))
     params, grads, optimizer_hyper = borrowed(params), borrowed(grads), borrowed(optimizer_hyper)
     state0, state1, state2 = borrowed(state0), borrowed(state1), borrowed(state2)
     X, targets, labels, order = borrowed(X), borrowed(targets), borrowed(labels), borrowed(order)
@@ -73,6 +78,6 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
         step += 1
         for c in prange(n_chunks):
             first, end = n_params * c // n_chunks, n_params * (c + 1) // n_chunks
-            optimizer_step(optimizer_code, params[first:end], grads[first:end], state0[first:end],
+            _optimizer_step(optimizer_code, params[first:end], grads[first:end], state0[first:end],
                            state1[first:end], state2[first:end], optimizer_hyper, step)
     return loss_sum, step

@@ -14,8 +14,8 @@ Both compute the very numbers of the unfused kernels: the loops sum in the
 order and precision of ``kernels.blas``'s own loops, and the activation is
 the same scalar function.
 """
-from kernels.activations import IDENTITY, activate, activation_backward, activation_forward
-from kernels.blas import SMALL_GEMM, gemm
+from kernels.activations import IDENTITY, _activation_backward, _activation_forward, activate
+from kernels.blas import SMALL_GEMM, _gemm
 from kernels.config import jit
 
 
@@ -44,8 +44,8 @@ def dense_activation_forward(z, a, x, W, b, code, p1, p2):
         if has_bias:
             for r in range(batch):
                 z[r, :] = b
-        gemm(z, x, W, False, True, 1.0, 1.0 if has_bias else 0.0)
-        activation_forward(a, z, code, p1, p2)
+        _gemm(z, x, W, False, True, 1.0, 1.0 if has_bias else 0.0)
+        _activation_forward(a, z, code, p1, p2)
         return
     for r in range(batch):
         for o in range(n_out):
@@ -80,10 +80,10 @@ def dense_activation_backward(dx, dW, db, delta, x, W, z, a, code, p1, p2, accum
     batch, n_out = delta.shape
     n_in = x.shape[1]
     if code != IDENTITY:
-        activation_backward(delta, delta, z, a, code, p1, p2)
+        _activation_backward(delta, delta, z, a, code, p1, p2)
     beta = 1.0 if accumulate else 0.0
     if not is_small(batch, n_in, n_out):
-        gemm(dW, delta, x, True, False, 1.0, beta)
+        _gemm(dW, delta, x, True, False, 1.0, beta)
     else:
         for o in range(n_out):
             for k in range(n_in):
@@ -100,7 +100,7 @@ def dense_activation_backward(dx, dW, db, delta, x, W, z, a, code, p1, p2, accum
     if dx.shape[0] == 0:
         return
     if not is_small(batch, n_out, n_in):
-        gemm(dx, delta, W, False, False, 1.0, 0.0)
+        _gemm(dx, delta, W, False, False, 1.0, 0.0)
         return
     for r in range(batch):
         for k in range(n_in):

@@ -7,9 +7,11 @@ cross-entropy), ``mean=False`` is ``reduction="sum"``. Sums run in float64.
 """
 import math
 
+from kernels.checks import check_indices, check_same_shape, check_size
 from kernels.config import jit
 
 MSE, L1, HUBER, CROSS_ENTROPY, BCE_WITH_LOGITS = range(5)
+N_LOSSES = 5
 
 
 @jit
@@ -47,7 +49,15 @@ def pointwise_loss(dpred, pred, target, code, delta, mean):
     code : MSE, L1, HUBER or BCE_WITH_LOGITS
     delta : float, the Huber threshold (ignored by the others)
     mean : bool, divide by ``pred.size`` (else sum)
+
+    The three arrays share one shape and dtype (ValueError, TypeError).
     """
+    kernel = "pointwise_loss"
+    check_same_shape(kernel, "target", target, "pred", pred)
+    check_same_shape(kernel, "dpred", dpred, "pred", pred)
+    if code != MSE and code != L1 and code != HUBER and code != BCE_WITH_LOGITS:
+        raise ValueError("pointwise_loss: code must be kernels.MSE, L1, HUBER or BCE_WITH_LOGITS, got "
+                         + str(code) + " (cross-entropy is kernels.cross_entropy_loss)")
     return scaled_pointwise_loss(dpred, pred, target, code, delta, 1.0 / pred.size if mean else 1.0)
 
 
@@ -77,7 +87,14 @@ def cross_entropy_loss(dlogits, logits, labels, label_smoothing, mean):
     labels : (batch,) integer array, each in [0, n_classes)
     label_smoothing : float in [0, 1]
     mean : bool, divide by ``batch`` (else sum)
+
+    ``dlogits`` has the shape and dtype of ``logits``, ``labels`` one entry
+    per row, each a valid class (ValueError, TypeError).
     """
+    kernel = "cross_entropy_loss"
+    check_same_shape(kernel, "dlogits", dlogits, "logits", logits)
+    check_size(kernel, "labels", labels, 0, logits.shape[0], "logits.shape[0] (batch)")
+    check_indices(kernel, "labels", labels, logits.shape[1], "logits.shape[1] (n_classes)")
     return scaled_cross_entropy_loss(dlogits, logits, labels, label_smoothing,
                                      1.0 / logits.shape[0] if mean else 1.0)
 

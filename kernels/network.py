@@ -15,6 +15,8 @@ Layer ``i`` owns ``W = params[w:w + n_out*n_in]`` viewed as (n_out, n_in) and
 (batch, n_out) views ``store[batch*u : batch*(u + n_out)]`` of two flat
 buffers, ``u`` its unit offset.
 """
+from kernels.activations import N_ACTIVATIONS
+from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
 from kernels.config import jit
 from kernels.fused import dense_activation_backward, dense_activation_forward
 from kernels.views import matrix_view
@@ -56,7 +58,60 @@ def network_forward(z_store, a_store, x, params, layers, activation_params):
     x : (batch, n_in) C-contiguous array
     params : (n_params,) array
     layers, activation_params : the layer table (see the module docstring)
+
+    Arrays of one dtype (TypeError), a layer table that fits ``params`` and
+    chains each layer's ``n_out`` to the next ``n_in``, and buffers large
+    enough (ValueError).
     """
+    kernel = "network_forward"
+    total_units, _ = check_network(kernel, x, params, layers, activation_params)
+    check_units(kernel, z_store, a_store, params, x.shape[0], total_units)
+    _network_forward(z_store, a_store, checked_dtype(x, params), params, layers, activation_params)
+
+
+@jit
+def check_network(kernel, x, params, layers, activation_params):
+    """Check a layer table against ``params`` and the input ``x``; returns
+    (total_units, max_width), the widest of the inputs and layer outputs."""
+    check_dtype(kernel, "x", x, "params", params)
+    check_size(kernel, "layers", layers, 1, 6, "the layer table's width")
+    n_layers = layers.shape[0]
+    if n_layers == 0:
+        raise ValueError(kernel + ": layers must have one row per layer, got none")
+    check_size(kernel, "activation_params", activation_params, 0, n_layers, "layers.shape[0] (n_layers)")
+    check_size(kernel, "activation_params", activation_params, 1, 2, "p1, p2")
+    check_size(kernel, "x", x, 1, layers[0, N_IN], "layers[0, N_IN] (n_in)")
+    units, max_width = 0, x.shape[1]
+    for i in range(n_layers):
+        n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
+        if n_out < 1 or (i > 0 and n_in != layers[i - 1, N_OUT]):
+            raise ValueError(kernel + ": layer " + str(i) + " must have n_out >= 1 and n_in equal to the previous layer's n_out, got n_in = "
+                             + str(n_in) + ", n_out = " + str(n_out))
+        weights, bias = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+        if weights < 0 or weights + n_out * n_in > params.shape[0] or bias < -1 or bias + n_out > params.shape[0]:
+            raise ValueError(kernel + ": layer " + str(i) + " has weights or bias outside params (" + str(params.shape[0])
+                             + " elements); build the table with the model that owns params")
+        if layers[i, UNIT_OFFSET] != units:
+            raise ValueError(kernel + ": layer " + str(i) + " must have unit_offset " + str(units) + " (the n_out of the layers before), got "
+                             + str(layers[i, UNIT_OFFSET]))
+        if layers[i, ACTIVATION] < 0 or layers[i, ACTIVATION] >= N_ACTIVATIONS:
+            raise ValueError(kernel + ": layer " + str(i) + " has an unknown activation code " + str(layers[i, ACTIVATION]))
+        units += n_out
+        max_width = max(max_width, n_out)
+    return units, max_width
+
+
+@jit
+def check_units(kernel, z_store, a_store, params, batch, total_units):
+    """The activation buffers hold ``batch * total_units`` values of ``params``'s dtype."""
+    check_at_least(kernel, "z_store", z_store, 0, batch * total_units, "batch * total units")
+    check_at_least(kernel, "a_store", a_store, 0, batch * total_units, "batch * total units")
+    check_dtype(kernel, "z_store", z_store, "params", params)
+    check_dtype(kernel, "a_store", a_store, "params", params)
+
+
+@jit
+def _network_forward(z_store, a_store, x, params, layers, activation_params):
     batch = x.shape[0]
     inputs = x
     for i in range(layers.shape[0]):
@@ -85,7 +140,25 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
     z_store, a_store : the buffers the forward pass filled
     need_dx : bool, compute the gradient w.r.t. ``x``
     accumulate : bool
+
+    Checked as in ``network_forward``; ``grads`` has the length and dtype of
+    ``params``.
     """
+    kernel = "network_backward"
+    total_units, max_width = check_network(kernel, x, params, layers, activation_params)
+    check_units(kernel, z_store, a_store, params, x.shape[0], total_units)
+    check_size(kernel, "grads", grads, 0, params.shape[0], "params.shape[0] (n_params)")
+    check_dtype(kernel, "grads", grads, "params", params)
+    check_size(kernel, "scratch", scratch, 0, 2, "two")
+    check_at_least(kernel, "scratch", scratch, 1, x.shape[0] * max_width, "batch * the widest layer")
+    check_dtype(kernel, "scratch", scratch, "params", params)
+    _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store, a_store,
+                      need_dx, accumulate)
+
+
+@jit
+def _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx,
+                      accumulate=True):
     batch = x.shape[0]
     n_layers = layers.shape[0]
     for i in range(n_layers - 1, -1, -1):

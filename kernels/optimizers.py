@@ -11,9 +11,21 @@ import math
 
 import numpy as np
 
+from kernels.checks import check_dtype, check_size
 from kernels.config import jit
 
 SGD, ADAM, RMSPROP = range(3)
+# how many entries of ``hyper`` each optimizer reads (see optimizer_step)
+HYPER_LENGTHS = (5, 7, 6)
+
+
+@jit
+def check_buffer(kernel, name, buffer, params, used):
+    """A buffer updated alongside ``params`` has its length and dtype; one
+    left unused may be anything (an empty array, say)."""
+    check_dtype(kernel, name, buffer, "params", params)
+    if used:
+        check_size(kernel, name, buffer, 0, params.shape[0], "params.shape[0] (n)")
 
 
 @jit
@@ -28,6 +40,13 @@ def sgd_step(params, grads, momentum_buffer, lr, momentum, dampening, weight_dec
     nesterov : bool
     step : int, 1 on the first update (the buffer then starts as the gradient)
     """
+    check_buffer("sgd_step", "grads", grads, params, True)
+    check_buffer("sgd_step", "momentum_buffer", momentum_buffer, params, momentum != 0.0)
+    _sgd_step(params, grads, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, step)
+
+
+@jit
+def _sgd_step(params, grads, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, step):
     real = params.dtype.type
     lr, momentum, weight_decay = real(lr), real(momentum), real(weight_decay)
     undamped = real(1.0 - dampening)
@@ -57,6 +76,18 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, bet
     amsgrad, decoupled : bool
     step : int, 1-based, for the bias corrections
     """
+    kernel = "adam_step"
+    check_buffer(kernel, "grads", grads, params, True)
+    check_buffer(kernel, "exp_avg", exp_avg, params, True)
+    check_buffer(kernel, "exp_avg_sq", exp_avg_sq, params, True)
+    check_buffer(kernel, "max_exp_avg_sq", max_exp_avg_sq, params, amsgrad)
+    _adam_step(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps, weight_decay, amsgrad,
+               decoupled, step)
+
+
+@jit
+def _adam_step(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
+               weight_decay, amsgrad, decoupled, step):
     real = params.dtype.type
     step_size = real(lr / (1.0 - beta1 ** step))
     bias_correction2_sqrt = real(math.sqrt(1.0 - beta2 ** step))
@@ -94,6 +125,18 @@ def rmsprop_step(params, grads, square_avg, momentum_buffer, grad_avg, lr, alpha
     lr, alpha, eps, weight_decay, momentum : float
     centered : bool
     """
+    kernel = "rmsprop_step"
+    check_buffer(kernel, "grads", grads, params, True)
+    check_buffer(kernel, "square_avg", square_avg, params, True)
+    check_buffer(kernel, "momentum_buffer", momentum_buffer, params, momentum > 0.0)
+    check_buffer(kernel, "grad_avg", grad_avg, params, centered)
+    _rmsprop_step(params, grads, square_avg, momentum_buffer, grad_avg, lr, alpha, eps, weight_decay, momentum,
+                  centered)
+
+
+@jit
+def _rmsprop_step(params, grads, square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
+                  weight_decay, momentum, centered):
     real = params.dtype.type
     lr, alpha, eps, weight_decay, momentum = real(lr), real(alpha), real(eps), real(weight_decay), real(momentum)
     one_minus_alpha = real(1.0) - alpha
@@ -129,12 +172,39 @@ def optimizer_step(code, params, grads, state0, state1, state2, hyper, step):
         the kernel's signature (booleans as 0.0 / 1.0)
     step : int, 1-based
     """
+    check_optimizer("optimizer_step", code, params, grads, state0, state1, state2, hyper)
+    _optimizer_step(code, params, grads, state0, state1, state2, hyper, step)
+
+
+@jit
+def check_optimizer(kernel, code, params, grads, state0, state1, state2, hyper):
+    """``optimizer_step``'s arguments agree: a known code, enough
+    hyperparameters, and each buffer the optimizer updates as long as
+    ``params``."""
+    if code < 0 or code >= len(HYPER_LENGTHS):
+        raise ValueError(kernel + ": the optimizer code must be kernels.SGD, ADAM or RMSPROP (0 to 2), got "
+                         + str(code))
+    check_size(kernel, "hyper", hyper, 0, HYPER_LENGTHS[code], "the optimizer's hyperparameter count")
+    check_buffer(kernel, "grads", grads, params, True)
     if code == SGD:
-        sgd_step(params, grads, state0, hyper[0], hyper[1], hyper[2], hyper[3],
+        used = (hyper[1] != 0.0, False, False)
+    elif code == ADAM:
+        used = (True, True, hyper[5] != 0.0)
+    else:
+        used = (True, hyper[4] > 0.0, hyper[5] != 0.0)
+    check_buffer(kernel, "state0", state0, params, used[0])
+    check_buffer(kernel, "state1", state1, params, used[1])
+    check_buffer(kernel, "state2", state2, params, used[2])
+
+
+@jit
+def _optimizer_step(code, params, grads, state0, state1, state2, hyper, step):
+    if code == SGD:
+        _sgd_step(params, grads, state0, hyper[0], hyper[1], hyper[2], hyper[3],
                  hyper[4] != 0.0, step)
     elif code == ADAM:
-        adam_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
+        _adam_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
                   hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, step)
     else:
-        rmsprop_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
+        _rmsprop_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
                      hyper[3], hyper[4], hyper[5] != 0.0)

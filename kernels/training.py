@@ -6,10 +6,13 @@ computes.
 """
 import numpy as np
 
+from kernels.checks import check_at_least, check_dtype, check_indices, check_size
 from kernels.config import jit
-from kernels.losses import mean_scale, scaled_loss_value_and_grad
-from kernels.network import N_OUT, layer_units, network_backward, network_forward, scratch_view
-from kernels.optimizers import optimizer_step
+from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale, scaled_loss_value_and_grad
+from kernels.network import (
+    N_IN, N_OUT, _network_backward, _network_forward, check_network, check_units, layer_units, scratch_view,
+)
+from kernels.optimizers import _optimizer_step, check_optimizer
 from kernels.views import borrowed, matrix_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -41,6 +44,7 @@ def random_permutation(order, rng_state):
     ``next_random % (i + 1)`` is biased by at most ``n / 2**64``, far below
     anything a training run can notice.
     """
+    check_size("random_permutation", "rng_state", rng_state, 0, 1, "one (the generator's state)")
     for i in range(order.shape[0]):
         j = np.int64(next_random(rng_state) % np.uint64(i + 1))
         order[i] = order[j]
@@ -94,7 +98,14 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     (loss_sum, step) : the sum over samples of each sample's share of its
         batch loss (batch loss times batch size for ``mean``), and the number
         of updates taken so far
+
+    Arguments that disagree (shapes, dtypes, an order or labels out of
+    range, buffers too small) raise ValueError or TypeError before any
+    update.
     """
+    check_epoch("train_epoch", params, grads, optimizer_code, optimizer_hyper, state0, state1, state2,
+                X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params, loss_code,
+                batch_x, batch_targets, batch_labels, z_store, a_store, scratch)
     # Every kernel below is handed these arrays dozens of times per step;
     # without their reference counts, those hand-overs cost nothing.
     params, grads, optimizer_hyper = borrowed(params), borrowed(grads), borrowed(optimizer_hyper)
@@ -116,8 +127,42 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
-        optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
+        _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
     return loss_sum, step
+
+
+@jit
+def check_epoch(kernel, params, grads, optimizer_code, optimizer_hyper, state0, state1, state2,
+                X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params, loss_code,
+                batch_x, batch_targets, batch_labels, z_store, a_store, scratch):
+    """The arguments of ``train_epoch`` agree with each other."""
+    check_optimizer(kernel, optimizer_code, params, grads, state0, state1, state2, optimizer_hyper)
+    total_units, max_width = check_network(kernel, X, params, layers, activation_params)
+    n, n_in, n_out = X.shape[0], layers[0, N_IN], layers[layers.shape[0] - 1, N_OUT]
+    if batch_size < 1 or not max_grad_norm >= 0.0:
+        raise ValueError(kernel + ": batch_size must be at least 1 and max_grad_norm at least 0 (0: no clipping), "
+                         "got batch_size = " + str(batch_size))
+    if loss_code < 0 or loss_code >= N_LOSSES:
+        raise ValueError(kernel + ": loss_code must be one of kernels.MSE ... BCE_WITH_LOGITS, got " + str(loss_code))
+    rows = min(batch_size, n)
+    check_size(kernel, "order", order, 0, n, "X.shape[0] (n)")
+    check_indices(kernel, "order", order, n, "X.shape[0] (n)")
+    if loss_code == CROSS_ENTROPY:
+        check_size(kernel, "labels", labels, 0, n, "X.shape[0] (n) for cross-entropy")
+        check_indices(kernel, "labels", labels, n_out, "the last layer's n_out")
+        check_at_least(kernel, "batch_labels", batch_labels, 0, rows, "min(batch_size, n)")
+    else:
+        check_size(kernel, "targets", targets, 0, n, "X.shape[0] (n)")
+        check_size(kernel, "targets", targets, 1, n_out, "the last layer's n_out")
+        check_dtype(kernel, "targets", targets, "params", params)
+        check_at_least(kernel, "batch_targets", batch_targets, 0, rows * n_out, "min(batch_size, n) * n_out")
+        check_dtype(kernel, "batch_targets", batch_targets, "params", params)
+    check_at_least(kernel, "batch_x", batch_x, 0, rows * n_in, "min(batch_size, n) * n_in")
+    check_dtype(kernel, "batch_x", batch_x, "params", params)
+    check_units(kernel, z_store, a_store, params, rows, total_units)
+    check_size(kernel, "scratch", scratch, 0, 2, "two")
+    check_at_least(kernel, "scratch", scratch, 1, rows * max_width, "min(batch_size, n) * the widest layer")
+    check_dtype(kernel, "scratch", scratch, "params", params)
 
 
 @jit
@@ -151,9 +196,9 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, params,
     """
     rows = x.shape[0]
     last = layers.shape[0] - 1
-    network_forward(z_store, a_store, x, params, layers, activation_params)
+    _network_forward(z_store, a_store, x, params, layers, activation_params)
     prediction = layer_units(a_store, layers, last, rows)
     dprediction = scratch_view(scratch, 0, rows, layers[last, N_OUT])
     value = scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
-    network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
+    _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
     return value
