@@ -217,6 +217,10 @@ def build_parser():
                        help="step: x0.1 every epochs/3; cosine: to 0 over the run; plateau: x0.1 after 5 epochs "
                             "without a better validation loss (default cosine)")
     train.add_argument("--max-grad-norm", type=_positive_float, help="clip the global gradient norm to this")
+    train.add_argument("--on-nonfinite", choices=("raise", "skip"),
+                       help="a step whose loss or gradient is NaN or infinite: stop the run with an error naming "
+                            "the step and layer, keeping the last finite weights (raise, the default), or leave "
+                            "that batch out and go on (skip; counted per epoch)")
     train.add_argument("--seed", type=_non_negative, help="seeds the split, the weights and the shuffling (default 0)")
     train.add_argument("--dtype", choices=("float32", "float64"), help="default float32")
     train.add_argument("--threads", type=_positive, help="limit the BLAS threads")

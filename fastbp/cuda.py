@@ -72,9 +72,9 @@ class DeviceFit:
         parameters, gradients and optimizer state equal to the device's."""
         model, optimizer, loss = self.model, self.optimizer, self.loss
         self.device_order.copy_to_device(order)
-        loss_sum, optimizer.step_count = self._kernels.train_epoch(
+        loss_sum, optimizer.step_count, _ = self._kernels.train_epoch(
             self.device_params, self.device_grads, optimizer.code, optimizer._hyper, *self.device_state,
-            optimizer.step_count, self.device_X, self.device_targets, self.device_labels, self.device_order,
+            optimizer.step_count, 0.0, self.device_X, self.device_targets, self.device_labels, self.device_order,
             self.batch_size, self.max_grad_norm, model._layers, model._activation_params, loss.code, loss.param,
             loss.reduction == "mean", self.device_batch_x, self.device_batch_targets, self.device_batch_labels,
             self.device_z, self.device_a, self.device_scratch)

@@ -195,18 +195,20 @@ class DistributedTrainer(Trainer):
     def _epoch_function(self, rows):
         return self._train_epoch, contextlib.nullcontext
 
-    def _train_epoch(self, params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step,
+    def _train_epoch(self, params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step, loss_sum,
                      X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params,
                      loss_code, loss_param, loss_mean, batch_x, batch_targets, batch_labels, z_store, a_store,
                      scratch):
         """``kernels.train_epoch`` (same arguments and result, ``batch_size``
         the global batch) over this rank's shard of ``order``, the gradients
-        averaged across the ranks after each backward."""
+        averaged across the ranks after each backward. The non-finite check
+        is on the averaged gradients, which every rank holds alike, so the
+        ranks stop (or skip) at the same step."""
         mine = shard(order, self.rank, self.world_size)
         local_batch = batch_size // self.world_size
         n_out = layers[-1, N_OUT]
         gradients = _as_tensor(grads)
-        loss_sum = 0.0
+        epoch_sum, loss_sum = loss_sum, 0.0
         for start in range(0, mine.shape[0], local_batch):
             rows = min(local_batch, mine.shape[0] - start)
             xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels,
@@ -214,22 +216,31 @@ class DistributedTrainer(Trainer):
             value = training.batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
                                              activation_params, loss_code, loss_param,
                                              mean_scale(loss_code, rows, n_out, loss_mean))
-            loss_sum += value * rows if loss_mean else value
-            step += 1
             reduce_start = time.perf_counter()
-            self._all_reduce(gradients, step)
+            self._all_reduce(gradients, step + 1)
             self.allreduce_seconds += time.perf_counter() - reduce_start
             if loss_mean:
                 # every rank's share is equally large: the mean of the ranks'
                 # gradients is the global batch's
                 grads /= self.world_size
+            if not training.all_finite(grads):
+                done = start // local_batch * batch_size
+                return self._epoch_loss(epoch_sum, loss_sum, start, step, done) + (done,)
+            loss_sum += value * rows if loss_mean else value
+            step += 1
             if max_grad_norm > 0.0:
                 training.clip_grad_norm(grads, max_grad_norm)
             optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
-        totals = np.array([loss_sum, mine.shape[0]], dtype=np.float64)
+        return self._epoch_loss(epoch_sum, loss_sum, mine.shape[0], step, order.shape[0]) + (order.shape[0],)
+
+    def _epoch_loss(self, epoch_sum, loss_sum, rows, step, samples):
+        """(loss sum, step) as fit counts them: ``epoch_sum`` plus, for the
+        first ``rows`` rows of every rank's shard, which stand for ``samples``
+        of the order, the mean over every rank's rows (those repeated to even
+        out the shards count twice) times ``samples``."""
+        totals = np.array([loss_sum, rows], dtype=np.float64)
         self._all_reduce(_as_tensor(totals), step)
-        # fit divides by the sample count: hand it the mean over every rank's samples times that
-        return totals[0] / totals[1] * order.shape[0], step
+        return epoch_sum + (totals[0] / totals[1] * samples if rows else 0.0), step
 
     def _all_reduce(self, tensor, step):
         try:

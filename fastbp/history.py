@@ -11,7 +11,9 @@ class History:
     (the training loss per sample, averaged over the epoch's batches),
     ``val_loss`` (the validation loss per sample, after the epoch) and
     ``val_metric`` (both NaN without validation data), ``lr`` (the learning
-    rate the epoch trained with) and ``seconds``. ``metric`` names the
+    rate the epoch trained with), ``seconds``, and ``skipped`` (the batches
+    left out for a non-finite loss or gradient, with
+    ``fit(on_nonfinite="skip")``). ``metric`` names the
     metric: "accuracy" or "r2".
 
     Both losses are per sample whatever the loss's reduction, so that they
@@ -25,7 +27,7 @@ class History:
         >>> history.plot("history.png")
     """
 
-    columns = ("epoch", "loss", "val_loss", "val_metric", "lr", "seconds")
+    columns = ("epoch", "loss", "val_loss", "val_metric", "lr", "seconds", "skipped")
 
     def __init__(self, metric):
         self.metric = metric
@@ -40,7 +42,7 @@ class History:
 
     def append(self, logs):
         for column in self.columns:
-            getattr(self, column).append(logs.get(column, math.nan))
+            getattr(self, column).append(logs.get(column, 0 if column == "skipped" else math.nan))
 
     def as_dict(self):
         return {"metric": self.metric, **{column: list(getattr(self, column)) for column in self.columns}}
@@ -49,7 +51,9 @@ class History:
     def from_dict(cls, data):
         history = cls(data["metric"])
         for column in cls.columns:
-            setattr(history, column, [float(v) if column != "epoch" else int(v) for v in data[column]])
+            # checkpoints from before a column existed: 0 for every epoch
+            values = data.get(column, [0] * len(data["epoch"]))
+            setattr(history, column, [int(v) if column in ("epoch", "skipped") else float(v) for v in values])
         return history
 
     @property

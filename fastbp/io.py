@@ -274,6 +274,7 @@ def _trainer(path, contents):
             trainer._epoch_state = {
                 "rng_state": _fitting(path, "epoch_rng_state", contents["epoch_rng_state"], {1}, np.uint64),
                 "position": int(in_epoch["position"]), "loss_sum": float(in_epoch["loss_sum"]),
+                "skipped": tuple(int(count) for count in in_epoch.get("skipped", (0, 0))),
                 "batch_size": int(in_epoch["batch_size"]), "n_samples": int(in_epoch["n_samples"]),
                 "shuffle": bool(in_epoch["shuffle"])}
     except (KeyError, TypeError, ValueError, IndexError) as error:

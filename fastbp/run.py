@@ -36,7 +36,7 @@ DEFAULTS = {
     "weight_decay": None, "epochs": 30, "batch_size": 64, "val_split": 0.1, "test_split": 0.2,
     "early_stopping": None, "lr_schedule": "cosine", "max_grad_norm": None, "seed": 0,
     "dtype": "float32", "standardize": None, "features": None, "impute": None, "unknown_category": None,
-    "max_categories": None,
+    "max_categories": None, "on_nonfinite": "raise",
 }
 # what a checkpoint fixes: giving one of these with --resume is an error
 MODEL_SETTINGS = ("task", "hidden", "activation", "loss", "optimizer", "momentum", "weight_decay",
@@ -149,7 +149,8 @@ def resolve(given, checkpoint_settings=None):
     fixed = [_flag(name) for name in MODEL_SETTINGS if name in given]
     if fixed:
         raise DataError(f"{fixed[0]} cannot be combined with --resume: the checkpoint fixes it")
-    settings = {**checkpoint_settings}
+    # a setting newer than the checkpoint takes its default
+    settings = {**DEFAULTS, **checkpoint_settings}
     if "data" in given or "dataset" in given:
         settings.update(data=given.get("data"), dataset=given.get("dataset", DEFAULTS["dataset"]),
                         target=given.get("target"))
@@ -260,6 +261,8 @@ class Progress:
             parts.append(f"val_loss {logs['val_loss']:.4f}")
             parts.append(f"val_{trainer.history.metric} {logs['val_metric']:.4f}")
         parts.append(f"{self.n_samples / logs['seconds']:,.0f} samples/s")
+        if logs.get("skipped"):
+            parts.append(f"{logs['skipped']} non-finite batches skipped")
         if self.bar is None:
             print(f"epoch {logs['epoch']}: " + "  ".join(parts), flush=True)
         else:
@@ -576,7 +579,8 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
                         batch_size=settings["batch_size"], seed=settings["seed"] if resume is None else None,
                         validation_data=(X_val, y_val) if len(X_val) else None,
                         early_stopping=settings["early_stopping"], callbacks=[progress, stopper] + ([saver] if saver else []),
-                        checkpoint_every=checkpoint_every, checkpoint_path=save if checkpoint_every else None)
+                        checkpoint_every=checkpoint_every, checkpoint_path=save if checkpoint_every else None,
+                        on_nonfinite=settings["on_nonfinite"])
             if len(X_test) and not stopper.pressed:
                 test_score = trainer.score(X_test, y_test)
     except KeyboardInterrupt:

@@ -1,6 +1,7 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
 import contextlib
 import functools
+import math
 import os
 import time
 import warnings
@@ -9,7 +10,7 @@ import numba
 import numpy as np
 
 import kernels
-from fastbp._checks import as_bool, as_float, as_int, as_matrix, as_path, describe
+from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
 from fastbp.metrics import metric_name, score
@@ -136,7 +137,7 @@ class Trainer:
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=None, validation_data=None,
             validation_split=0.0, early_stopping=None, min_delta=0.0, restore_best=True, callbacks=(),
-            checkpoint_every=None, checkpoint_path=None):
+            checkpoint_every=None, checkpoint_path=None, on_nonfinite="raise"):
         """Train for ``epochs`` more passes over (X, y) in minibatches.
 
         Args:
@@ -174,6 +175,14 @@ class Trainer:
                 ``batch_size`` and ``shuffle``, and ``seed=None``) to exactly
                 the parameters and history of the run that never stopped.
             checkpoint_path: where to write those checkpoints.
+            on_nonfinite: what a step whose loss or gradient is NaN or
+                infinite does. "raise": FloatingPointError naming the epoch,
+                the step and the first layer whose gradient went non-finite;
+                the model and optimizer keep the parameters and state of the
+                last finite step, and the epoch is not counted. "skip": the
+                batch is left out (no update) and training goes on; the
+                history's ``skipped`` counts such batches per epoch, and an
+                epoch whose every batch is skipped raises.
 
         Returns:
             the trainer's History (every epoch of every fit call so far).
@@ -190,6 +199,7 @@ class Trainer:
             raise TypeError(f"callbacks must be a list of callables (callbacks=[f] for one), got {describe(callbacks)}")
         callbacks = [self._as_callback(i, c) for i, c in enumerate(callbacks or ())]
         checkpoint_every, checkpoint_path = self._checkpoint_arguments(checkpoint_every, checkpoint_path)
+        on_nonfinite = as_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
         resumed = self._stopped_epoch(X.shape[0], batch_size, shuffle, seed)
         if seed is not None or self._rng_state is None:
             self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
@@ -209,21 +219,10 @@ class Trainer:
         self.stop_training = False
         train_epoch, blas_threads = self._epoch_function(rows)
         device_fit = None
-        # the start of the running epoch, put back if it diverges: a copy per
-        # epoch is one pass over the parameters and state, next to the many
-        # an epoch makes
-        kept_params = model._params.copy()
-        kept_state = [state.copy() for state in optimizer._state]
-        kept_rng = self._rng_state.copy()
         for _ in range(epochs):
             start = time.perf_counter()
-            kept_params[...] = model._params
-            for kept, state in zip(kept_state, optimizer._state):
-                kept[...] = state
-            kept_rng[...] = self._rng_state
-            kept_step = optimizer.step_count
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
-            position, loss_sum = resumed or (0, 0.0)
+            position, loss_sum, skipped = resumed or (0, 0.0, (0, 0))
             resumed = self._epoch_state = None
             # a checkpoint in the middle of the epoch draws its order again from here
             epoch_rng_state = None if checkpoint_every is None else self._rng_state.copy()
@@ -234,31 +233,33 @@ class Trainer:
 
                 device_fit = device_fit or DeviceFit(model, optimizer, loss, X, targets, labels, batch_size,
                                                      self.max_grad_norm or 0.0)
+                # the device checks the loss once per epoch, not each step:
+                # a diverging epoch is undone whole
+                kept = (model._params.copy(), [state.copy() for state in optimizer._state], optimizer.step_count)
                 loss_sum = device_fit.epoch(order)
+                if not np.isfinite(loss_sum):
+                    model._params[...] = kept[0]
+                    for state, kept_state in zip(optimizer._state, kept[1]):
+                        state[...] = kept_state
+                    optimizer.step_count = kept[2]
             else:
-                def steps(X, targets, labels, order):
+                def steps(order, loss_sum):
                     with blas_threads():
-                        part_sum, optimizer.step_count = train_epoch(
+                        loss_sum, optimizer.step_count, done = train_epoch(
                             model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
-                            optimizer.step_count, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
+                            optimizer.step_count, loss_sum, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
                             model._layers, model._activation_params, loss.code, loss.param,
                             loss.reduction == "mean", batch_x, batch_targets, batch_labels, model._z, model._a,
                             model._scratch)
-                    return part_sum
+                    return loss_sum, done
 
-                loss_sum = self._epoch_steps(steps, X, targets, labels, order, position, loss_sum, batch_size,
-                                             shuffle, checkpoint_every, checkpoint_path, epoch_rng_state)
-            logs["loss"] = loss_sum / n
+                loss_sum, skipped = self._epoch_steps(steps, order, position, loss_sum, skipped, batch_size,
+                                                      shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
+                                                      epoch_rng_state)
+            logs["skipped"] = skipped[0]
+            logs["loss"] = loss_sum / (n - skipped[1]) if skipped[1] < n else math.nan
             if not np.isfinite(logs["loss"]):
-                model._params[...] = kept_params
-                for kept, state in zip(kept_state, optimizer._state):
-                    state[...] = kept
-                self._rng_state[...] = kept_rng
-                optimizer.step_count = kept_step
-                raise FloatingPointError(
-                    f"training diverged: the loss is {logs['loss']} in epoch {self.epoch + 1}; the model and "
-                    f"optimizer hold the weights and state of the end of epoch {self.epoch}; try a lower "
-                    f"learning rate (lr={optimizer.lr}) or max_grad_norm")
+                raise FloatingPointError(self._diverged(skipped, n, batch_size))
             self.epoch += 1
             if validation is not None:
                 logs["val_loss"], outputs = self._evaluate(*validation)
@@ -315,8 +316,8 @@ class Trainer:
         return checkpoint_every, checkpoint_path
 
     def _stopped_epoch(self, n, batch_size, shuffle, seed):
-        """(position, loss sum so far) in the epoch a loaded checkpoint stopped
-        in, or None; refuses a fit that would not go on with that epoch as it
+        """(position, loss sum so far, (batches, samples) skipped) in the
+        epoch a loaded checkpoint stopped in, or None; refuses a fit that would not go on with that epoch as it
         began."""
         state = self._epoch_state
         if state is None:
@@ -337,45 +338,68 @@ class Trainer:
             raise ValueError(f"model.device='cuda': {where}, which only the CPU can go on from; finish that epoch "
                              f"with model.to('cpu')")
         self._rng_state = state["rng_state"].copy()
-        return state["position"], state["loss_sum"]
+        return state["position"], state["loss_sum"], tuple(state["skipped"])
 
-    def _epoch_steps(self, steps, X, targets, labels, order, position, loss_sum, batch_size, shuffle,
+    def _epoch_steps(self, steps, order, position, loss_sum, skipped, batch_size, shuffle, on_nonfinite,
                      checkpoint_every, checkpoint_path, epoch_rng_state):
-        """Train the epoch from sample ``position`` of ``order`` on, writing a
-        checkpoint whenever the step count reaches a multiple of
-        ``checkpoint_every``; ``steps(X, targets, labels, order)`` trains over
-        an order. Returns the epoch's loss sum (``loss_sum`` is that of the
-        samples before ``position``).
+        """Train the epoch from entry ``position`` of ``order`` on;
+        ``steps(part, loss_sum)`` trains over a stretch of the order
+        (``train_epoch``'s loss sum and ``done``). Returns the epoch's loss sum and the
+        (batches, samples) skipped, counting in ``loss_sum`` and ``skipped``,
+        those of the entries before ``position``.
 
-        Without checkpoints, the epoch is one kernel call. With them, it is one
-        call per batch, each on that batch's samples copied out: the kernel
-        walks the whole X it is given and sums its batch losses from 0, so only
-        batch by batch do the batches, the last short one included, and the
-        loss sum come out as in one call over the epoch.
+        One kernel call trains up to the next checkpoint, a non-finite step or
+        the end of the epoch: the kernel walks any stretch of the order, its
+        batches starting where the stretch does, so the stretches, cut at
+        multiples of the batch size, give the batches one call would.
         """
-        n, optimizer = X.shape[0], self.optimizer
-        if position == 0 and checkpoint_every is None:
-            return steps(X, targets, labels, order)
-        batch_X = np.empty((batch_size, X.shape[1]), dtype=X.dtype)
-        batch_targets = np.empty((batch_size if targets.size else 0, targets.shape[1]), dtype=targets.dtype)
-        batch_labels = np.empty(batch_size if labels.size else 0, dtype=labels.dtype)
-        batch_order = np.arange(batch_size, dtype=np.int64)
-        for start in range(position, n, batch_size):
-            part = order[start:start + batch_size]
-            rows = part.shape[0]
-            loss_sum += steps(np.take(X, part, axis=0, out=batch_X[:rows]),
-                              np.take(targets, part, axis=0, out=batch_targets[:rows]) if targets.size else targets,
-                              np.take(labels, part, out=batch_labels[:rows]) if labels.size else labels,
-                              batch_order[:rows])
-            if checkpoint_every is not None and optimizer.step_count % checkpoint_every == 0:
+        n, optimizer = order.shape[0], self.optimizer
+        while position < n:
+            end = n
+            if checkpoint_every is not None:
+                end = min(n, position + (checkpoint_every - optimizer.step_count % checkpoint_every) * batch_size)
+            loss_sum, done = steps(order[position:end], loss_sum)
+            position += done
+            if position < end:
+                if on_nonfinite == "raise":
+                    raise FloatingPointError(self._diverged(skipped, n, batch_size, position))
+                rows = min(batch_size, n - position)
+                skipped = (skipped[0] + 1, skipped[1] + rows)
+                position += rows
+            elif checkpoint_every is not None and optimizer.step_count % checkpoint_every == 0:
                 # before the epoch's validation and schedule step, which the resumed run takes
-                self._epoch_state = {"rng_state": epoch_rng_state, "position": start + rows, "loss_sum": loss_sum,
-                                     "batch_size": batch_size, "n_samples": n, "shuffle": shuffle}
+                self._epoch_state = {"rng_state": epoch_rng_state, "position": position, "loss_sum": loss_sum,
+                                     "skipped": skipped, "batch_size": batch_size, "n_samples": n,
+                                     "shuffle": shuffle}
                 try:
                     self.save(checkpoint_path)
                 finally:
                     self._epoch_state = None
-        return loss_sum
+        return loss_sum, skipped
+
+    def _diverged(self, skipped, n, batch_size, position=None):
+        """The FloatingPointError's message for a step that went non-finite at
+        entry ``position`` of the epoch's order (None: the epoch's loss, on a
+        path that checks only that, or every batch skipped)."""
+        model, optimizer = self.model, self.optimizer
+        epoch, lr = self.epoch + 1, optimizer.lr
+        fix = f"lower the learning rate (lr={lr}), set max_grad_norm, or fit(on_nonfinite='skip') to skip such batches"
+        if position is None:
+            if skipped[1] == n:
+                return (f"training diverged: every batch of epoch {epoch} ({skipped[0]}) had a non-finite loss or "
+                        f"gradient and was skipped; the model is unchanged since; {fix.split(', or')[0]}")
+            return (f"training diverged: the loss is not finite in epoch {epoch} on the GPU, which checks it once "
+                    f"an epoch; the model and optimizer hold the weights and state of the end of epoch {epoch - 1}; "
+                    f"{fix.split(', or')[0]}")
+        bad = [f"layer {i}'s {part} gradient holds NaN or infinity (the first layer that does)"
+               for i, (W, b) in enumerate(model.grads)
+               for part, grad in (("weight", W), ("bias", b)) if grad is not None and not np.isfinite(grad).all()]
+        where = bad[0] if bad else "the loss is NaN or infinite (the gradients are finite)"
+        batch = position // batch_size + 1
+        return (f"training diverged at step {optimizer.step_count + 1} (batch {batch} of "
+                f"{-(-n // batch_size)} in epoch {epoch}): {where}; "
+                f"the model and optimizer hold the parameters and state of step {optimizer.step_count}, the last "
+                f"finite one; {fix}")
 
     @staticmethod
     def _as_callback(index, callback):

@@ -15,6 +15,6 @@ from kernels.losses import (
 )
 from kernels.network import network_backward, network_forward
 from kernels.optimizers import ADAM, RMSPROP, SGD, adam_step, optimizer_step, rmsprop_step, sgd_step
-from kernels.training import clip_grad_norm, random_permutation, train_epoch
+from kernels.training import all_finite, clip_grad_norm, random_permutation, train_epoch
 from kernels.config import data_parallel_chunks
 from kernels.data_parallel import train_epoch_data_parallel

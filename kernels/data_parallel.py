@@ -15,13 +15,13 @@ from kernels.config import parallel_jit
 from kernels.losses import mean_scale
 from kernels.network import N_IN, N_OUT, UNIT_OFFSET
 from kernels.optimizers import _optimizer_step
-from kernels.training import batch_gradients, check_epoch, clip_grad_norm, gather_batch
+from kernels.training import batch_gradients, check_epoch, clip_grad_norm, finite_step, gather_batch
 from kernels.views import borrowed, matrix_view
 
 
 @parallel_jit
 def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step,
-                              X, targets, labels, order, batch_size, max_grad_norm,
+                              loss_sum, X, targets, labels, order, batch_size, max_grad_norm,
                               layers, activation_params, loss_code, loss_param, loss_mean,
                               batch_x, batch_targets, batch_labels, z_store, a_store, scratch, n_chunks):
     """``kernels.train_epoch`` with each minibatch split into ``n_chunks``
@@ -39,7 +39,7 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
     z_store, a_store = borrowed(z_store), borrowed(a_store)
     scratch_rows = scratch.shape[1]
     scratch = borrowed(scratch.reshape(scratch.size))
-    n, n_params = X.shape[0], params.shape[0]
+    n, n_params = order.shape[0], params.shape[0]
     last = layers.shape[0] - 1
     n_in, n_out = layers[0, N_IN], layers[last, N_OUT]
     total_units = layers[last, UNIT_OFFSET] + n_out
@@ -50,7 +50,6 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
     # chunk 0 writes into grads itself, the others into their own rows here
     chunk_grads = np.empty((n_chunks - 1, n_params), dtype=grads.dtype)
     values = np.zeros(n_chunks)
-    loss_sum = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
@@ -67,12 +66,14 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
         value = 0.0
         for c in range(n_chunks):
             value += values[c]
-        loss_sum += value * rows if loss_mean else value
         for c in prange(n_chunks):
             first, end = n_params * c // n_chunks, n_params * (c + 1) // n_chunks
             for k in range(n_chunks - 1):
                 for i in range(first, end):
                     grads[i] += chunk_grads[k, i]
+        if not finite_step(value, grads):
+            return loss_sum, step, start
+        loss_sum += value * rows if loss_mean else value
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
@@ -80,4 +81,4 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
             first, end = n_params * c // n_chunks, n_params * (c + 1) // n_chunks
             _optimizer_step(optimizer_code, params[first:end], grads[first:end], state0[first:end],
                            state1[first:end], state2[first:end], optimizer_hyper, step)
-    return loss_sum, step
+    return loss_sum, step, n

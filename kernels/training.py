@@ -67,11 +67,32 @@ def clip_grad_norm(grads, max_norm):
 
 
 @jit
-def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step,
+def all_finite(values):
+    """True when no element of the 1-d ``values`` is NaN or infinite.
+
+    ``v - v`` is NaN exactly for NaN and +-inf; or-ing comparisons is an
+    integer reduction, which the compiler vectorises with fastmath off (a
+    floating-point sum would not be): a pass costs about what an SGD update
+    reads.
+    """
+    bad = False
+    for i in range(values.shape[0]):
+        d = values[i] - values[i]
+        bad |= d != d
+    return not bad
+
+
+@jit
+def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step, loss_sum,
                 X, targets, labels, order, batch_size, max_grad_norm,
                 layers, activation_params, loss_code, loss_param, loss_mean,
                 batch_x, batch_targets, batch_labels, z_store, a_store, scratch):
-    """One pass over the data in minibatches taken in the order ``order``.
+    """Train over the samples ``order`` names, in minibatches taken in that
+    order: a whole epoch, or any stretch of one.
+
+    A step whose loss or gradient is NaN or infinite is not taken: the epoch
+    stops before its update, so the parameters and optimizer state stay those
+    of the last finite step, and ``grads`` holds the offending gradients.
 
     Parameters
     ----------
@@ -79,11 +100,15 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
         the last step's gradients
     optimizer_code, optimizer_hyper, state0, state1, state2 : as in
         ``kernels.optimizers.optimizer_step``
-    step : int, updates taken before this epoch
+    step : int, updates taken before this call
+    loss_sum : float, the epoch's loss sum before this call (0.0 at its start;
+        carried in so that an epoch trained in several calls sums its batch
+        losses in the order one call would)
     X : (n, n_in) array
     targets : (n, n_out) array for the pointwise losses, else (0, 0)
     labels : (n,) int64 array for cross-entropy, else (0,)
-    order : (n,) int64 array, the sample order
+    order : (m,) int64 array, the rows of X to train on, in order (any
+        number of them, each in 0..n-1)
     batch_size : int; the last batch may be smaller
     max_grad_norm : float, clip the global gradient norm to it (0: no clipping)
     layers, activation_params : the layer table of ``kernels.network``
@@ -95,9 +120,11 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
 
     Returns
     -------
-    (loss_sum, step) : the sum over samples of each sample's share of its
-        batch loss (batch loss times batch size for ``mean``), and the number
-        of updates taken so far
+    (loss_sum, step, done) : ``loss_sum`` plus, over the samples trained on,
+        each sample's share of its batch loss (batch loss times batch size for
+        ``mean``), the number
+        of updates taken so far, and how many entries of ``order`` were
+        trained on: ``m``, or the start of the batch that went non-finite
 
     Arguments that disagree (shapes, dtypes, an order or labels out of
     range, buffers too small) raise ValueError or TypeError before any
@@ -114,21 +141,28 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     layers, activation_params = borrowed(layers), borrowed(activation_params)
     batch_x, batch_targets, batch_labels = borrowed(batch_x), borrowed(batch_targets), borrowed(batch_labels)
     z_store, a_store, scratch = borrowed(z_store), borrowed(a_store), borrowed(scratch)
-    n = X.shape[0]
+    n = order.shape[0]
     n_out = layers[layers.shape[0] - 1, N_OUT]
-    loss_sum = 0.0
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
         value = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers, activation_params,
                                 loss_code, loss_param, scale)
+        if not finite_step(value, grads):
+            return loss_sum, step, start
         loss_sum += value * rows if loss_mean else value
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
         _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
-    return loss_sum, step
+    return loss_sum, step, n
+
+
+@jit
+def finite_step(loss_value, grads):
+    """Whether a step may be taken: its loss and every gradient finite."""
+    return loss_value - loss_value == 0.0 and all_finite(grads)
 
 
 @jit
@@ -138,21 +172,20 @@ def check_epoch(kernel, params, grads, optimizer_code, optimizer_hyper, state0, 
     """The arguments of ``train_epoch`` agree with each other."""
     check_optimizer(kernel, optimizer_code, params, grads, state0, state1, state2, optimizer_hyper)
     total_units, max_width = check_network(kernel, X, params, layers, activation_params)
-    n, n_in, n_out = X.shape[0], layers[0, N_IN], layers[layers.shape[0] - 1, N_OUT]
+    n, n_in, n_out = order.shape[0], layers[0, N_IN], layers[layers.shape[0] - 1, N_OUT]
     if batch_size < 1 or not max_grad_norm >= 0.0:
         raise ValueError(kernel + ": batch_size must be at least 1 and max_grad_norm at least 0 (0: no clipping), "
                          "got batch_size = " + str(batch_size))
     if loss_code < 0 or loss_code >= N_LOSSES:
         raise ValueError(kernel + ": loss_code must be one of kernels.MSE ... BCE_WITH_LOGITS, got " + str(loss_code))
-    rows = min(batch_size, n)
-    check_size(kernel, "order", order, 0, n, "X.shape[0] (n)")
-    check_indices(kernel, "order", order, n, "X.shape[0] (n)")
+    rows = min(batch_size, n)  # the largest batch gathered
+    check_indices(kernel, "order", order, X.shape[0], "X.shape[0] (n)")
     if loss_code == CROSS_ENTROPY:
-        check_size(kernel, "labels", labels, 0, n, "X.shape[0] (n) for cross-entropy")
+        check_size(kernel, "labels", labels, 0, X.shape[0], "X.shape[0] (n) for cross-entropy")
         check_indices(kernel, "labels", labels, n_out, "the last layer's n_out")
         check_at_least(kernel, "batch_labels", batch_labels, 0, rows, "min(batch_size, n)")
     else:
-        check_size(kernel, "targets", targets, 0, n, "X.shape[0] (n)")
+        check_size(kernel, "targets", targets, 0, X.shape[0], "X.shape[0] (n)")
         check_size(kernel, "targets", targets, 1, n_out, "the last layer's n_out")
         check_dtype(kernel, "targets", targets, "params", params)
         check_at_least(kernel, "batch_targets", batch_targets, 0, rows * n_out, "min(batch_size, n) * n_out")

@@ -170,3 +170,18 @@ def test_a_cold_compile_cache_is_announced_before_compiling(capsys, monkeypatch)
     assert status == 0 and err == "fit starts\ncompiling kernels (first run only; cached after)\n", err
     status, out, err = train(capsys, *SMALL, "--epochs", 1)
     assert status == 0 and err == "fit starts\n", err
+
+
+def test_a_nonfinite_batch_stops_the_run_or_is_skipped(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 4)).astype(np.float32)
+    X[10] = np.finfo(np.float32).max  # finite; its products overflow
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, 64))
+    common = ["--data", tmp_path / "X.npy", "--target", tmp_path / "y.npy", "--no-standardize", "--val-split", 0,
+              "--test-split", 0, "--batch-size", 8, "--epochs", 2, *SMALL]
+    status, out, err = train(capsys, *common)
+    assert status == 1 and "training diverged at step" in err and "holds NaN or infinity" in err, err
+    status, out, err = train(capsys, *common, "--on-nonfinite", "skip", "--save", tmp_path / "run.npz")
+    assert status == 0, err
+    assert fastbp.Trainer.load(tmp_path / "run.npz").history.skipped == [1, 1]

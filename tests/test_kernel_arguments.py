@@ -125,7 +125,7 @@ FAMILIES = {
         state = (z(p.size), z(p.size), z(0))
         def epoch(X=X, t=z(0, 0), y=y, order=order, batch_size=5, state=state, params=p, bx=z(5 * 4),
                   bt=z(0), bl=np.zeros(5, np.int64), loss=kernels.CROSS_ENTROPY, fn=kernels.train_epoch, extra=()):
-            return fn(params, g, kernels.ADAM, adam, *state, 0, X, t, y, order, batch_size, 0.0, L, A, loss, 0.0,
+            return fn(params, g, kernels.ADAM, adam, *state, 0, 0.0, X, t, y, order, batch_size, 0.0, L, A, loss, 0.0,
                       True, bx, bt, bl, za, aa, sc, *extra)
         cases = {
             "network_forward x short a column": lambda: kernels.network_forward(za, aa, z(5, 3), p, L, A),
@@ -146,7 +146,7 @@ FAMILIES = {
             "train_epoch labels short": lambda: epoch(y=y[:5]),
             "train_epoch label out of range": lambda: epoch(y=np.full(20, 7)),
             "train_epoch order out of range": lambda: epoch(order=np.full(20, 1000000)),
-            "train_epoch order short": lambda: epoch(order=order[:5]),
+            "train_epoch order negative": lambda: epoch(order=order[:5] - 3),
             "train_epoch batch larger than buffers": lambda: epoch(batch_size=20),
             "train_epoch state short": lambda: epoch(state=(z(3), z(p.size), z(0))),
             "train_epoch targets short": lambda: epoch(t=z(20, 2), bt=z(15), loss=kernels.MSE),

@@ -75,21 +75,23 @@ def clip_grad_norm(grads, max_norm, norm):
     _clip[blocks_for(grads.shape[0]), THREADS](grads, norm, float(max_norm))
 
 
-def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step,
+def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step, loss_sum,
                 X, targets, labels, order, batch_size, max_grad_norm,
                 layers, activation_params, loss_code, loss_param, loss_mean,
                 batch_x, batch_targets, batch_labels, z_store, a_store, scratch):
     """Twin of ``kernels.train_epoch``: the arrays are device arrays, except
     ``optimizer_hyper``, ``layers`` and ``activation_params``, which drive the
-    launches from the host. Returns (loss_sum, step) as the CPU kernel does;
-    the loss is the one number read from the device.
+    launches from the host. Returns (loss_sum, step, done) as the CPU kernel
+    does, except that every step is taken (``done`` is ``order``'s length):
+    the loss is the one number read from the device, so a non-finite step
+    shows only in the epoch's loss.
     """
-    n = X.shape[0]
+    n = order.shape[0]
     n_in = int(layers[0, N_IN])
     n_out = int(layers[-1, N_OUT])
     n_layers = layers.shape[0]
     # [loss sum, gradient norm]
-    scalars = cuda.to_device(np.zeros(2))
+    scalars = cuda.to_device(np.array([loss_sum, 0.0]))
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         xb = batch_x[:rows * n_in].reshape(rows, n_in)
@@ -108,4 +110,4 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
             clip_grad_norm(grads, max_grad_norm, scalars[1:2])
         step += 1
         optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
-    return float(scalars.copy_to_host()[0]), step
+    return float(scalars.copy_to_host()[0]), step, n
