@@ -42,6 +42,27 @@ def require_cuda():
     return cuda
 
 
+def check_device_memory(cuda, model, optimizer, X, targets, labels, rows):
+    """MemoryError, before anything is copied, when what a fit keeps on the
+    device would not fit in the GPU's free memory."""
+    itemsize = model.dtype.itemsize
+    parts = {
+        "the data": X.nbytes + targets.nbytes + labels.nbytes + 8 * X.shape[0],
+        "parameters, gradients and optimizer state": model._params.nbytes * 2
+        + sum(state.nbytes for state in optimizer._state),
+        f"buffers for batches of {rows}": itemsize * rows * (model.sizes[0] + model.sizes[-1]
+                                                             + 2 * model._total_units + 2 * max(model.sizes))
+        + 8 * rows,
+    }
+    needed = sum(parts.values())
+    free = cuda.current_context().get_memory_info().free
+    if needed > free:
+        spelled = ", ".join(f"{name} {size / 2**20:,.1f} MiB" for name, size in parts.items())
+        raise MemoryError(f"training on the GPU needs {needed / 2**20:,.1f} MiB of device memory ({spelled}), "
+                          f"but {free / 2**20:,.1f} MiB are free; use a smaller batch_size, train on a part of the "
+                          f"data, or train with device='cpu'")
+
+
 class DeviceFit:
     """One ``Trainer.fit`` on the device: the model's and the optimizer's flat
     buffers, the data and the batch buffers, copied or allocated once."""
@@ -54,6 +75,7 @@ class DeviceFit:
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
         rows = min(batch_size, X.shape[0])
+        check_device_memory(cuda, model, optimizer, X, targets, labels, rows)
         self.device_params, self.device_grads = cuda.to_device(model._params), cuda.to_device(model._grads)
         self.device_state = [cuda.to_device(state) for state in optimizer._state]
         self.device_X, self.device_targets, self.device_labels = (cuda.to_device(a) for a in (X, targets, labels))

@@ -422,3 +422,29 @@ def test_fastbp_train_on_the_gpu_follows_the_cpu(tmp_path, capsys):
         trained[device] = fastbp.Trainer.load(tmp_path / f"{device}.npz")
     assert "on the GPU" in capsys.readouterr().out
     _assert_same_training(trained["cuda"], trained["cpu"], "float32")
+
+
+@on_device
+def test_a_fit_larger_than_free_device_memory_is_refused_before_copying(monkeypatch):
+    import fastbp
+    from numba import cuda
+
+    context = cuda.current_context()
+    free = 4000 * 8 * 2  # bytes: a little more than the data itself
+    monkeypatch.setattr(type(context), "get_memory_info", lambda self: _memory_info(free))
+    X, y = np.random.default_rng(0).standard_normal((4000, 8)), np.zeros(4000, dtype=np.int64)
+    model = fastbp.MLP([8, 4, 2], seed=0, device="cuda", dtype="float64")
+    trainer = fastbp.Trainer(model, "cross_entropy", fastbp.Adam(model))
+    before = model._params.copy()
+    copies = []
+    monkeypatch.setattr(cuda, "to_device", lambda *args, **kwargs: copies.append(args))
+    with pytest.raises(MemoryError, match=r"needs [\d.,]+ MiB of device memory \(the data 0.3 MiB.*but 0.1 MiB "
+                                          r"are free; use a smaller batch_size"):
+        trainer.fit(X, y, epochs=1)
+    assert copies == [] and trainer.epoch == 0 and (model._params == before).all()
+
+
+def _memory_info(free):
+    from collections import namedtuple
+
+    return namedtuple("MemoryInfo", "free total")(free, free)
