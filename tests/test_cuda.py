@@ -448,3 +448,50 @@ def _memory_info(free):
     from collections import namedtuple
 
     return namedtuple("MemoryInfo", "free total")(free, free)
+
+
+@on_device
+@pytest.mark.parametrize("sizes, activations", [
+    ([3, 8, 2], ["tanh", "identity"]),
+    ([20, 5, 8, 1], ["relu", "gelu", "identity"]),
+    ([2, 1, 1], ["sigmoid", "identity"]),
+    ([4, 9, 3], ["tanh", "identity"]),  # one unit wider than the fused path takes
+], ids=["8-wide", "wide-input", "width-1", "too-wide"])
+@pytest.mark.parametrize("batch", [1, 4, 7])
+def test_the_fused_path_matches_the_layer_by_layer_one(sizes, activations, batch, dtype):
+    import fastbp
+    from kernels.cuda import network
+    from kernels.cuda.config import FUSED_WIDTH
+
+    model = fastbp.MLP(sizes, activation=activations[:-1], dtype=dtype, seed=1)
+    layers, params_ = model._layers, model._activation_params
+    assert network.fits_fused(layers) == (max(sizes[1:]) <= FUSED_WIDTH)
+    if not network.fits_fused(layers):
+        return
+    rng = np.random.default_rng(batch)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    dprediction = rng.standard_normal((batch, sizes[-1])).astype(dtype)
+    units = batch * model._total_units
+    results = []
+    for fused in (False, True):
+        z, a = device(np.zeros(units, dtype), np.zeros(units, dtype))
+        scratch = np.zeros((2, batch * max(sizes)), dtype)
+        scratch[0, :dprediction.size] = dprediction.ravel()
+        grads, scratch, dx, params = device(np.zeros(model.n_params, dtype), scratch, x, model._params)
+        tables = device(layers, params_)
+        if fused:
+            network.fused_network_forward(z, a, dx, params, layers, params_, *tables)
+            forward = z.copy_to_host(), a.copy_to_host()
+            network.fused_network_backward(grads, scratch, dx, params, layers, params_, z, a, *tables)
+        else:
+            network.network_forward(z, a, dx, params, layers, params_)
+            forward = z.copy_to_host(), a.copy_to_host()
+            network.network_backward(grads, scratch, dx, params, layers, params_, z, a, False)
+        results.append((*forward, grads.copy_to_host()))
+    (z0, a0, g0), (z1, a1, g1) = results
+    np.testing.assert_array_equal(z1, z0)
+    np.testing.assert_array_equal(a1, a0)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(g1, g0)  # same sums in the same order
+    else:  # d(loss)/d(z) is rounded to float32 once more on the fused path
+        assert_close("fused backward", dtype, g1, g0, TOLERANCE[dtype])

@@ -18,6 +18,12 @@ SIMULATED = bool(_cuda_config.ENABLE_CUDASIM)
 
 TILE = 4 if SIMULATED else 16
 THREADS = 8 if SIMULATED else 256
+# the fused path (kernels.cuda.network): networks whose every layer is at
+# most FUSED_WIDTH units wide run each pass as one launch, a block of
+# FUSED_WIDTH threads (one per unit) over FUSED_ROWS samples held in shared
+# memory (2 x FUSED_ROWS x FUSED_WIDTH float64: 32 KiB)
+FUSED_WIDTH = 8 if SIMULATED else 128
+FUSED_ROWS = 3 if SIMULATED else 16
 
 
 def blocks_for(n, threads=THREADS):
