@@ -161,11 +161,27 @@ def _predict(args, parser):
                        unknown_category=args.unknown_category, overwrite=args.overwrite)
 
 
+def _require_device(device):
+    """None where ``device`` can run kernels here, else exit status 2 after
+    one line on stderr naming what is missing (numba-cuda or a GPU)."""
+    from fastbp.cuda import as_device
+
+    try:
+        as_device("--device", device)
+    except RuntimeError as error:
+        print(f"fastbp: error: --device {device}: {error}", file=sys.stderr)
+        return 2
+    return None
+
+
 def _check(args, parser):
     from fastbp import check
 
+    refused = _require_device(args.device)
+    if refused:
+        return refused
     try:
-        results = check.rows()
+        results = check.rows(args.device)
     except ImportError as error:
         print(f"fastbp: error: {error}", file=sys.stderr)
         return 2
@@ -253,7 +269,10 @@ def build_parser():
                          help="a category not seen in training: an error, or all zeros (default: as trained)")
     predict.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
-    commands.add_parser("check", help="compare this machine's kernels with torch autograd")
+    check = commands.add_parser("check", help="compare this machine's kernels with torch autograd")
+    check.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="check the CPU kernels or their CUDA twins on an NVIDIA GPU, against torch on the CPU "
+                            "(needs fastbp[cuda]; default cpu)")
 
     bench = commands.add_parser(
         "bench", help="time training steps against torch eager and JAX",
