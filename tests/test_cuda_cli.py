@@ -1,17 +1,21 @@
-"""``fastbp check --device cuda``.
+"""``fastbp check --device cuda`` and ``fastbp bench --device cuda``.
 
 As in test_cuda.py: on a machine with a GPU the device tests run here;
 without one ``test_under_simulator`` runs this file again under Numba's CUDA
 simulator in a subprocess, and the device tests of this process are skipped.
+torch's CUDA runner cannot run under the simulator: its refusal and its
+TF32 setting are tested without running it.
 """
 import os
 import pathlib
 import subprocess
 import sys
+import types
 
+import numpy as np
 import pytest
 
-from fastbp import check, cli
+from fastbp import bench_runners, benchmark, check, cli
 from tests.test_cuda import SIMULATED, WHERE, _run_python, on_device
 
 pytestmark = pytest.mark.gpu
@@ -63,8 +67,20 @@ def test_check_on_the_gpu_fails_on_a_broken_device_kernel(monkeypatch, capsys):
     assert lines[-1].startswith("MISS")
 
 
+@on_device
+def test_bench_runs_fastbp_on_the_gpu(monkeypatch):
+    # two steps a block and no minimum time: tiny under the simulator
+    monkeypatch.setattr(benchmark, "MAX_STEPS", 2)
+    monkeypatch.setattr(benchmark, "ROUND_SECONDS", 0.0)
+    row = benchmark.measure(benchmark.CONFIGS["tiny"], "adam", ["fastbp"], rounds=1, threads=1, device="cuda")
+    (run,) = row["rounds"]["fastbp"]
+    assert row["device"] == run["device"] == "cuda" and row["n_steps"] == 2
+    assert len(run["step_seconds"]) >= bench_runners.MIN_BLOCKS and np.isfinite(run["first_call_loss"])
+    assert "numba_cuda" in run["modules"] and "torch" not in run["modules"]
+
+
 @pytest.mark.parametrize("missing", ["numba-cuda", "gpu"])
-@pytest.mark.parametrize("command", ["check"])
+@pytest.mark.parametrize("command", ["check", "bench"])
 def test_without_a_gpu_one_line_and_status_2(command, missing, tmp_path):
     if SIMULATED:
         pytest.skip("runs in the process that started the simulator")
@@ -87,3 +103,43 @@ print(cli.main({[command, "--device", "cuda"] + options!r}))
     expected = "numba-cuda, which is not installed" if missing == "numba-cuda" else "finds none here"
     assert message.startswith("fastbp: error: --device cuda: device='cuda' needs ") and expected in message
     assert not any(os.path.exists(path) for path in files)
+
+
+def test_torch_on_the_gpu_is_refused_without_cuda():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("torch can use a GPU here")
+    spec = {"framework": "torch", "device": "cuda", "sizes": [3, 2], "batch": 2, "n_steps": 2, "seconds": 0.0,
+            "optimizer": "sgd", "activation": "relu", "dtype": "float32", "threads": 1}
+    with pytest.raises(benchmark.Refused) as refusal:
+        benchmark.run_process(spec)
+    message = str(refusal.value)
+    assert message.startswith("the torch runner: torch ") and "\n" not in message
+    assert "torch.cuda.is_available() is False" in message and "install a CUDA build of torch" in message
+
+
+def _fake_torch(cuda_available):
+    """The attributes configure_torch touches, with allow_tf32 unset."""
+    matmul = types.SimpleNamespace(allow_tf32=None)
+    return types.SimpleNamespace(__version__="fake", backends=types.SimpleNamespace(
+        cuda=types.SimpleNamespace(matmul=matmul)), cuda=types.SimpleNamespace(is_available=lambda: cuda_available))
+
+
+@pytest.mark.parametrize("framework, tf32", [("torch", False), ("torch_tf32", True), ("torch_compile", False)])
+def test_torch_tf32_switch(framework, tf32):
+    configuration = bench_runners.torch_configuration(framework, "cuda")
+    assert configuration == {"device": "cuda", "compiled": framework == "torch_compile", "allow_tf32": tf32}
+    torch = _fake_torch(cuda_available=True)
+    assert bench_runners.configure_torch(torch, framework, "cuda") == configuration
+    assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    refused = _fake_torch(cuda_available=False)
+    with pytest.raises(bench_runners.Refused, match="torch.cuda.is_available"):
+        bench_runners.configure_torch(refused, framework, "cuda")
+    assert refused.backends.cuda.matmul.allow_tf32 is None
+
+
+def test_bench_peers_on_the_gpu_are_torch_without_and_with_tf32(monkeypatch):
+    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: object())
+    assert benchmark.peers(device="cuda") == ["torch", "torch_tf32"]
+    assert benchmark.peers(torch_compile=True, device="cuda") == ["torch", "torch_tf32", "torch_compile"]
+    assert benchmark.peers() == ["torch", "jax"]
