@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fastbp import bench_runners, benchmark, check, cli
+from tests.conftest import TOLERANCE, assert_close
 from tests.test_cuda import SIMULATED, WHERE, _run_python, on_device
 
 pytestmark = pytest.mark.gpu
@@ -72,11 +73,16 @@ def test_bench_runs_fastbp_on_the_gpu(monkeypatch):
     # two steps a block and no minimum time: tiny under the simulator
     monkeypatch.setattr(benchmark, "MAX_STEPS", 2)
     monkeypatch.setattr(benchmark, "ROUND_SECONDS", 0.0)
-    row = benchmark.measure(benchmark.CONFIGS["tiny"], "adam", ["fastbp"], rounds=1, threads=1, device="cuda")
-    (run,) = row["rounds"]["fastbp"]
+    config = benchmark.Config("odd", (3, 5, 2), 3)
+    row, on_cpu = (benchmark.measure(config, "adam", ["fastbp"], rounds=1, threads=1, device=device)
+                   for device in ("cuda", "cpu"))
+    (run,), (cpu_run,) = row["rounds"]["fastbp"], on_cpu["rounds"]["fastbp"]
     assert row["device"] == run["device"] == "cuda" and row["n_steps"] == 2
-    assert len(run["step_seconds"]) >= bench_runners.MIN_BLOCKS and np.isfinite(run["first_call_loss"])
+    assert len(run["step_seconds"]) >= bench_runners.MIN_BLOCKS
     assert "numba_cuda" in run["modules"] and "torch" not in run["modules"]
+    # the first epoch's loss: the same training as the CPU's
+    assert_close("bench fastbp loss on the gpu", np.float32, run["first_call_loss"], cpu_run["first_call_loss"],
+                 TOLERANCE[np.float32])
 
 
 @pytest.mark.parametrize("missing", ["numba-cuda", "gpu"])
