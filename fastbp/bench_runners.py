@@ -16,6 +16,12 @@ steps its fastest natural way: fastbp through ``Trainer.fit`` (the fused
 ``kernels.train_epoch``), torch eager (or compiled) in a Python loop, JAX as
 one jitted ``lax.scan`` over the stacked batches.
 
+With ``"device": "cuda"`` in the spec, fastbp trains a ``device="cuda"``
+model (the data copied to the GPU once; each run one CUDA fused epoch, which
+reads the loss back and copies the parameters to the host at its end) and torch
+runs eager on the GPU, its float32 matmuls in full precision ("torch") or in
+TF32 ("torch_tf32"), synchronizing before each timing; JAX is not run there.
+
 Only the standard library and NumPy are imported at the top.
 """
 import json
@@ -30,7 +36,9 @@ if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.pa
 
 import numpy as np
 
-FRAMEWORKS = ("fastbp", "torch", "torch_compile", "jax")
+FRAMEWORKS = ("fastbp", "torch", "torch_tf32", "torch_compile", "jax")
+# exit status of a runner that cannot run its framework here; its stderr says why in one line
+REFUSED = 2
 # the activations all three frameworks share: name -> (torch.nn class, jax.nn function)
 ACTIVATIONS = {
     "relu": ("ReLU", "relu"), "tanh": ("Tanh", "tanh"), "sigmoid": ("Sigmoid", "sigmoid"),
@@ -73,16 +81,52 @@ def limit_threads(threads):
     return {f"{pool['internal_api']}": pool["num_threads"] for pool in threadpool_info()}
 
 
+class Refused(Exception):
+    """The framework cannot run on the spec's device here."""
+
+
+def torch_configuration(framework, device):
+    """How the torch runner sets torch up for ``framework`` on ``device``: where
+    its tensors live, whether the model is compiled, and whether float32
+    matmuls on the GPU may round their inputs to TF32
+    (``torch.backends.cuda.matmul.allow_tf32``, off unless "torch_tf32")."""
+    return {"device": device, "compiled": framework == "torch_compile", "allow_tf32": framework == "torch_tf32"}
+
+
+def configure_torch(torch, framework, device):
+    """Apply ``torch_configuration`` to ``torch``; Refused when it asks for a
+    GPU that torch cannot use."""
+    configuration = torch_configuration(framework, device)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise Refused(f"torch {torch.__version__} cannot time --device cuda here: torch.cuda.is_available() is "
+                      "False; install a CUDA build of torch (https://pytorch.org) on a machine with an NVIDIA GPU")
+    torch.backends.cuda.matmul.allow_tf32 = configuration["allow_tf32"]
+    return configuration
+
+
 def _fastbp(spec, X, y, initial):
     import fastbp
 
-    model = fastbp.MLP(spec["sizes"], activation=spec["activation"], dtype=spec["dtype"])
+    model = fastbp.MLP(spec["sizes"], activation=spec["activation"], dtype=spec["dtype"],
+                       device=spec.get("device", "cpu"))
     for (W, b), (W0, b0) in zip(model.params, initial):
         W[...], b[...] = W0, b0
     optimizer = (fastbp.SGD(model, lr=SGD_LR) if spec["optimizer"] == "sgd" else fastbp.Adam(model, lr=ADAM_LR))
     loss = fastbp.BCEWithLogitsLoss() if spec["sizes"][-1] == 1 else fastbp.CrossEntropyLoss()
     trainer = fastbp.Trainer(model, loss, optimizer)
     threads = limit_threads(spec["threads"])
+    if model.device == "cuda":
+        from fastbp.cuda import DeviceFit
+
+        # The data goes to the GPU once, as torch's does (each Trainer.fit
+        # would copy it again); a run is then one fused device epoch.
+        device_fit = DeviceFit(model, optimizer, loss, *trainer._data(X, y), spec["batch"], 0.0)
+        order = np.arange(X.shape[0], dtype=np.int64)
+
+        def run(record=False):
+            loss_sum = device_fit.epoch(order)
+            return loss_sum / X.shape[0] if record else None
+        return run, threads
 
     def run(record=False):
         trainer.fit(X, y, epochs=1, batch_size=spec["batch"], shuffle=False)
@@ -90,9 +134,11 @@ def _fastbp(spec, X, y, initial):
     return run, threads
 
 
-def _torch(spec, X, y, initial, compiled=False):
+def _torch(spec, X, y, initial):
     import torch
 
+    configuration = configure_torch(torch, spec["framework"], spec.get("device", "cpu"))
+    device, on_gpu = configuration["device"], configuration["device"] == "cuda"
     torch.set_num_threads(spec["threads"])
     threads = {"torch intra-op": torch.get_num_threads(), **limit_threads(spec["threads"])}
     layers = []
@@ -104,13 +150,13 @@ def _torch(spec, X, y, initial, compiled=False):
         layers.append(linear)
         if index < len(initial) - 1:
             layers.append(getattr(torch.nn, ACTIVATIONS[spec["activation"]][0])())
-    model = torch.nn.Sequential(*layers)
-    forward = torch.compile(model) if compiled else model
+    model = torch.nn.Sequential(*layers).to(device)
+    forward = torch.compile(model) if configuration["compiled"] else model
     optimizer = (torch.optim.SGD(model.parameters(), lr=SGD_LR) if spec["optimizer"] == "sgd"
                  else torch.optim.Adam(model.parameters(), lr=ADAM_LR))
     loss_fn = torch.nn.BCEWithLogitsLoss() if spec["sizes"][-1] == 1 else torch.nn.CrossEntropyLoss()
-    xs = torch.from_numpy(X).view(spec["n_steps"], spec["batch"], -1)
-    ys = torch.from_numpy(y).view(spec["n_steps"], spec["batch"], *y.shape[1:])
+    xs = torch.from_numpy(X).view(spec["n_steps"], spec["batch"], -1).to(device)
+    ys = torch.from_numpy(y).view(spec["n_steps"], spec["batch"], *y.shape[1:]).to(device)
 
     def run(record=False):
         total = 0.0
@@ -121,6 +167,8 @@ def _torch(spec, X, y, initial, compiled=False):
             optimizer.step()
             if record:
                 total += loss.item()
+        if on_gpu:
+            torch.cuda.synchronize()  # the kernels launched so far have run when the timer stops
         return total / spec["n_steps"]
     return run, threads
 
@@ -180,8 +228,8 @@ def time_training(spec):
     framework = spec["framework"]
     if framework == "fastbp":
         run, threads = _fastbp(spec, X, y, initial)
-    elif framework in ("torch", "torch_compile"):
-        run, threads = _torch(spec, X, y, initial, compiled=framework == "torch_compile")
+    elif framework.startswith("torch"):
+        run, threads = _torch(spec, X, y, initial)
     else:
         run, threads = _jax(spec, X, y, initial)
     start = time.perf_counter()
@@ -195,7 +243,7 @@ def time_training(spec):
     # CPU time over wall time: the cores the framework kept busy, whatever it was told
     cores_busy = (_cpu_seconds() - cpu_begun) / (time.perf_counter() - begun)
     return {"first_call_s": first_call, "first_call_loss": loss, "step_seconds": step_seconds,
-            "threads": threads, "cores_busy": cores_busy}
+            "threads": threads, "cores_busy": cores_busy, "device": spec.get("device", "cpu")}
 
 
 def _cpu_seconds():
@@ -224,7 +272,11 @@ def time_sgemm(spec, n=2048, repeats=5):
 
 def main():
     spec = json.load(sys.stdin)
-    result = time_sgemm(spec) if spec["framework"] == "sgemm" else time_training(spec)
+    try:
+        result = time_sgemm(spec) if spec["framework"] == "sgemm" else time_training(spec)
+    except Refused as refusal:
+        print(refusal, file=sys.stderr)
+        sys.exit(REFUSED)
     result.update(framework=spec["framework"], pid=os.getpid(),
                   modules=sorted({name.split(".")[0] for name in sys.modules}))
     json.dump(result, sys.stdout)

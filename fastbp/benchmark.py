@@ -10,6 +10,9 @@ median time per step over its blocks. A framework's figure is the median of
 its rounds, and its spread the min-max of its rounds. The ratio is the best
 peer's time over fastbp's: above 1, fastbp is faster.
 
+On the GPU (``device="cuda"``) the peers are torch eager with TF32 off and
+on; JAX is not timed there, and there is no sgemm ceiling.
+
 The processes run ``bench_runners.py``; see there what each framework runs.
 """
 import dataclasses
@@ -70,13 +73,15 @@ def sweep_configs():
             for width in SWEEP_WIDTHS for batch in SWEEP_BATCHES]
 
 
-def peers(torch_compile=False):
+def peers(torch_compile=False, device="cpu"):
     """The installed peers, found without importing them (this process
-    must not start their thread pools)."""
+    must not start their thread pools); on "cuda", torch twice, with TF32
+    off and on, and no JAX."""
     found = []
     if importlib.util.find_spec("torch"):
-        found += ["torch", "torch_compile"] if torch_compile else ["torch"]
-    if importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
+        found += ["torch", "torch_tf32"] if device == "cuda" else ["torch"]
+        found += ["torch_compile"] if torch_compile else []
+    if device == "cpu" and importlib.util.find_spec("jax") and importlib.util.find_spec("optax"):
         found.append("jax")
     return found
 
@@ -126,10 +131,16 @@ def thread_environment(threads):
     return env
 
 
+class Refused(RuntimeError):
+    """A runner that cannot run its framework here (bench_runners.Refused)."""
+
+
 def run_process(spec):
     """Run one measurement in a fresh process; its result as a dict."""
     result = subprocess.run([sys.executable, RUNNER], input=json.dumps(spec), capture_output=True, text=True,
                             env=thread_environment(spec["threads"]))
+    if result.returncode == bench_runners.REFUSED:
+        raise Refused(f"the {spec['framework']} runner: {result.stderr.strip()}")
     if result.returncode != 0:
         raise RuntimeError(f"the {spec['framework']} runner failed (exit status {result.returncode}):\n"
                            f"{result.stderr.strip()[-2000:]}")
@@ -158,15 +169,16 @@ def compare(summaries):
 
 
 def measure(config, optimizer, frameworks, rounds=3, threads=None, activation="relu", dtype="float32",
-            ceiling_gflops=None, progress=None):
+            ceiling_gflops=None, progress=None, device="cpu"):
     """One row: ``rounds`` interleaved rounds of every framework, each round
-    in a fresh process, every round's blocks kept."""
+    in a fresh process, every round's blocks kept; fastbp and torch train on
+    ``device``."""
     threads = threads or os.cpu_count() or 1
     itemsize = 8 if dtype == "float64" else 4
     check_fits_in_memory(config, itemsize)
     n_steps = n_steps_for(config, ceiling_gflops or 100.0, itemsize)
     spec = {"sizes": list(config.sizes), "batch": config.batch, "optimizer": optimizer, "activation": activation,
-            "dtype": dtype, "threads": threads, "n_steps": n_steps, "seconds": ROUND_SECONDS}
+            "dtype": dtype, "threads": threads, "n_steps": n_steps, "seconds": ROUND_SECONDS, "device": device}
     results = {name: [] for name in frameworks}
     for round_index in range(rounds):
         for name in frameworks:
@@ -176,7 +188,7 @@ def measure(config, optimizer, frameworks, rounds=3, threads=None, activation="r
     summaries = {name: summarize([statistics.median(r["step_seconds"]) for r in runs])
                  for name, runs in results.items()}
     row = {"config": config.name, "sizes": list(config.sizes), "batch": config.batch, "optimizer": optimizer,
-           "activation": activation, "dtype": dtype, "threads": threads, "n_steps": n_steps,
+           "activation": activation, "dtype": dtype, "device": device, "threads": threads, "n_steps": n_steps,
            "flops_per_step": config.flops_per_step, "frameworks": summaries, "rounds": results,
            **compare(summaries)}
     row["fastbp_gflops"] = config.flops_per_step / summaries["fastbp"]["median_s"] / 1e9
@@ -197,7 +209,8 @@ def thread_settings(rows, ceiling=None):
                      for name, pools in seen.items())
 
 
-_NAMES = {"fastbp": "fastbp", "torch": "torch", "torch_compile": "compiled", "jax": "jax"}
+_NAMES = {"fastbp": "fastbp", "torch": "torch", "torch_tf32": "torch tf32", "torch_compile": "compiled",
+          "jax": "jax"}
 
 
 def _time(seconds):

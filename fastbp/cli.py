@@ -92,6 +92,9 @@ def _bench_configs(args):
 def _bench(args, parser):
     from fastbp.run import check_output
 
+    refused = _require_device(args.device)
+    if refused:
+        return refused
     check_output("--json", args.json, overwrite=args.overwrite)
     check_output("--png", args.png, {"--json": args.json}, overwrite=args.overwrite)
     if args.batch and not args.sizes:
@@ -104,26 +107,38 @@ def _bench(args, parser):
         except MemoryError as error:
             print(f"fastbp: error: {error}", file=sys.stderr)
             return 2
-    peers = benchmark.peers(args.torch_compile)
+    on_gpu = args.device == "cuda"
+    peers = benchmark.peers(args.torch_compile, args.device)
     if "torch" not in peers:
         print("note: torch is not installed, so it is not timed (pip install 'fastbp[torch]')")
-    if "jax" not in peers:
+    if on_gpu:
+        print("note: on the GPU, torch runs eager with TF32 matmuls off (torch) and on (torch tf32); "
+              "JAX is not timed there")
+    elif "jax" not in peers:
         print("note: JAX is not installed, so it is not timed (pip install 'fastbp[bench]')")
-    ceiling = benchmark.sgemm_ceiling(threads)
-    print(f"sgemm ceiling: {ceiling['gflops']:.1f} GFLOP/s on {platform.processor() or platform.machine()}, "
-          f"{threads} threads")
+    # the CPU's sgemm rate is no ceiling for a GPU
+    ceiling = None if on_gpu else benchmark.sgemm_ceiling(threads)
+    if ceiling:
+        print(f"sgemm ceiling: {ceiling['gflops']:.1f} GFLOP/s on {platform.processor() or platform.machine()}, "
+              f"{threads} threads")
     progress = None if args.quiet else (lambda message: print(f"  {message}", end="\r", flush=True))
     optimizers = ["sgd"] if args.sweep else args.optimizer or benchmark.OPTIMIZERS
     rows = []
     for config in configs:
         for optimizer in optimizers:
-            rows.append(benchmark.measure(config, optimizer, ["fastbp"] + peers, rounds=args.rounds, threads=threads,
-                                          activation=args.activation, dtype=args.dtype,
-                                          ceiling_gflops=ceiling["gflops"], progress=progress))
+            try:
+                rows.append(benchmark.measure(config, optimizer, ["fastbp"] + peers, rounds=args.rounds,
+                                              threads=threads, activation=args.activation, dtype=args.dtype,
+                                              ceiling_gflops=ceiling and ceiling["gflops"], progress=progress,
+                                              device=args.device))
+            except benchmark.Refused as refusal:
+                print(f"\nfastbp: error: --device {args.device}: {refusal}", file=sys.stderr)
+                return 2
             if not args.quiet:
                 print(f"\033[K{benchmark.format_table(rows[-1:]).splitlines()[-1]}", flush=True)
-    print(f"\n{args.activation}, {args.dtype}, cross-entropy; each framework in its own process, "
-          f"{args.rounds} interleaved rounds; times per step in us, median [min-max] of the rounds' medians")
+    print(f"\n{args.activation}, {args.dtype}, cross-entropy, on the {'GPU' if on_gpu else 'CPU'}; each framework "
+          f"in its own process, {args.rounds} interleaved rounds; times per step in us, median [min-max] of the "
+          "rounds' medians")
     print(f"threads: {threads} for every framework; the pools each process reported:")
     print(benchmark.thread_settings(rows, ceiling))
     print()
@@ -161,11 +176,27 @@ def _predict(args, parser):
                        unknown_category=args.unknown_category, overwrite=args.overwrite)
 
 
+def _require_device(device):
+    """None where ``device`` can run kernels here, else exit status 2 after
+    one line on stderr naming what is missing (numba-cuda or a GPU)."""
+    from fastbp.cuda import as_device
+
+    try:
+        as_device("--device", device)
+    except RuntimeError as error:
+        print(f"fastbp: error: --device {device}: {error}", file=sys.stderr)
+        return 2
+    return None
+
+
 def _check(args, parser):
     from fastbp import check
 
+    refused = _require_device(args.device)
+    if refused:
+        return refused
     try:
-        results = check.rows()
+        results = check.rows(args.device)
     except ImportError as error:
         print(f"fastbp: error: {error}", file=sys.stderr)
         return 2
@@ -257,7 +288,10 @@ def build_parser():
                          help="a category not seen in training: an error, or all zeros (default: as trained)")
     predict.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
-    commands.add_parser("check", help="compare this machine's kernels with torch autograd")
+    check = commands.add_parser("check", help="compare this machine's kernels with torch autograd")
+    check.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="check the CPU kernels or their CUDA twins on an NVIDIA GPU, against torch on the CPU "
+                            "(needs fastbp[cuda]; default cpu)")
 
     bench = commands.add_parser(
         "bench", help="time training steps against torch eager and JAX",
@@ -276,6 +310,9 @@ def build_parser():
     bench.add_argument("--activation", choices=bench_runners.ACTIVATIONS, default="relu",
                        help="hidden activation (default relu)")
     bench.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="time on the CPU, or on an NVIDIA GPU against torch eager with TF32 off and on, "
+                            "without JAX (needs fastbp[cuda] and a CUDA build of torch; default cpu)")
     bench.add_argument("--threads", type=_positive,
                        help="threads for every framework (default: all cores, here %d)" % (os.cpu_count() or 1))
     bench.add_argument("--rounds", type=_positive, default=3,
