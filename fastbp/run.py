@@ -716,6 +716,9 @@ def _inputs(steps, model, path, target, model_path):
     import pyarrow as pa
 
     names = data.header(path, extension)
+    if target is not None and target not in names:
+        raise DataError(f"--target: {path!r} has no column {target!r}; its columns are {', '.join(names)}. Name "
+                        f"one of them, or drop --target to predict without scoring")
     if target is None and steps is not None:
         target = steps.target  # scored when the file has that column
     by_name = steps is not None and steps.names is not None
