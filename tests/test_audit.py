@@ -505,8 +505,114 @@ def test_the_console_command_reports_bad_input_without_a_traceback(cli_files, ar
     assert _hashes(cli_files) == before
 
 
+# The scikit-learn estimators: bad parameters are caught at fit, as scikit-learn does, bad X and y at fit,
+# predict and score; a fitted estimator keeps its coefficients.
+
+@pytest.fixture
+def estimators():
+    """A fitted classifier and regressor, with the data they were fitted on."""
+    from fastbp.sklearn import MLPClassifier, MLPRegressor
+    X = np.random.default_rng(0).standard_normal((30, 3))
+    y = np.arange(30) % 3
+    with pytest.warns(Warning):  # max_iter reached
+        classifier = MLPClassifier(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, y)
+        regressor = MLPRegressor(hidden_layer_sizes=(5,), max_iter=2, random_state=0).fit(X, X[:, 0])
+    return types.SimpleNamespace(classifier=classifier, regressor=regressor, X=X, y=y)
+
+
+def _refit(**params):
+    """A fit of the fitted classifier with ``params`` changed."""
+    return lambda e: e.classifier.set_params(**params).fit(e.X, e.y)
+
+
+def _new(**params):
+    from fastbp.sklearn import MLPClassifier
+    return lambda e: MLPClassifier(**params).fit(e.X, e.y)
+
+
+# (id, call, error, the parameter the message must name)
+SKLEARN_CASES = [
+    ("hidden_layer_sizes zero", _refit(hidden_layer_sizes=(0,)), ValueError, r"hidden_layer_sizes\[0\]"),
+    ("hidden_layer_sizes negative", _refit(hidden_layer_sizes=(5, -3)), ValueError, r"hidden_layer_sizes\[1\]"),
+    ("hidden_layer_sizes float", _new(hidden_layer_sizes=(5.5,)), TypeError, r"hidden_layer_sizes\[0\]"),
+    ("hidden_layer_sizes string", _new(hidden_layer_sizes="10"), TypeError, "hidden_layer_sizes"),
+    ("hidden_layer_sizes other widths on warm_start", _refit(hidden_layer_sizes=(7,), warm_start=True), ValueError,
+     "hidden_layer_sizes"),
+    ("learning_rate_init zero", _refit(learning_rate_init=0.0), ValueError, "learning_rate_init"),
+    ("learning_rate_init negative", _new(learning_rate_init=-1e-3), ValueError, "learning_rate_init"),
+    ("max_iter zero", _refit(max_iter=0), ValueError, "max_iter"),
+    ("max_iter float", _new(max_iter=10.0), TypeError, "max_iter"),
+    ("batch_size zero", _refit(batch_size=0), ValueError, "batch_size"),
+    ("batch_size string", _new(batch_size="all"), TypeError, "batch_size"),
+    ("activation unknown", _refit(activation="swish"), ValueError, "activation"),
+    ("solver unknown", _refit(solver="newton"), ValueError, "solver"),
+    ("solver lbfgs", _new(solver="lbfgs"), ValueError, "solver"),
+    ("learning_rate unknown", _new(learning_rate="fast"), ValueError, "learning_rate"),
+    ("alpha negative", _refit(alpha=-1.0), ValueError, "alpha"),
+    ("alpha nan", _new(alpha=np.nan), ValueError, "alpha"),
+    ("validation_fraction one", _refit(early_stopping=True, validation_fraction=1.0), ValueError,
+     "validation_fraction"),
+    ("validation_fraction zero", _new(early_stopping=True, validation_fraction=0.0), ValueError,
+     "validation_fraction"),
+    ("momentum above 1", _new(solver="sgd", momentum=1.5), ValueError, "momentum"),
+    ("beta_1 one", _new(beta_1=1.0), ValueError, "beta_1"),
+    ("beta_2 negative", _new(beta_2=-0.5), ValueError, "beta_2"),
+    ("epsilon zero", _new(epsilon=0.0), ValueError, "epsilon"),
+    ("tol negative", _new(tol=-1.0), ValueError, "tol"),
+    ("n_iter_no_change zero", _new(n_iter_no_change=0), ValueError, "n_iter_no_change"),
+    ("shuffle string", _new(shuffle="yes"), TypeError, "shuffle"),
+    ("dtype float16", _new(dtype="float16"), TypeError, "dtype"),
+    ("regressor loss", lambda e: e.regressor.set_params(loss="huber").fit(e.X, e.X[:, 0]), ValueError, "loss"),
+    # X and y at fit
+    ("fit X nan", lambda e: e.classifier.fit(_with(e.X, (2, 1), np.nan), e.y), ValueError, "X"),
+    ("fit X inf", lambda e: e.regressor.fit(_with(e.X, (0, 0), np.inf), e.X[:, 0]), ValueError, "X"),
+    ("fit X 1-D", lambda e: e.classifier.fit(e.X[:, 0], e.y), ValueError, "X"),
+    ("fit X 3-D", lambda e: e.classifier.fit(e.X[None], e.y), ValueError, "X"),
+    ("fit X empty", lambda e: e.classifier.fit(e.X[:0], e.y[:0]), ValueError, "X"),
+    ("fit X strings", lambda e: e.classifier.fit(e.X.astype(str).astype(object) + "m", e.y), ValueError, "X"),
+    ("fit X None", lambda e: e.classifier.fit(None, e.y), ValueError, "X"),
+    ("fit y None", lambda e: e.classifier.fit(e.X, None), ValueError, "y"),
+    ("fit y short", lambda e: e.classifier.fit(e.X, e.y[:-1]), ValueError, "y"),
+    ("fit y nan", lambda e: e.regressor.fit(e.X, _with(e.X[:, 0], 3, np.nan)), ValueError, "y"),
+    ("fit y strings for the regressor", lambda e: e.regressor.fit(e.X, np.array(["cheap", "dear"])[e.y % 2]),
+     ValueError, "y"),
+    ("fit y continuous for the classifier", lambda e: e.classifier.fit(e.X, e.X[:, 0]), ValueError, "y"),
+    ("fit y one class", lambda e: e.classifier.fit(e.X, np.zeros(30)), ValueError, "y"),
+    ("fit y 3-D", lambda e: e.regressor.fit(e.X, e.X[:, :, None]), ValueError, "y"),
+    ("partial_fit without classes", lambda e: type(e.classifier)().partial_fit(e.X, e.y), ValueError, "classes"),
+    ("partial_fit labels outside classes", lambda e: e.classifier.partial_fit(e.X, e.y + 5), ValueError, "y"),
+    # predict and score
+    ("predict before fit", lambda e: type(e.classifier)().predict(e.X), ValueError, "fit"),
+    ("predict_proba before fit", lambda e: type(e.classifier)().predict_proba(e.X), ValueError, "fit"),
+    ("regressor score before fit", lambda e: type(e.regressor)().score(e.X, e.X[:, 0]), ValueError, "fit"),
+    ("predict features", lambda e: e.classifier.predict(e.X[:, :2]), ValueError, "X"),
+    ("regressor predict features", lambda e: e.regressor.predict(np.ones((2, 4))), ValueError, "X"),
+    ("predict nan", lambda e: e.classifier.predict(_with(e.X, (0, 2), np.nan)), ValueError, "X"),
+    ("predict_proba 1-D", lambda e: e.classifier.predict_proba(e.X[0]), ValueError, "X"),
+    ("predict strings", lambda e: e.regressor.predict(e.X.astype(str).astype(object) + "m"), ValueError, "X"),
+    ("score y short", lambda e: e.classifier.score(e.X, e.y[:-2]), ValueError, "y"),
+    ("regressor score y short", lambda e: e.regressor.score(e.X, e.X[:-2, 0]), ValueError, "y"),
+]
+
+
+@pytest.mark.parametrize("call, error, parameter", [pytest.param(*case[1:], id=case[0]) for case in SKLEARN_CASES])
+def test_bad_estimator_input_is_named_and_keeps_the_fitted_coefficients(estimators, call, error, parameter):
+    fitted = [estimators.classifier, estimators.regressor]
+    before = [(e.coefs_, e.intercepts_, e.n_features_in_, e.n_iter_, list(e.loss_curve_)) for e in fitted]
+    classes = estimators.classifier.classes_.copy()
+    with pytest.raises(error) as raised:
+        call(estimators)
+    message = str(raised.value)
+    assert re.search(rf"(?<![\w.]){parameter}(?!\w)", message), f"{parameter!r} not named in: {message}"
+    for (coefs, intercepts, *rest), e in zip(before, fitted):
+        for a, b in zip(coefs + intercepts, e.coefs_ + e.intercepts_):
+            np.testing.assert_array_equal(a, b)
+        assert rest == [e.n_features_in_, e.n_iter_, list(e.loss_curve_)]
+    np.testing.assert_array_equal(classes, estimators.classifier.classes_)
+
+
 def test_the_audit_tries_every_entry_point_with_many_kinds_of_bad_input():
-    tables = {"python api": CASES, "command line": CLI_CASES}
+    tables = {"python api": CASES, "command line": CLI_CASES, "scikit-learn": SKLEARN_CASES}
     counts = {name: len({case[0] for case in table}) for name, table in tables.items()}  # distinct ids
-    assert counts["python api"] >= 165 and counts["command line"] >= 79, counts
+    assert counts["python api"] >= 165 and counts["command line"] >= 79 and counts["scikit-learn"] >= 54, counts
     assert counts == {name: len(table) for name, table in tables.items()}, "a case id repeats"
