@@ -353,6 +353,7 @@ def cli_files(tmp_path_factory):
     (folder / "data.csv").write_text("rooms,area,age,sold\n" + rows)
     (folder / "two_columns.csv").write_text("rooms,age\n" + "".join(f"{a},{c}\n" for a, _, c in X))
     (folder / "empty.csv").write_text("")
+    (folder / "header.csv").write_text("rooms,area,age,sold\n")
     (folder / "data.txt").write_text("rooms,area,age,sold\n" + rows)
     (folder / "notes.txt").write_text("not a model")
     (folder / "out.csv").write_text("my own notes, not predictions\n")
@@ -417,6 +418,9 @@ CLI_CASES = [
     ("data a folder", [*TRAIN, "--data", "{d}"], r"--data"),
     ("target names no column", [*TRAIN, "--data", "{d}/data.csv", "--target", "price"], r"--target.*'price'"),
     ("csv without target", [*TRAIN, "--data", "{d}/data.csv"], r"--target"),
+    ("features names a column twice", [*TRAIN, *ON_CSV, "--features", "rooms,area,rooms"], r"--features.*'rooms'"),
+    ("target of a npz", [*TRAIN, "--data", "{d}/data.npz", "--target", "sold"], r"--target.*data.npz"),
+    ("plot not a png", [*TRAIN, "--plot", "{d}/chart.txt"], r"--plot.*chart.txt.*\.png"),
     ("features names no column", [*TRAIN, *ON_CSV, "--features", "rooms,floor"], r"--features.*'floor'"),
     ("momentum with adam", [*TRAIN, "--optimizer", "adam", "--momentum", "0.5"], r"--momentum"),
     ("momentum one", [*TRAIN, "--optimizer", "sgd", "--momentum", "1"], r"--momentum.*got 1"),
@@ -452,6 +456,8 @@ CLI_CASES = [
     ("predict data lacks a column", [*PREDICT, "--data", "{d}/two_columns.csv"], r"--data.*lacks.*'area'"),
     ("predict data missing", [*PREDICT, "--data", "{d}/missing.csv"], r"--data.*missing.csv"),
     ("predict data empty", [*PREDICT, "--data", "{d}/empty.csv"], r"--data.*empty.csv"),
+    ("predict data header only", [*PREDICT, "--data", "{d}/header.csv"], r"--data.*header.csv.*no rows"),
+    ("predict target of a npz", [*PREDICT, "--data", "{d}/data.npz", "--target", "sold"], r"--target.*data.npz"),
     ("predict data extension", [*PREDICT, "--data", "{d}/data.txt"], r"--data.*data.txt"),
     ("predict data of another width", [*PREDICT, "--data", "{d}/foreign.npz"], r"--data"),
     ("predict target names no column", [*PREDICT, "--data", "{d}/data.csv", "--target", "price"],
@@ -614,5 +620,5 @@ def test_bad_estimator_input_is_named_and_keeps_the_fitted_coefficients(estimato
 def test_the_audit_tries_every_entry_point_with_many_kinds_of_bad_input():
     tables = {"python api": CASES, "command line": CLI_CASES, "scikit-learn": SKLEARN_CASES}
     counts = {name: len({case[0] for case in table}) for name, table in tables.items()}  # distinct ids
-    assert counts["python api"] >= 165 and counts["command line"] >= 79 and counts["scikit-learn"] >= 54, counts
+    assert counts["python api"] >= 165 and counts["command line"] >= 84 and counts["scikit-learn"] >= 54, counts
     assert counts == {name: len(table) for name, table in tables.items()}, "a case id repeats"
