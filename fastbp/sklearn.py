@@ -370,7 +370,7 @@ class _BaseMLP(BaseEstimator):
         mixins' own score names neither X nor y when their lengths differ."""
         predictions = self.predict(X)
         _check_lengths(predictions, self._checked_y(y))
-        return score(y, predictions, sample_weight=sample_weight)
+        return _naming("y", score, y, predictions, sample_weight=sample_weight)
 
     def _outputs(self, X):
         check_is_fitted(self, "trainer_")
@@ -424,7 +424,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
         if type_of_target(y) == "multilabel-indicator":
-            raise ValueError("multilabel targets are not supported")
+            raise ValueError(f"y must hold one label per sample, got multilabel targets of shape {np.shape(y)}, "
+                             "which are not supported; for one-hot rows pass y.argmax(axis=1)")
         return self._fit(X, y, incremental=True, classes=np.unique(classes) if first else None)
 
     def predict_proba(self, X):

@@ -586,6 +586,7 @@ SKLEARN_CASES = [
     ("fit y one class", lambda e: e.classifier.fit(e.X, np.zeros(30)), ValueError, "y"),
     ("fit y 3-D", lambda e: e.regressor.fit(e.X, e.X[:, :, None]), ValueError, "y"),
     ("partial_fit without classes", lambda e: type(e.classifier)().partial_fit(e.X, e.y), ValueError, "classes"),
+    ("partial_fit y one-hot", lambda e: e.classifier.partial_fit(e.X, np.eye(3)[e.y]), ValueError, "y"),
     ("partial_fit labels outside classes", lambda e: e.classifier.partial_fit(e.X, e.y + 5), ValueError, "y"),
     # predict and score
     ("predict before fit", lambda e: type(e.classifier)().predict(e.X), ValueError, "fit"),
@@ -597,6 +598,7 @@ SKLEARN_CASES = [
     ("predict_proba 1-D", lambda e: e.classifier.predict_proba(e.X[0]), ValueError, "X"),
     ("predict strings", lambda e: e.regressor.predict(e.X.astype(str).astype(object) + "m"), ValueError, "X"),
     ("score y short", lambda e: e.classifier.score(e.X, e.y[:-2]), ValueError, "y"),
+    ("regressor score y of two targets", lambda e: e.regressor.score(e.X, e.X[:, :2]), ValueError, "y"),
     ("regressor score y short", lambda e: e.regressor.score(e.X, e.X[:-2, 0]), ValueError, "y"),
 ]
 
@@ -620,5 +622,5 @@ def test_bad_estimator_input_is_named_and_keeps_the_fitted_coefficients(estimato
 def test_the_audit_tries_every_entry_point_with_many_kinds_of_bad_input():
     tables = {"python api": CASES, "command line": CLI_CASES, "scikit-learn": SKLEARN_CASES}
     counts = {name: len({case[0] for case in table}) for name, table in tables.items()}  # distinct ids
-    assert counts["python api"] >= 165 and counts["command line"] >= 84 and counts["scikit-learn"] >= 54, counts
+    assert counts["python api"] >= 165 and counts["command line"] >= 84 and counts["scikit-learn"] >= 56, counts
     assert counts == {name: len(table) for name, table in tables.items()}, "a case id repeats"
