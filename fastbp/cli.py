@@ -60,6 +60,10 @@ def _names(text):
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"expected comma-separated column names such as age,city, got {text!r}")
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"expected each column once, got {', '.join(map(repr, twice))} more than "
+                                         f"once in {text!r}")
     return names
 
 

@@ -370,8 +370,10 @@ REPLACEABLE = {
 
 def data_inputs(data_path, target):
     """The files a --data and --target read: --target is a file for a .npy only."""
-    is_npy = data_path is not None and os.path.splitext(data_path)[1].lower() == ".npy"
-    return {"--data": data_path, "--target": target if is_npy else None}
+    extension = None if data_path is None else os.path.splitext(data_path)[1].lower()
+    if extension == ".npz" and target is not None:
+        raise DataError(f"--target: {data_path!r} is a .npz, whose targets are its array 'y'; drop --target {target}")
+    return {"--data": data_path, "--target": target if extension == ".npy" else None}
 
 
 def decode(preprocessing, loss_name, outputs):
@@ -527,6 +529,8 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     inputs = data_inputs(settings["data"], settings["target"])
     save = check_output("--save", save, inputs, overwrite)
     plot = check_output("--plot", plot, {**inputs, "--resume": resume, "--save": save}, overwrite)
+    if plot is not None and os.path.splitext(plot)[1].lower() != ".png":
+        raise DataError(f"--plot: {str(plot)!r} must end in .png, the format of the chart")
     if settings["batch_size"] % world_size:
         down = max(settings["batch_size"] // world_size, 1) * world_size
         raise DataError(f"--batch-size {settings['batch_size']} is the global batch and must be a multiple of the "
@@ -720,6 +724,9 @@ def _inputs(steps, model, path, target, model_path):
     import pyarrow as pa
 
     names = data.header(path, extension)
+    if target is not None and target not in names:
+        raise DataError(f"--target: {path!r} has no column {target!r}; its columns are {', '.join(names)}. Name "
+                        f"one of them, or drop --target to predict without scoring")
     if target is None and steps is not None:
         target = steps.target  # scored when the file has that column
     by_name = steps is not None and steps.names is not None
@@ -774,6 +781,8 @@ def predict(model_path, data_path, target=None, out_path=None, out=None, unknown
                 score.add(predictions, y)
             writer.write(predictions)
             written += len(predictions)
+        if written == 0:
+            raise DataError(f"--data: {data_path!r} holds no rows to predict")
     except BaseException:
         writer.close(keep=False)
         raise

@@ -7,6 +7,7 @@ Example:
     >>> from sklearn.model_selection import cross_val_score
     >>> cross_val_score(MLPClassifier(hidden_layer_sizes=(64,), random_state=0), X, y, cv=5)
 """
+import re
 import warnings
 
 import numpy as np
@@ -14,10 +15,11 @@ import numpy as np
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
     from sklearn.utils.multiclass import check_classification_targets, type_of_target
-    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+    from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
 except ImportError:
     raise ImportError("fastbp.sklearn needs scikit-learn; install it with: pip install 'fastbp[sklearn]'") from None
 
@@ -34,6 +36,23 @@ LEARNING_RATES = ("constant", "invscaling", "adaptive")
 # scikit-learn's values that fastbp does not implement, with what to use instead
 _UNSUPPORTED = {("solver", "lbfgs"): "use 'adam' or 'sgd' (or fastbp's 'adamw' or 'rmsprop')",
                 ("loss", "poisson"): "use 'squared_error'"}
+
+
+def _naming(name, check, *args, **kwargs):
+    """``check(*args, **kwargs)``, its ValueError naming ``name`` where
+    scikit-learn's message names neither X nor y (e.g. "Found array with
+    dim 3")."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as error:
+        if re.search(r"(?<![\w.])[Xy](?!\w)", str(error)):
+            raise
+        raise type(error)(f"{name}: {error}") from None
+
+
+def _check_lengths(X, y):
+    if len(X) != len(y):
+        raise ValueError(f"y has {len(y)} samples but X has {len(X)}; give one target per row of X")
 
 
 class _BaseMLP(BaseEstimator):
@@ -202,6 +221,9 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"{name}: early_stopping=True needs validation_fraction > 0, got 0")
         warm = p["warm_start"] and not incremental
         new = not hasattr(self, "trainer_") or not (incremental or warm)
+        # checked one by one first, so that an error says which of the two is wrong
+        _check_lengths(_naming("X", check_array, X, dtype=(np.float64, np.float32), input_name="X"),
+                       self._checked_y(y))
         X, y = validate_data(self, X, y, reset=new, dtype=(np.float64, np.float32), **self._validation_kwargs)
         X = X.astype(p["dtype"], copy=False)
         targets = self._targets(y, new, classes, warm)
@@ -338,9 +360,21 @@ class _BaseMLP(BaseEstimator):
         to max_iter epochs."""
         return self._fit(X, y, incremental=False)
 
+    def _checked_y(self, y):
+        if y is None:  # scikit-learn's words, which its estimator checks look for
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
+        return _naming("y", check_array, y, ensure_2d=False, dtype=self._y_dtype, input_name="y")
+
+    def _score(self, score, X, y, sample_weight):
+        """``score`` (accuracy, R²) of the predictions for X against y; the
+        mixins' own score names neither X nor y when their lengths differ."""
+        predictions = self.predict(X)
+        _check_lengths(predictions, self._checked_y(y))
+        return _naming("y", score, y, predictions, sample_weight=sample_weight)
+
     def _outputs(self, X):
         check_is_fitted(self, "trainer_")
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = _naming("X", validate_data, self, X, reset=False, dtype=(np.float64, np.float32))
         return self.trainer_.model.predict(X)
 
 
@@ -357,13 +391,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     _loss = "cross_entropy"
     _validation_kwargs = {}
+    _y_dtype = None  # labels may be strings
 
     def _n_units(self):
         return len(self.classes_)
 
     def _targets(self, y, new, classes, warm):
         y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
+        _naming("y", check_classification_targets, y)
         if new:
             labels = np.unique(y if classes is None else np.concatenate([np.asarray(classes), y]))
             if classes is not None and len(np.unique(classes)) != len(labels):
@@ -389,7 +424,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
         if type_of_target(y) == "multilabel-indicator":
-            raise ValueError("multilabel targets are not supported")
+            raise ValueError(f"y must hold one label per sample, got multilabel targets of shape {np.shape(y)}, "
+                             "which are not supported; for one-hot rows pass y.argmax(axis=1)")
         return self._fit(X, y, incremental=True, classes=np.unique(classes) if first else None)
 
     def predict_proba(self, X):
@@ -406,6 +442,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def predict(self, X):
         outputs = self._outputs(X)
         return self.classes_[np.argmax(outputs, axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of predict(X) against y."""
+        return self._score(accuracy_score, X, y, sample_weight)
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
@@ -424,6 +464,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     _loss = "mse"
     _validation_kwargs = {"y_numeric": True, "multi_output": True}
+    _y_dtype = np.float64
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
@@ -473,3 +514,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X):
         outputs = self._outputs(X).astype(np.float64)
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
+    def score(self, X, y, sample_weight=None):
+        """R² of predict(X) against y."""
+        return self._score(r2_score, X, y, sample_weight)
