@@ -46,6 +46,7 @@ def test_check_on_the_gpu_agrees_with_torch(capsys):
 @on_device
 def test_check_on_the_gpu_fails_on_a_broken_device_kernel(monkeypatch, capsys):
     import kernels.cuda.network
+    import kernels.cuda.training
     from fastbp.activations import Activation
 
     dense_forward = kernels.cuda.network.dense_forward
@@ -55,6 +56,8 @@ def test_check_on_the_gpu_fails_on_a_broken_device_kernel(monkeypatch, capsys):
         out.copy_to_device(out.copy_to_host() * (1 + 1e-3))
 
     monkeypatch.setattr(kernels.cuda.network, "dense_forward", off_by_1e_3)
+    # the training rows' narrow model would take the fused path, which has no dense_forward
+    monkeypatch.setattr(kernels.cuda.training, "fits_fused", lambda layers: False)
     # one case of each kind keeps the simulator quick
     monkeypatch.setattr(check, "ACTIVATIONS", [Activation("tanh")])
     monkeypatch.setattr(check, "LOSSES", {"mse": check.LOSSES["mse"]})
