@@ -2,11 +2,12 @@
 of ``kernels.network`` over the same flat-buffer layout and layer table. The
 table stays on the host: it drives the launches, one per layer and pass.
 """
+import numpy as np
 from numba import cuda, float64
 
 from kernels.network import ACTIVATION, BIAS_OFFSET, N_IN, N_OUT, UNIT_OFFSET, WEIGHT_OFFSET
 from kernels.cuda.activations import activate, derivative
-from kernels.cuda.config import FUSED_ROWS, FUSED_WIDTH
+from kernels.cuda.config import FUSED_ROWS, FUSED_WIDTH, TILE
 from kernels.cuda.dense import dense_backward, dense_forward
 
 
@@ -62,8 +63,9 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
                        layer_units(a_store, layers, i, batch), int(layers[i, ACTIVATION]), *activation_params[i])
 
 
-# The fused path: for networks no wider than FUSED_WIDTH, each pass is one
-# launch instead of several per layer. A block takes FUSED_ROWS samples and
+# The fused path: for networks no wider than FUSED_WIDTH, the forward pass,
+# the backward pass and the weight gradients are one launch each, instead of
+# one to three per layer. A block takes FUSED_ROWS samples and
 # walks every layer, thread j computing unit j, with the layer's input (or
 # gradient) held in shared memory, so the units of a layer meet each other's
 # results without a trip through global memory or a launch. Sums run in the
@@ -75,6 +77,18 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
 def fits_fused(layers):
     """Whether every layer's output is at most FUSED_WIDTH wide."""
     return int(layers[:, N_OUT].max()) <= FUSED_WIDTH
+
+
+def fused_tables(layers, activation_params):
+    """What the fused kernels read on the device: the layer table, the
+    activation parameters, and the TILE x TILE tiles of every layer's
+    gradient as (layer, first unit, first input), its inputs followed by a
+    column of ones for the bias. Made once per epoch."""
+    tiles = [(i, unit, k) for i in range(layers.shape[0])
+             for unit in range(0, int(layers[i, N_OUT]), TILE)
+             for k in range(0, int(layers[i, N_IN]) + (layers[i, BIAS_OFFSET] >= 0), TILE)]
+    return tuple(cuda.to_device(np.ascontiguousarray(table))
+                 for table in (layers, activation_params, np.array(tiles, dtype=np.int64)))
 
 
 @cuda.jit
@@ -100,6 +114,41 @@ def _fused_forward(z_store, a_store, x, params, layers, activation_params):
                     a_store[at] = activate(float(z_store[at]), code, p1, p2)
                     held[i % 2, r, unit] = a_store[at]
         cuda.syncthreads()
+
+
+@cuda.jit
+def _fused_gradients(grads, deltas, a_store, x, layers, tiles):
+    """Each block one tile of one layer's [dW | db] = d(loss)/d(z).T @ [inputs | 1],
+    summed over the batch in TILE-row slices in row order, as the tiled
+    product sums; written, not added: the tiles cover every gradient once."""
+    tile_delta = cuda.shared.array((TILE, TILE), float64)
+    tile_input = cuda.shared.array((TILE, TILE), float64)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    i, first_unit, first_input = tiles[cuda.blockIdx.x, 0], tiles[cuda.blockIdx.x, 1], tiles[cuda.blockIdx.x, 2]
+    n_in, n_out, bias, batch = layers[i, N_IN], layers[i, N_OUT], layers[i, BIAS_OFFSET], x.shape[0]
+    units = batch * layers[i, UNIT_OFFSET]
+    inputs = batch * layers[i - 1, UNIT_OFFSET] if i > 0 else 0
+    unit, k = first_unit + ty, first_input + tx
+    total = 0.0
+    for r0 in range(0, batch, TILE):
+        row, value = r0 + tx, 0.0
+        if row < batch and first_unit + ty < n_out:
+            value = float(deltas[units + row * n_out + first_unit + ty])
+        tile_delta[ty, tx] = value
+        row, value = r0 + ty, 0.0
+        if row < batch and k < n_in:
+            value = float(x[row, k]) if i == 0 else float(a_store[inputs + row * n_in + k])
+        elif row < batch and k == n_in:
+            value = 1.0
+        tile_input[ty, tx] = value
+        cuda.syncthreads()
+        for t in range(TILE):
+            total += tile_delta[ty, t] * tile_input[t, tx]
+        cuda.syncthreads()
+    if unit < n_out and k < n_in:
+        grads[layers[i, WEIGHT_OFFSET] + unit * n_in + k] = total
+    elif unit < n_out and k == n_in and bias >= 0:
+        grads[bias + unit] = total
 
 
 @cuda.jit
@@ -137,29 +186,25 @@ def _fused_deltas(z_store, rounding, dprediction, params, layers, activation_par
         cuda.syncthreads()
 
 
-def fused_network_forward(z_store, a_store, x, params, layers, activation_params, device_layers,
-                          device_activation_params):
+def fused_network_forward(z_store, a_store, x, params, tables):
     """``network_forward`` in one launch, for a network that ``fits_fused``;
-    ``device_layers`` and ``device_activation_params`` are device copies of
-    the host tables."""
+    ``tables`` from ``fused_tables``."""
     blocks = (x.shape[0] + FUSED_ROWS - 1) // FUSED_ROWS
-    _fused_forward[blocks, FUSED_WIDTH](z_store, a_store, x, params, device_layers, device_activation_params)
+    _fused_forward[blocks, FUSED_WIDTH](z_store, a_store, x, params, tables[0], tables[1])
 
 
-def fused_network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, device_layers,
-                           device_activation_params):
-    """``network_backward`` (without dx) for a network that ``fits_fused``:
-    one launch carries d(loss)/d(z) back through every layer into
-    ``z_store`` (which it overwrites), then each layer's weight and bias
-    gradients are one product and one column sum over the whole batch.
-    ``scratch`` row 0 holds d(loss)/d(prediction), as for ``network_backward``."""
+def fused_network_backward(grads, scratch, x, params, layers, z_store, a_store, tables):
+    """``network_backward`` (without dx) for a network that ``fits_fused``,
+    in two launches: one carries d(loss)/d(z) back through every layer into
+    ``z_store`` (which it overwrites), one computes every layer's weight and
+    bias gradients over the whole batch and writes them into ``grads`` (not
+    added: ``grads`` need not be zeroed first). ``scratch`` row 0 holds
+    d(loss)/d(prediction), as for ``network_backward``; ``layers`` is the
+    host table, ``tables`` from ``fused_tables``."""
+    device_layers, device_activation_params, tiles = tables
     batch = x.shape[0]
-    last = layers.shape[0] - 1
-    dprediction = scratch_view(scratch, 0, batch, int(layers[last, N_OUT]))
+    dprediction = scratch_view(scratch, 0, batch, int(layers[layers.shape[0] - 1, N_OUT]))
     blocks = (batch + FUSED_ROWS - 1) // FUSED_ROWS
     _fused_deltas[blocks, FUSED_WIDTH](z_store, scratch[1], dprediction, params, device_layers,
                                        device_activation_params, a_store)
-    for i in range(last + 1):
-        dW, db = layer_weights(grads, layers, i)
-        inputs = layer_units(a_store, layers, i - 1, batch) if i > 0 else x
-        dense_backward(None, dW, db, layer_units(z_store, layers, i, batch), inputs, dW)
+    _fused_gradients[tiles.shape[0], (TILE, TILE)](grads, z_store, a_store, x, device_layers, tiles)

@@ -15,8 +15,8 @@ from kernels.network import N_IN, N_OUT
 from kernels.cuda.config import THREADS, blocks_for, block_sum
 from kernels.cuda.losses import loss_value_and_grad
 from kernels.cuda.network import (
-    fits_fused, fused_network_backward, fused_network_forward, layer_units, network_backward, network_forward,
-    scratch_view,
+    fits_fused, fused_network_backward, fused_network_forward, fused_tables, layer_units, network_backward,
+    network_forward, scratch_view,
 )
 from kernels.cuda.optimizers import optimizer_step
 
@@ -96,8 +96,7 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     # [loss sum, gradient norm]
     scalars = cuda.to_device(np.array([loss_sum, 0.0]))
     fused = fits_fused(layers)
-    if fused:
-        tables = cuda.to_device(np.ascontiguousarray(layers)), cuda.to_device(np.ascontiguousarray(activation_params))
+    tables = fused_tables(layers, activation_params) if fused else None
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         xb = batch_x[:rows * n_in].reshape(rows, n_in)
@@ -106,17 +105,17 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
         lb = batch_labels[:rows] if labels.shape[0] > 0 else labels
         gather_rows(xb, tb, lb, X, targets, labels, order, start)
         if fused:
-            fused_network_forward(z_store, a_store, xb, params, layers, activation_params, *tables)
+            fused_network_forward(z_store, a_store, xb, params, tables)
         else:
             network_forward(z_store, a_store, xb, params, layers, activation_params)
         prediction = layer_units(a_store, layers, n_layers - 1, rows)
         dprediction = scratch_view(scratch, 0, rows, n_out)
         loss_value_and_grad(dprediction, prediction, tb, lb, loss_code, loss_param, loss_mean,
                             scalars[0:1], rows if loss_mean else 1.0)
-        _fill[blocks_for(grads.shape[0]), THREADS](grads, 0.0)
         if fused:
-            fused_network_backward(grads, scratch, xb, params, layers, activation_params, z_store, a_store, *tables)
+            fused_network_backward(grads, scratch, xb, params, layers, z_store, a_store, tables)
         else:
+            _fill[blocks_for(grads.shape[0]), THREADS](grads, 0.0)
             network_backward(grads, scratch, xb, params, layers, activation_params, z_store, a_store, False)
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm, scalars[1:2])
