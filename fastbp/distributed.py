@@ -250,7 +250,8 @@ class DistributedTrainer(Trainer):
                      scratch):
         """``kernels.train_epoch`` (same arguments and result, ``batch_size``
         the global batch) over this rank's shard of ``order``, the gradients
-        averaged across the ranks after each backward."""
+        averaged across the ranks after each backward (bucket by bucket
+        during it, with ``bucket_bytes``)."""
         mine = shard(order, self.rank, self.world_size)
         local_batch = batch_size // self.world_size
         n_out = layers[-1, N_OUT]
