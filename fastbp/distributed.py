@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 from kernels import training
-from kernels.losses import mean_scale
-from kernels.network import N_OUT
+from kernels.losses import mean_scale, scaled_loss_value_and_grad
+from kernels.network import N_OUT, UNIT_OFFSET, WEIGHT_OFFSET, network_backward_layers, network_forward
 from kernels.optimizers import optimizer_step
 from fastbp._checks import as_float, as_int, describe
 from fastbp.trainer import Trainer
@@ -85,6 +85,27 @@ def shard(order, rank, world_size):
     return padded[rank::world_size]
 
 
+def buckets(layers, n_params, itemsize, bucket_bytes):
+    """The gradient buckets a step all-reduces, in the order the backward
+    fills them: layers grouped from the last, each group closed once it
+    holds at least ``bucket_bytes`` (the first layers form the last group,
+    whatever its size). Every group is one stretch of the flat buffer, since
+    a layer's weights and bias follow the layer before it.
+
+    Returns:
+        [(first_layer, end_layer, start, stop)]: layers
+        ``first_layer .. end_layer - 1`` own ``grads[start:stop]``.
+    """
+    n_layers = layers.shape[0]
+    groups, end, stop = [], n_layers, n_params
+    for first in range(n_layers - 1, -1, -1):
+        start = layers[first, WEIGHT_OFFSET]
+        if first == 0 or (stop - start) * itemsize >= bucket_bytes:
+            groups.append((first, end, int(start), int(stop)))
+            end, stop = first, start
+    return groups
+
+
 def _as_tensor(array):
     # shares the buffer: a collective on the tensor writes the array
     import torch
@@ -97,8 +118,19 @@ class DistributedTrainer(Trainer):
     ranks of the process group ``fastbp.distributed.init()`` joined.
 
     Construction broadcasts rank 0's parameters and optimizer state, so
-    every rank starts from the same model whatever its seed. The arguments
-    are those of ``Trainer``; every rank must build its trainer the same way.
+    every rank starts from the same model whatever its seed. Every rank must
+    build its trainer the same way.
+
+    Args:
+        model, loss, optimizer, max_grad_norm, schedule: as in ``Trainer``.
+        bucket_bytes: None (the default) all-reduces the whole gradient
+            buffer once the backward is done. An integer splits it into
+            buckets of layers, the last layer first, each closed once it
+            holds at least this many bytes (0: one per layer), and starts
+            each bucket's all-reduce as soon as the backward has written it,
+            while the backward of the layers before goes on (torch's
+            DistributedDataParallel buckets 25 MB). The numbers are the same
+            either way; see the README for when it is faster.
 
     Example:
         >>> rank, world_size = fastbp.distributed.init()
@@ -107,23 +139,34 @@ class DistributedTrainer(Trainer):
         >>> trainer.fit(X, y, epochs=10, batch_size=64, seed=0)  # 32 rows per rank per step
     """
 
-    def __init__(self, model, loss, optimizer, max_grad_norm=None, schedule=None):
+    def __init__(self, model, loss, optimizer, max_grad_norm=None, schedule=None, bucket_bytes=None):
+        bucket_bytes = _bucket_bytes(bucket_bytes)
         super().__init__(model, loss, optimizer, max_grad_norm, schedule)
-        self._join()
+        self._join(bucket_bytes)
 
     @classmethod
-    def wrap(cls, trainer):
+    def wrap(cls, trainer, bucket_bytes=None):
         """A DistributedTrainer that goes on from ``trainer`` (one built, or
         one ``Trainer.load`` read from a checkpoint), with its model,
-        optimizer, epoch, history and shuffling stream."""
+        optimizer, epoch, history and shuffling stream; rank 0's parameters
+        and optimizer state are broadcast."""
         if not isinstance(trainer, Trainer):
             raise TypeError(f"trainer must be a fastbp.Trainer, got {describe(trainer)}")
+        bucket_bytes = _bucket_bytes(bucket_bytes)
         distributed = cls.__new__(cls)
         distributed.__dict__.update(trainer.__dict__)
-        distributed._join()
+        distributed._join(bucket_bytes)
         return distributed
 
-    def _join(self):
+    @classmethod
+    def load(cls, path, bucket_bytes=None):
+        """The checkpoint at ``path`` (written by ``save`` on rank 0, after
+        an epoch) as a DistributedTrainer: every rank reads it, and rank 0's
+        parameters and optimizer state are broadcast. ``fit`` with
+        ``seed=None`` goes on as the run that wrote it would have."""
+        return cls.wrap(Trainer.load(path), bucket_bytes)
+
+    def _join(self, bucket_bytes):
         model, optimizer = self.model, self.optimizer
         dist = _dist()
         if not dist.is_initialized():
@@ -133,11 +176,14 @@ class DistributedTrainer(Trainer):
             raise ValueError(f"DistributedTrainer trains on the CPU (gloo), got a model on {model.device!r}; "
                              f"call model.to('cpu') first")
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        self._agree("the model's parameter count", model.n_params)
+        # a rank that buckets otherwise would send all-reduces the others do not expect
+        self._agree("the model's parameter count and bucket_bytes", model.n_params,
+                    -1 if bucket_bytes is None else bucket_bytes)
         for buffer in (model._params, *optimizer._state):
             if buffer.size:
                 dist.broadcast(_as_tensor(buffer), src=0)
-        # seconds the last fit spent in the gradient all-reduce
+        self.bucket_bytes = bucket_bytes
+        # seconds the last fit spent waiting on the gradient all-reduce
         self.allreduce_seconds = 0.0
 
     def _agree(self, what, *values):
@@ -193,6 +239,9 @@ class DistributedTrainer(Trainer):
         return super().fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, **options)
 
     def _epoch_function(self, rows):
+        if self.world_size == 1:
+            # alone, there is nothing to average: the one-process epoch, no collective per step
+            return super()._epoch_function(rows)
         return self._train_epoch, contextlib.nullcontext
 
     def _train_epoch(self, params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step, loss_sum,
@@ -201,24 +250,29 @@ class DistributedTrainer(Trainer):
                      scratch):
         """``kernels.train_epoch`` (same arguments and result, ``batch_size``
         the global batch) over this rank's shard of ``order``, the gradients
-        averaged across the ranks after each backward. The non-finite check
-        is on the averaged gradients, which every rank holds alike, so the
-        ranks stop (or skip) at the same step."""
+        averaged across the ranks after each backward (bucket by bucket
+        during it, with ``bucket_bytes``). The non-finite check is on the
+        averaged gradients, which every rank holds alike, so the ranks stop
+        (or skip) at the same step."""
         mine = shard(order, self.rank, self.world_size)
         local_batch = batch_size // self.world_size
         n_out = layers[-1, N_OUT]
+        plan = None if self.bucket_bytes is None else buckets(layers, grads.shape[0], grads.itemsize,
+                                                              self.bucket_bytes)
         gradients = _as_tensor(grads)
         epoch_sum, loss_sum = loss_sum, 0.0
         for start in range(0, mine.shape[0], local_batch):
             rows = min(local_batch, mine.shape[0] - start)
             xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels,
                                                mine, start, rows)
-            value = training.batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
-                                             activation_params, loss_code, loss_param,
-                                             mean_scale(loss_code, rows, n_out, loss_mean))
-            reduce_start = time.perf_counter()
-            self._all_reduce(gradients, step + 1)
-            self.allreduce_seconds += time.perf_counter() - reduce_start
+            scale = mean_scale(loss_code, rows, n_out, loss_mean)
+            if plan is None:
+                value = training.batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
+                                                 activation_params, loss_code, loss_param, scale)
+                self._all_reduce(gradients, step + 1)
+            else:
+                value = self._bucketed_gradients(plan, step + 1, grads, z_store, a_store, scratch, xb, tb, lb,
+                                                 params, layers, activation_params, loss_code, loss_param, scale)
             if loss_mean:
                 # every rank's share is equally large: the mean of the ranks'
                 # gradients is the global batch's
@@ -242,11 +296,58 @@ class DistributedTrainer(Trainer):
         self._all_reduce(_as_tensor(totals), step)
         return epoch_sum + (totals[0] / totals[1] * samples if rows else 0.0), step
 
-    def _all_reduce(self, tensor, step):
+    def _bucketed_gradients(self, plan, step, grads, z_store, a_store, scratch, x, target, labels, params, layers,
+                            activation_params, loss_code, loss_param, loss_scale):
+        """``kernels.training.batch_gradients`` with each bucket's all-reduce
+        started as soon as the backward has written it; returns once all are
+        done."""
+        rows, last = x.shape[0], layers.shape[0] - 1
+        network_forward(z_store, a_store, x, params, layers, activation_params)
+        units = rows * layers[last, UNIT_OFFSET]
+        n_out = layers[last, N_OUT]
+        prediction = a_store[units:units + rows * n_out].reshape(rows, n_out)
+        value = scaled_loss_value_and_grad(scratch[0, :rows * n_out].reshape(rows, n_out), prediction, target,
+                                           labels, loss_code, loss_param, loss_scale)
+        pending = []
+        for first, end, start, stop in plan:
+            network_backward_layers(grads, scratch, x, params, layers, activation_params, z_store, a_store,
+                                    first, end)
+            pending.append(self._all_reduce(_as_tensor(grads[start:stop]), step, async_op=True))
+        self._wait(pending, step)
+        return value
+
+    def _all_reduce(self, tensor, step, async_op=False):
+        """Sum ``tensor`` across the ranks, in place; with ``async_op``, only
+        start it and return the handle to pass to ``_wait``."""
+        with self._collective(step):
+            return _dist().all_reduce(tensor, async_op=async_op)
+
+    def _wait(self, handles, step):
+        with self._collective(step):
+            for handle in handles:
+                handle.wait()
+
+    @contextlib.contextmanager
+    def _collective(self, step):
+        """Count the seconds spent in a collective in ``allreduce_seconds``
+        and explain its failure."""
+        started = time.perf_counter()
         try:
-            _dist().all_reduce(tensor)
+            yield
         except RuntimeError as error:
             raise RuntimeError(f"rank {self.rank} of {self.world_size}: the all-reduce at step {step} failed, "
                                f"so another rank stopped, crashed or cannot be reached (look for the first error "
                                f"in the other ranks' output; a rank that stalls fails the others after init's "
                                f"timeout): {error}") from error
+        finally:
+            self.allreduce_seconds += time.perf_counter() - started
+
+
+def _bucket_bytes(bucket_bytes):
+    if bucket_bytes is None:
+        return None
+    try:
+        return as_int("bucket_bytes", bucket_bytes, minimum=0)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{error}; pass a byte count (25 * 2**20 for 25 MB, 0 for a bucket per layer) or None "
+                          f"for one all-reduce of the whole buffer") from None

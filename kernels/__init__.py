@@ -13,7 +13,7 @@ from kernels.losses import (
     BCE_WITH_LOGITS, CROSS_ENTROPY, HUBER, L1, MSE,
     cross_entropy_loss, loss_value_and_grad, pointwise_loss,
 )
-from kernels.network import network_backward, network_forward
+from kernels.network import network_backward, network_backward_layers, network_forward
 from kernels.optimizers import ADAM, RMSPROP, SGD, adam_step, optimizer_step, rmsprop_step, sgd_step
 from kernels.training import all_finite, clip_grad_norm, random_permutation, train_epoch
 from kernels.config import data_parallel_chunks

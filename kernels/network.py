@@ -144,7 +144,36 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
     Checked as in ``network_forward``; ``grads`` has the length and dtype of
     ``params``.
     """
-    kernel = "network_backward"
+    check_backward("network_backward", grads, scratch, x, params, layers, activation_params, z_store, a_store)
+    _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store, a_store,
+                      need_dx, accumulate)
+
+
+@jit
+def network_backward_layers(grads, scratch, x, params, layers, activation_params, z_store, a_store, first, end):
+    """``network_backward`` (not accumulating, no d(loss)/d(x)) through
+    layers ``end - 1`` down to ``first`` only, so a caller can use the
+    gradients of the last layers while the earlier ones are still to come.
+
+    Parameters
+    ----------
+    first, end : int, 0 <= first < end <= n_layers; on entry ``scratch`` row
+        ``(n_layers - end) % 2`` holds d(loss)/d(a) of layer ``end - 1``, as
+        the call for layers ``end`` onwards (or the loss, for the last) left it
+    The other arguments are as in ``network_backward``, checked as there.
+    """
+    kernel = "network_backward_layers"
+    check_backward(kernel, grads, scratch, x, params, layers, activation_params, z_store, a_store)
+    if first < 0 or first >= end or end > layers.shape[0]:
+        raise ValueError(kernel + ": first and end must satisfy 0 <= first < end <= n_layers ("
+                         + str(layers.shape[0]) + "), got first = " + str(first) + ", end = " + str(end))
+    _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store, a_store,
+                      False, False, first, end)
+
+
+@jit
+def check_backward(kernel, grads, scratch, x, params, layers, activation_params, z_store, a_store):
+    """Check the arguments of a backward pass (see ``network_backward``)."""
     total_units, max_width = check_network(kernel, x, params, layers, activation_params)
     check_units(kernel, z_store, a_store, params, x.shape[0], total_units)
     check_size(kernel, "grads", grads, 0, params.shape[0], "params.shape[0] (n_params)")
@@ -152,16 +181,15 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
     check_size(kernel, "scratch", scratch, 0, 2, "two")
     check_at_least(kernel, "scratch", scratch, 1, x.shape[0] * max_width, "batch * the widest layer")
     check_dtype(kernel, "scratch", scratch, "params", params)
-    _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store, a_store,
-                      need_dx, accumulate)
 
 
 @jit
 def _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx,
-                      accumulate=True):
+                      accumulate=True, first=0, end=-1):
+    # layers end - 1 down to first; end -1 stands for n_layers
     batch = x.shape[0]
     n_layers = layers.shape[0]
-    for i in range(n_layers - 1, -1, -1):
+    for i in range((n_layers if end < 0 else end) - 1, first - 1, -1):
         parity = (n_layers - 1 - i) % 2
         n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
         # d(loss)/d(a) arrives in this buffer and becomes d(loss)/d(z) in place

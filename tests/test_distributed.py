@@ -26,12 +26,19 @@ def _data():
     return rng.normal(size=(N, 5)), rng.integers(0, 3, size=N)
 
 
-def _train(trainer_class, optimizer, shuffle, model_seed=0):
-    model = fastbp.MLP([5, 7, 3], activation="tanh", dtype="float64", seed=model_seed)
+def _train(trainer_class, optimizer, shuffle, model_seed=0, epochs=EPOCHS, sizes=(5, 7, 3), callbacks=None,
+           **options):
+    model = fastbp.MLP(list(sizes), activation="tanh", dtype="float64", seed=model_seed)
     opt = fastbp.SGD(model, lr=0.1, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(model, lr=0.01)
-    trainer = trainer_class(model, "cross_entropy", opt, max_grad_norm=1.0)
-    history = trainer.fit(*_data(), epochs=EPOCHS, batch_size=BATCH, shuffle=shuffle, seed=3)
+    trainer = trainer_class(model, "cross_entropy", opt, max_grad_norm=1.0, **options)
+    history = trainer.fit(*_data(), epochs=epochs, batch_size=BATCH, shuffle=shuffle, seed=3, callbacks=callbacks)
     return model, opt, history
+
+
+# a deeper model for the bucketed all-reduce: 4 layers of 48, 72, 63 and 24 parameters
+DEEP = (5, 8, 8, 7, 3)
+# bytes per bucket (float64): one bucket per layer, the last two layers then the first two, one for all
+BUCKET_BYTES = [0, 8 * 80, 10 ** 9]
 
 
 def worker(out, mode):
@@ -56,6 +63,7 @@ def worker(out, mode):
         with open(os.path.join(out, f"{optimizer}-{shuffle}-{rank}.json"), "w") as f:
             json.dump({"loss": history.loss, "steps": opt.step_count}, f)
     if mode == "train":
+        _checkpoint_and_resume(out, rank)
         before = model._params.copy()
         trainer = distributed.DistributedTrainer(model, "cross_entropy", fastbp.SGD(model))
         try:
@@ -63,6 +71,49 @@ def worker(out, mode):
         except ValueError as error:
             with open(os.path.join(out, f"odd-batch-{rank}.txt"), "w") as f:
                 f.write(f"{error}\n{np.array_equal(before, model._params)}")
+    if mode == "buckets":
+        for bucket_bytes in [None] + BUCKET_BYTES:
+            model, _, _ = _train(distributed.DistributedTrainer, "adam", True, model_seed=rank, sizes=DEEP,
+                                 bucket_bytes=bucket_bytes)
+            np.save(os.path.join(out, f"buckets-{bucket_bytes}-{rank}.npy"), model._params)
+    distributed.shutdown()
+
+
+def _checkpoint_and_resume(out, rank):
+    """Half the epochs with rank 0 saving a checkpoint after each, then the
+    rest from that checkpoint, every rank reading it."""
+    import torch.distributed
+
+    path = os.path.join(out, "checkpoint.npz")
+    _train(distributed.DistributedTrainer, "adam", True, model_seed=rank, epochs=EPOCHS // 2,
+           callbacks=[lambda trainer, logs: trainer.save(path)] if rank == 0 else None)
+    torch.distributed.barrier()  # the checkpoint is whole before any rank reads it
+    trainer = distributed.DistributedTrainer.load(path)
+    trainer.fit(*_data(), epochs=EPOCHS - trainer.epoch, batch_size=BATCH, seed=None)
+    np.save(os.path.join(out, f"resumed-{rank}.npy"), trainer.model._params)
+    with open(os.path.join(out, f"resumed-{rank}.json"), "w") as f:
+        json.dump({"class": type(trainer).__name__, "steps": trainer.optimizer.step_count}, f)
+
+
+def single_rank_worker(out):
+    """One rank alone, counting the all-reduces; launched by a test below."""
+    import torch.distributed
+
+    distributed.init(timeout=10.0)
+    real, sizes = torch.distributed.all_reduce, []
+
+    def counted(tensor, *args, **kwargs):
+        sizes.append(tensor.numel())
+        return real(tensor, *args, **kwargs)
+
+    torch.distributed.all_reduce = counted
+    for optimizer, shuffle in CONFIGS:
+        for trainer_class in (fastbp.Trainer, distributed.DistributedTrainer):
+            sizes.clear()
+            model, _, _ = _train(trainer_class, optimizer, shuffle)
+            np.save(os.path.join(out, f"{trainer_class.__name__}-{optimizer}-{shuffle}.npy"), model._params)
+        with open(os.path.join(out, f"all-reduces-{optimizer}-{shuffle}.json"), "w") as f:
+            json.dump(sizes, f)
     distributed.shutdown()
 
 
@@ -78,7 +129,8 @@ def _launch(out, mode, world_size=2, timeout=120, wait=None):
     returns [(returncode, stderr, seconds until it ended)] per rank waited for."""
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
            "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    code = f"from tests.test_distributed import worker; worker({str(out)!r}, {mode!r})"
+    code = (f"from tests.test_distributed import single_rank_worker; single_rank_worker({str(out)!r})"
+            if mode == "single" else f"from tests.test_distributed import worker; worker({str(out)!r}, {mode!r})")
     start = time.perf_counter()
     ranks = [subprocess.Popen([sys.executable, "-c", code], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -118,6 +170,75 @@ def test_two_ranks_match_one_process_on_the_global_batch(two_ranks, optimizer, s
 def test_every_rank_ends_with_the_same_parameters(two_ranks, optimizer, shuffle):
     first, second = (np.load(two_ranks / f"{optimizer}-{shuffle}-{rank}.npy") for rank in range(2))
     np.testing.assert_array_equal(first, second)
+
+
+def test_a_checkpoint_rank_0_saved_resumes_in_one_process_as_the_uninterrupted_run(two_ranks):
+    model, opt, _ = _train(fastbp.Trainer, "adam", True)
+    trainer = fastbp.Trainer.load(two_ranks / "checkpoint.npz")
+    assert trainer.epoch == EPOCHS // 2
+    trainer.fit(*_data(), epochs=EPOCHS - trainer.epoch, batch_size=BATCH, seed=None)
+    assert trainer.optimizer.step_count == opt.step_count
+    np.testing.assert_allclose(trainer.model._params, model._params, rtol=1e-10, atol=0)
+
+
+def test_a_checkpoint_rank_0_saved_resumes_on_two_ranks_as_the_uninterrupted_run(two_ranks):
+    model, opt, _ = _train(fastbp.Trainer, "adam", True)
+    for rank in range(2):
+        logs = json.loads((two_ranks / f"resumed-{rank}.json").read_text())
+        assert logs == {"class": "DistributedTrainer", "steps": opt.step_count}
+        np.testing.assert_allclose(np.load(two_ranks / f"resumed-{rank}.npy"), model._params, rtol=1e-10, atol=0)
+
+
+def test_one_rank_trains_as_trainer_without_a_collective_per_step(tmp_path):
+    [(code, stderr, _)] = _launch(tmp_path, "single", world_size=1, timeout=60)
+    assert code == 0, stderr
+    for optimizer, shuffle in CONFIGS:
+        alone, one_rank = (np.load(tmp_path / f"{name}-{optimizer}-{shuffle}.npy")
+                           for name in ("Trainer", "DistributedTrainer"))
+        np.testing.assert_array_equal(one_rank, alone)
+        # the ranks' agreement checks (the model's size when built, the data and
+        # arguments when fit, a minimum and a maximum each), none per step
+        sizes = json.loads((tmp_path / f"all-reduces-{optimizer}-{shuffle}.json").read_text())
+        assert len(sizes) == 4, f"{len(sizes)} all-reduces of sizes {sizes}"
+
+
+@pytest.fixture(scope="module")
+def bucketed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("buckets")
+    for rank, (code, stderr, _) in enumerate(_launch(out, "buckets", timeout=60)):
+        assert code == 0, f"rank {rank} failed:\n{stderr}"
+    return out
+
+
+@pytest.mark.parametrize("bucket_bytes", BUCKET_BYTES)
+def test_bucketed_all_reduce_gives_the_unbucketed_parameters(bucketed, bucket_bytes):
+    unbucketed = np.load(bucketed / "buckets-None-0.npy")
+    for rank in range(2):
+        np.testing.assert_array_equal(np.load(bucketed / f"buckets-{bucket_bytes}-{rank}.npy"), unbucketed)
+
+
+def test_bucketed_two_ranks_match_one_process(bucketed):
+    model, _, _ = _train(fastbp.Trainer, "adam", True, sizes=DEEP)
+    np.testing.assert_allclose(np.load(bucketed / "buckets-0-0.npy"), model._params, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("bucket_bytes,expected", [
+    (0, [(3, 4, 183, 207), (2, 3, 120, 183), (1, 2, 48, 120), (0, 1, 0, 48)]),
+    (8 * 80, [(2, 4, 120, 207), (0, 2, 0, 120)]),
+    (8 * 87, [(2, 4, 120, 207), (0, 2, 0, 120)]),  # exactly the last two layers' bytes
+    (8 * 88, [(1, 4, 48, 207), (0, 1, 0, 48)]),
+    (10 ** 9, [(0, 4, 0, 207)]),
+])
+def test_buckets_group_layers_from_the_last(bucket_bytes, expected):
+    layers = fastbp.MLP(list(DEEP), dtype="float64")._layers
+    assert distributed.buckets(layers, 207, 8, bucket_bytes) == expected
+
+
+@pytest.mark.parametrize("bucket_bytes", [-1, 2.5, "25MB"])
+def test_bad_bucket_bytes_are_refused_before_anything_changes(bucket_bytes):
+    model = fastbp.MLP([5, 7, 3], seed=0)
+    with pytest.raises((TypeError, ValueError), match="bucket_bytes"):
+        distributed.DistributedTrainer(model, "cross_entropy", fastbp.SGD(model), bucket_bytes=bucket_bytes)
 
 
 def test_a_failing_rank_stops_the_other_with_a_clear_error(tmp_path):
@@ -162,16 +283,23 @@ def test_init_outside_torchrun_says_how_to_launch(monkeypatch):
 
 
 def test_fastbp_train_distributed_under_torchrun_matches_one_process(tmp_path):
-    flags = ["train", "--epochs", "2", "--quiet", "--dtype", "float64", "--save"]
+    flags = ["train", "--quiet", "--save"]
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "NUMBA_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "fastbp", *flags, str(tmp_path / "one.npz")],
-                         capture_output=True, text=True, timeout=120, env=env)
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          str(_free_port()), "-m", "fastbp", *flags, str(tmp_path / "two.npz"), "--distributed"],
-                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
-    assert one.returncode == 0 and two.returncode == 0, two.stderr
-    # rank 0 alone prints: each line once
-    assert two.stdout.count("model: MLP") == 1 and "across 2 processes" in two.stdout
-    best = [line for run in (one, two) for line in run.stdout.splitlines() if line.startswith(("best", "test"))]
+    one = subprocess.run([sys.executable, "-m", "fastbp", *flags, str(tmp_path / "one.npz"), "--epochs", "2",
+                          "--dtype", "float64"], capture_output=True, text=True, timeout=120, env=env)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    # one epoch across 2 processes, then a second resumed from the checkpoint rank 0 saved
+    two = [subprocess.run([*torchrun, str(_free_port()), "-m", "fastbp", *flags, str(tmp_path / "two.npz"),
+                           "--distributed", *more], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+           for more in (["--epochs", "1", "--dtype", "float64"],
+                        ["--epochs", "2", "--resume", str(tmp_path / "two.npz")])]
+    assert one.returncode == 0, one.stderr
+    for run in two:
+        assert run.returncode == 0, run.stderr
+        # rank 0 alone prints: each line once
+        assert run.stdout.count("model: MLP") == 1 and "across 2 processes" in run.stdout
+    assert "resuming at epoch 1" in two[1].stdout
+    best = [line for run in (one, two[1]) for line in run.stdout.splitlines() if line.startswith(("best", "test"))]
     assert best[:2] == best[2:], best
-    assert (tmp_path / "two.npz").is_file()
+    np.testing.assert_allclose(fastbp.Trainer.load(tmp_path / "two.npz").model._params,
+                               fastbp.Trainer.load(tmp_path / "one.npz").model._params, rtol=1e-10, atol=0)

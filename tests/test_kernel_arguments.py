@@ -141,6 +141,12 @@ FAMILIES = {
                                                                            True),
             "network_backward grads float32": lambda: kernels.network_backward(g.astype(f32), sc, x, p, L, A, za, aa,
                                                                                True),
+            "network_backward_layers grads short": lambda: kernels.network_backward_layers(g[:5], sc, x, p, L, A, za,
+                                                                                           aa, 0, 2),
+            "network_backward_layers end past the last layer": lambda: kernels.network_backward_layers(
+                g, sc, x, p, L, A, za, aa, 1, 3),
+            "network_backward_layers empty range": lambda: kernels.network_backward_layers(g, sc, x, p, L, A, za, aa,
+                                                                                           1, 1),
             "train_epoch X short a column": lambda: epoch(X=z(20, 3)),
             "train_epoch X float32": lambda: epoch(X=z(20, 4, dtype=f32)),
             "train_epoch labels short": lambda: epoch(y=y[:5]),

@@ -403,3 +403,25 @@ def test_optimizer_step_dispatch_matches_direct_kernels():
         call(p2, s2)
         np.testing.assert_array_equal(p1, p2)
         np.testing.assert_array_equal(s1, s2)
+
+
+@pytest.mark.parametrize("pieces", [[(0, 4)], [(3, 4), (2, 3), (1, 2), (0, 1)], [(2, 4), (0, 2)], [(1, 4), (0, 1)]])
+def test_network_backward_layers_in_pieces_is_the_whole_backward(pieces):
+    import fastbp
+
+    model = fastbp.MLP([5, 8, 9, 7, 3], activation="tanh", dtype="float64", seed=0)
+    model._ensure_capacity(6)
+    x = np.random.default_rng(0).normal(size=(6, 5))
+    kernels.network_forward(model._z, model._a, x, model._params, model._layers, model._activation_params)
+    dout = np.random.default_rng(1).normal(size=(6, 3))
+    results = []
+    for run in ("whole", "pieces"):
+        grads, scratch = np.full_like(model._grads, np.nan), np.zeros_like(model._scratch)
+        scratch[0, :dout.size] = dout.ravel()
+        arguments = (grads, scratch, x, model._params, model._layers, model._activation_params, model._z, model._a)
+        if run == "whole":
+            kernels.network_backward(*arguments, False, False)
+        for first, end in pieces if run == "pieces" else ():
+            kernels.network_backward_layers(*arguments, first, end)
+        results.append(grads)
+    np.testing.assert_array_equal(results[1], results[0])
