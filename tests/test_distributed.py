@@ -71,6 +71,10 @@ def worker(out, mode):
         except ValueError as error:
             with open(os.path.join(out, f"odd-batch-{rank}.txt"), "w") as f:
                 f.write(f"{error}\n{np.array_equal(before, model._params)}")
+    if mode == "nonfinite":
+        for on_nonfinite in ("skip", "raise"):
+            model = _nonfinite_fit(distributed.DistributedTrainer, on_nonfinite, out, f"-{rank}")
+            np.save(os.path.join(out, f"nonfinite-{on_nonfinite}-{rank}.npy"), model._params)
     if mode == "buckets":
         for bucket_bytes in [None] + BUCKET_BYTES:
             model, _, _ = _train(distributed.DistributedTrainer, "adam", True, model_seed=rank, sizes=DEEP,
@@ -93,6 +97,24 @@ def _checkpoint_and_resume(out, rank):
     np.save(os.path.join(out, f"resumed-{rank}.npy"), trainer.model._params)
     with open(os.path.join(out, f"resumed-{rank}.json"), "w") as f:
         json.dump({"class": type(trainer).__name__, "steps": trainer.optimizer.step_count}, f)
+
+
+def _nonfinite_fit(trainer_class, on_nonfinite, out, suffix):
+    """SGD on the data with one row that overflows (row 9: rank 1's, in the
+    first global batch of each epoch); writes what the run reported."""
+    X, y = _data()
+    X[9] = np.finfo(np.float64).max
+    model = fastbp.MLP([5, 7, 3], dtype="float64", seed=0)
+    trainer = trainer_class(model, "cross_entropy", fastbp.SGD(model, lr=0.1))
+    try:
+        history = trainer.fit(X, y, epochs=2, batch_size=BATCH, shuffle=False, on_nonfinite=on_nonfinite)
+        report = {"skipped": history.skipped, "loss": history.loss}
+    except FloatingPointError as error:
+        report = {"error": str(error)}
+    report["steps"] = trainer.optimizer.step_count
+    with open(os.path.join(out, f"nonfinite-{on_nonfinite}{suffix}.json"), "w") as f:
+        json.dump(report, f)
+    return model
 
 
 def single_rank_worker(out):
@@ -303,3 +325,21 @@ def test_fastbp_train_distributed_under_torchrun_matches_one_process(tmp_path):
     assert best[:2] == best[2:], best
     np.testing.assert_allclose(fastbp.Trainer.load(tmp_path / "two.npz").model._params,
                                fastbp.Trainer.load(tmp_path / "one.npz").model._params, rtol=1e-10, atol=0)
+
+
+def test_a_nonfinite_step_on_one_rank_stops_or_is_skipped_on_every_rank_alike(tmp_path):
+    for rank, (code, stderr, _) in enumerate(_launch(tmp_path, "nonfinite")):
+        assert code == 0, f"rank {rank} failed:\n{stderr}"
+    for on_nonfinite in ("skip", "raise"):
+        alone = _nonfinite_fit(fastbp.Trainer, on_nonfinite, tmp_path, "")
+        expected = json.loads((tmp_path / f"nonfinite-{on_nonfinite}.json").read_text())
+        for rank in range(2):
+            report = json.loads((tmp_path / f"nonfinite-{on_nonfinite}-{rank}.json").read_text())
+            assert report.keys() == expected.keys() and report["steps"] == expected["steps"], (report, expected)
+            if on_nonfinite == "skip":
+                assert report["skipped"] == expected["skipped"] == [1, 1]
+                np.testing.assert_allclose(report["loss"], expected["loss"], rtol=1e-10)
+            else:
+                assert report["error"] == expected["error"] and "at step 1 (batch 1 of 5 in epoch 1)" in report["error"]
+            np.testing.assert_allclose(np.load(tmp_path / f"nonfinite-{on_nonfinite}-{rank}.npy"), alone._params,
+                                       rtol=1e-10, atol=1e-14)
