@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 import kernels
+from fastbp import data
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
@@ -253,7 +254,7 @@ class Trainer:
                             model._scratch)
                     return loss_sum, done
 
-                loss_sum, skipped = self._epoch_steps(steps, order, position, loss_sum, skipped, batch_size,
+                loss_sum, skipped = self._epoch_steps(steps, X, order, position, loss_sum, skipped, batch_size,
                                                       shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
                                                       epoch_rng_state)
             logs["skipped"] = skipped[0]
@@ -340,7 +341,7 @@ class Trainer:
         self._rng_state = state["rng_state"].copy()
         return state["position"], state["loss_sum"], tuple(state["skipped"])
 
-    def _epoch_steps(self, steps, order, position, loss_sum, skipped, batch_size, shuffle, on_nonfinite,
+    def _epoch_steps(self, steps, X, order, position, loss_sum, skipped, batch_size, shuffle, on_nonfinite,
                      checkpoint_every, checkpoint_path, epoch_rng_state):
         """Train the epoch from entry ``position`` of ``order`` on;
         ``steps(part, loss_sum)`` trains over a stretch of the order
@@ -349,16 +350,21 @@ class Trainer:
         those of the entries before ``position``.
 
         One kernel call trains up to the next checkpoint, a non-finite step or
-        the end of the epoch: the kernel walks any stretch of the order, its
-        batches starting where the stretch does, so the stretches, cut at
-        multiples of the batch size, give the batches one call would.
+        the end of the epoch; over a memory-mapped ``X``, over at most
+        ``data.mapped_rows`` entries, after which the pages it read are
+        dropped (``data.release``), so that memory stays bounded. The kernel
+        walks any stretch of the order, its batches starting where the stretch
+        does, so the stretches, cut at multiples of the batch size, give the
+        batches one call would.
         """
         n, optimizer = order.shape[0], self.optimizer
+        stretch = n if data.file_mapping(X) is None else data.mapped_rows(X, batch_size)
         while position < n:
-            end = n
+            end = min(n, position + stretch)
             if checkpoint_every is not None:
-                end = min(n, position + (checkpoint_every - optimizer.step_count % checkpoint_every) * batch_size)
+                end = min(end, position + (checkpoint_every - optimizer.step_count % checkpoint_every) * batch_size)
             loss_sum, done = steps(order[position:end], loss_sum)
+            data.release(X)
             position += done
             if position < end:
                 if on_nonfinite == "raise":

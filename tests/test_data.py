@@ -3,12 +3,14 @@ pandas on the same files; text columns, missing values, memory-mapped arrays
 and bad files."""
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from fastbp import _checks, cli, data, preprocessing, run
+from fastbp import _checks, cli, data, io, preprocessing, run
 from fastbp.preprocessing import Preprocessing
 from tests.test_cli import fastbp_cli
 
@@ -183,6 +185,50 @@ def test_a_memory_mapped_npy_is_never_copied_whole(tmp_path, monkeypatch):
     train = order[n - prepared.size("train"):]
     scaled = (source[order[-10:]] - source[train].mean(axis=0)) / source[train].std(axis=0)
     np.testing.assert_allclose(X_train[-10:], scaled, rtol=1e-4, atol=1e-4)
+
+
+def peak_rss(*args):
+    """(bytes of peak RSS, exit status, output) of ``fastbp args``, run by a
+    fresh parent whose only child it is, so that its RUSAGE_CHILDREN maximum
+    is the run's high-water mark (VmHWM) at exit."""
+    child = [sys.executable, "-m", "fastbp", *map(str, args)]
+    parent = ("import resource, subprocess, sys; status = subprocess.run(sys.argv[1:]).returncode; "
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, status)")
+    result = subprocess.run([sys.executable, "-c", parent, *child], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    kilobytes, status = result.stdout.split()[-2:]
+    return int(kilobytes) * 1024, int(status), result.stdout + result.stderr
+
+
+def test_a_memory_mapped_npy_trains_in_bounded_memory_to_the_in_memory_parameters(tmp_path):
+    # rows read at random between two drops of the mapping's pages stay a
+    # fraction of the file; the source and its preprocessed copy, both mapped,
+    # would be resident whole twice over without the drops
+    d, size = 50, 64 << 20
+    runs = {}
+    for name, n in (("small", 2000), ("large", size // (d * 4))):
+        rng = np.random.default_rng(0)
+        X = np.lib.format.open_memmap(tmp_path / f"{name}X.npy", mode="w+", dtype=np.float32, shape=(n, d))
+        for start in range(0, n, 100_000):
+            X[start:start + 100_000] = rng.standard_normal((min(100_000, n - start), d))
+        y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 1)
+        X.flush()
+        np.save(tmp_path / f"{name}y.npy", y)
+        args = ["train", "--target", tmp_path / f"{name}y.npy", "--hidden", "8", "--epochs", "1", "--batch-size",
+                "256", "--quiet", "--lr-schedule", "constant", "--save", tmp_path / f"{name}.npz"]
+        runs[name] = peak_rss(*args, "--data", tmp_path / f"{name}X.npy")
+        assert runs[name][1] == 0, runs[name][2]
+    del X
+    growth = runs["large"][0] - runs["small"][0]
+    assert growth < size * 3 / 4, f"{size >> 20} MB of data raised the peak RSS by {growth / 2**20:.0f} MB"
+    np.savez(tmp_path / "Xy.npz", X=np.load(tmp_path / "largeX.npy"), y=np.load(tmp_path / "largey.npy"))
+    status, out, err = fastbp_cli("train", "--data", tmp_path / "Xy.npz", "--hidden", "8", "--epochs", "1",
+                                  "--batch-size", "256", "--quiet", "--lr-schedule", "constant", "--save",
+                                  tmp_path / "memory.npz")
+    assert status == 0, err
+    mapped, _ = io.load_any(str(tmp_path / "large.npz"))
+    in_memory, _ = io.load_any(str(tmp_path / "memory.npz"))
+    assert mapped._params.tobytes() == in_memory._params.tobytes()
 
 
 def test_the_finite_check_does_not_mask_the_whole_matrix():
