@@ -349,8 +349,10 @@ def release(array):
         return
     begin = np.frombuffer(mapping, np.uint8).ctypes.data
     low, high = np.lib.array_utils.byte_bounds(array)
+    # a read maps the cached pages around it too, on either side
+    low = max(begin, low - FAULT_AROUND_BYTES)
     low -= (low - begin) % mmap.PAGESIZE
-    mapping.madvise(mmap.MADV_DONTNEED, low - begin, high - low)
+    mapping.madvise(mmap.MADV_DONTNEED, low - begin, min(high + FAULT_AROUND_BYTES, begin + len(mapping)) - low)
 
 
 def mapped_rows(X, batch_size):

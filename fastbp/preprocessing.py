@@ -8,6 +8,8 @@ Everything is fitted on the training split alone. ``transform`` turns a table
 contiguous array of the model's dtype, a column or a block of rows at a time,
 so that no full-size float64 copy of the data is ever made.
 """
+import mmap
+
 import numpy as np
 
 from fastbp import data
@@ -19,8 +21,8 @@ UNKNOWN_CATEGORY = ("error", "ignore")
 BLOCK_VALUES = 1 << 20
 
 
-def _blocks(n, n_columns):
-    step = max(1, BLOCK_VALUES // max(1, n_columns))
+def _blocks(n, n_columns, most=None):
+    step = max(1, min(BLOCK_VALUES // max(1, n_columns), most or n))
     return ((start, min(start + step, n)) for start in range(0, n, step))
 
 
@@ -244,10 +246,12 @@ class Preprocessing:
         fill = None if self.fill is None else np.array([self.fill[j] for j in columns], dtype=np.float64)
         scatter = rows is not None and data.file_mapping(X) is not None
         if scatter:
-            places = np.full(X.shape[0], -1, dtype=np.int64)
+            places = np.full(X.shape[0], -1, dtype=np.int32 if len(rows) < 2**31 else np.int64)
             for start, stop in _blocks(len(rows), 1):
                 places[rows[start:stop]] = np.arange(start, stop)
-        for start, stop in _blocks(X.shape[0] if scatter else out.shape[0], len(columns)):
+        # each row scattered writes a page of its own
+        most = data.RESIDENT_BYTES // mmap.PAGESIZE // 2 if scatter else None
+        for start, stop in _blocks(X.shape[0] if scatter else out.shape[0], len(columns), most):
             if scatter:
                 taken = places[start:stop]
                 block = np.array(X[start:stop], dtype=np.float64)[taken >= 0]

@@ -231,6 +231,30 @@ def test_a_memory_mapped_npy_trains_in_bounded_memory_to_the_in_memory_parameter
     assert mapped._params.tobytes() == in_memory._params.tobytes()
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_a_memory_mapped_X_trains_in_stretches_to_the_parameters_of_one_call(tmp_path, monkeypatch, loss):
+    # stretches of 3 batches, cut again by checkpoints every 2 steps
+    monkeypatch.setattr(data, "RESIDENT_BYTES", 3 * 16 * data.FAULT_AROUND_BYTES)
+    import fastbp
+
+    rng = np.random.default_rng(0)
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(1000, 7))
+    X[:] = rng.standard_normal((1000, 7))
+    y = rng.integers(0, 3, 1000) if loss == "cross_entropy" else rng.standard_normal((1000, 3))
+    assert data.mapped_rows(X, 16) == 48
+    stretches = []
+    monkeypatch.setattr(data, "release", lambda array: stretches.append(len(array)))
+    params = []
+    for inputs in (X, np.array(X)):  # the memmap is writeable: fit takes it as it is
+        model = fastbp.MLP([7, 5, 3], seed=0)
+        trainer = fastbp.Trainer(model, loss, fastbp.Adam(model))
+        trainer.fit(inputs, y, epochs=2, batch_size=16, seed=0, checkpoint_every=2,
+                    checkpoint_path=tmp_path / "c.npz")
+        params.append(model._params.tobytes())
+    assert params[0] == params[1]
+    assert len(stretches) > 2 * 1000 // 48
+
+
 def test_the_finite_check_does_not_mask_the_whole_matrix():
     X = np.ones((20000, 50), dtype=np.float32)
     tracemalloc.start()
