@@ -8,6 +8,8 @@ import os
 
 import numpy as np
 
+from fastbp.data import release
+
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -108,6 +110,7 @@ def _check_finite(name, array):
     for start in range(0, max(array.shape[0], 1) if array.ndim else 1, step):
         block = array[start:start + step] if array.ndim else array
         bad = ~np.isfinite(block)
+        release(block)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
             where = (where[0] + start, *where[1:]) if array.ndim else where

@@ -5,6 +5,7 @@ and .npy arrays memory-mapped, so that data larger than memory trains.
 Every reader checks what it reads and raises DataError, a message of one line
 naming the file and the column, before anything is trained or written.
 """
+import mmap
 import os
 import re
 
@@ -26,6 +27,11 @@ MAX_INFERRED_CLASSES = 20
 EXTENSIONS = (".csv", ".parquet", ".npz", ".npy")
 # rows per batch when a file is streamed (prediction)
 BATCH_ROWS = 65536
+# what training or preprocessing a memory-mapped file leaves resident of its
+# pages before dropping them (see release)
+RESIDENT_BYTES = 64 << 20
+# what the kernel maps around a read of a mapped file's cached page (Linux's default)
+FAULT_AROUND_BYTES = 64 << 10
 # how each binary format begins; a CSV that begins so is one of them misnamed
 _MAGIC = {".parquet": (b"PAR1", "a Parquet file"), ".npy": (b"\x93NUMPY", "a .npy array"),
           ".npz": (b"PK", "a zip archive (.npz)")}
@@ -321,20 +327,79 @@ def read_arrays(path, extension, target=None, need_target=True):
     return X, y
 
 
+def file_mapping(array):
+    """The mmap under ``array`` when it is a view of a shared file mapping (a
+    .npy opened with mmap_mode "r", a memmap "w+"), else None (a
+    copy-on-write map included: its pages are the only copy of its writes)."""
+    mapping, shared = array, False
+    while isinstance(mapping, np.ndarray):
+        shared = shared or (isinstance(mapping, np.memmap) and mapping.mode in ("r", "r+", "w+"))
+        mapping = mapping.base
+    return mapping if shared and isinstance(mapping, mmap.mmap) and hasattr(mapping, "madvise") else None
+
+
+def release(array):
+    """Drop this process's resident pages of ``array``, a view of a shared
+    file mapping (anything else is left alone), so that reading a large
+    mapped file a stretch at a time keeps memory bounded: the page cache
+    keeps the data (written pages included), so the next read of them is a
+    minor fault, not a disk read."""
+    mapping = file_mapping(array)
+    if mapping is None or array.size == 0:
+        return
+    begin = np.frombuffer(mapping, np.uint8).ctypes.data
+    low, high = np.lib.array_utils.byte_bounds(array)
+    # a read maps the cached pages around it too, on either side
+    low = max(begin, low - FAULT_AROUND_BYTES)
+    low -= (low - begin) % mmap.PAGESIZE
+    mapping.madvise(mmap.MADV_DONTNEED, low - begin, min(high + FAULT_AROUND_BYTES, begin + len(mapping)) - low)
+
+
+def mapped_rows(X, batch_size):
+    """Rows of the mapped ``X`` (n, n_columns) to read, in any order, between
+    two ``release`` calls: a multiple of ``batch_size`` whose pages stay
+    within RESIDENT_BYTES (a read maps the cached pages around it too)."""
+    per_row = max(X[:1].nbytes + 2 * mmap.PAGESIZE, FAULT_AROUND_BYTES)
+    return max(1, RESIDENT_BYTES // per_row // batch_size) * batch_size
+
+
+def scratch_matrix(n, n_columns, dtype):
+    """An (n, n_columns) array in an anonymous temporary file, mapped: data
+    larger than memory fits, and ``release`` bounds what stays resident.
+    Its pages are cached one by one (MADV_RANDOM as it is written): large
+    pages would map a megabyte or so around each row read at random."""
+    import tempfile
+
+    matrix = np.memmap(tempfile.TemporaryFile(), dtype=dtype, mode="w+", shape=(n, n_columns))
+    if hasattr(matrix.base, "madvise"):
+        matrix.base.madvise(mmap.MADV_RANDOM)
+    return matrix
+
+
 # ---- targets -------------------------------------------------------------------
 
 def infer_task(y):
     """'classify' for string labels or few integer values, else 'regress'."""
     if y.dtype.kind in "USO" or y.dtype.kind == "b":
         return "classify"
-    if y.ndim == 1 and np.all(np.mod(y, 1) == 0) and len(np.unique(y)) <= MAX_INFERRED_CLASSES:
+    if y.ndim == 1 and (y.dtype.kind in "iu" or np.all(np.mod(y, 1) == 0)) and len(distinct(y)) <= MAX_INFERRED_CLASSES:
         return "classify"
     return "regress"
 
 
-def class_list(y):
-    """The sorted distinct labels as JSON-ready values (str, int or float)."""
-    values = np.unique(y)
+def distinct(y, rows=None):
+    """The sorted distinct values of ``y`` (n,) (of its ``rows`` when given),
+    found a block at a time: the labels of a large file are never copied whole."""
+    n = len(y) if rows is None else len(rows)
+    blocks = (y[start:start + BATCH_ROWS] if rows is None else y[rows[start:start + BATCH_ROWS]]
+              for start in range(0, n, BATCH_ROWS))
+    return np.unique(np.concatenate([np.unique(y[:0])] + [np.unique(block) for block in blocks]))
+
+
+def class_list(y, rows=None):
+    """The sorted distinct labels (of the ``rows`` of ``y`` when given) as
+    JSON-ready values (str, int or float)."""
+    values = distinct(y, rows)
     if values.dtype.kind in "USO":
         return [str(v) for v in values]
     if np.all(np.mod(values, 1) == 0):

@@ -8,6 +8,8 @@ Everything is fitted on the training split alone. ``transform`` turns a table
 contiguous array of the model's dtype, a column or a block of rows at a time,
 so that no full-size float64 copy of the data is ever made.
 """
+import mmap
+
 import numpy as np
 
 from fastbp import data
@@ -19,8 +21,8 @@ UNKNOWN_CATEGORY = ("error", "ignore")
 BLOCK_VALUES = 1 << 20
 
 
-def _blocks(n, n_columns):
-    step = max(1, BLOCK_VALUES // max(1, n_columns))
+def _blocks(n, n_columns, most=None):
+    step = max(1, min(BLOCK_VALUES // max(1, n_columns), most or n))
     return ((start, min(start + step, n)) for start in range(0, n, step))
 
 
@@ -48,6 +50,7 @@ def _numeric_statistics(X, train, impute):
         chosen = train[start:stop]
         n_missing_train += missing[chosen].sum(axis=0)
         total += np.where(missing, 0.0, block)[chosen].sum(axis=0)
+        data.release(X[start:stop])
     n_train = int(train.sum())
     present = n_train - n_missing_train
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -55,6 +58,7 @@ def _numeric_statistics(X, train, impute):
     if impute in ("median", "most-frequent"):  # order statistics need each column whole
         for j in range(n_columns):
             values = np.asarray(X[:, j], dtype=np.float64)[train]
+            data.release(X)
             values = values[~np.isnan(values)]
             fill[j] = np.nan if values.size == 0 else np.median(values) if impute == "median" \
                 else _most_frequent(values)
@@ -65,6 +69,7 @@ def _numeric_statistics(X, train, impute):
         block = np.asarray(X[start:stop], dtype=np.float64)[train[start:stop]]
         block = np.where(np.isnan(block), fill if impute else mean, block)
         squares += ((block - mean) ** 2).sum(axis=0)
+        data.release(X[start:stop])
     return n_missing, (fill if impute else None), mean, np.sqrt(squares / n_train), infinite
 
 
@@ -128,7 +133,6 @@ class Preprocessing:
         n = len(y)
         mask = np.zeros(n, dtype=bool)
         mask[train] = True
-        train_rows = np.sort(train)
         categories, fill, mean, scale, missing, constant = [], [], [], [], {}, []
         problems = []
         if isinstance(inputs, np.ndarray):
@@ -136,6 +140,7 @@ class Preprocessing:
         else:
             import pyarrow as pa
             columns = [(pa, inputs.column(j)) for j in range(inputs.num_columns)]
+            train_rows = np.sort(train)  # for the text columns
         label = (lambda j: repr(names[j]) if names is not None else f"{j}")
         j = 0
         for pa, column in columns:
@@ -187,7 +192,7 @@ class Preprocessing:
                             f"{listed}; fill them with --impute mean, median or most-frequent, or remove those rows")
         classes = y_mean = y_scale = None
         if task == "classify":
-            classes = data.class_list(y[train])
+            classes = data.class_list(y, train)
             if len(classes) < 2:
                 raise DataError(f"--data: classification needs at least two classes; {source} has {classes}")
         else:
@@ -231,12 +236,29 @@ class Preprocessing:
 
     def _numeric(self, out, X, rows, columns, source):
         """Write the filled, standardised ``X`` (n, len(columns)) into ``out``
-        in blocks of rows, gathering ``rows`` when given."""
+        in blocks of rows, gathering ``rows`` when given.
+
+        A memory-mapped ``X`` is read in its own order instead, each row
+        scattered to its place in ``out``: a row gathered at random would map
+        the whole large page around it, so that gathering a block would map
+        most of the file."""
         mean, scale = self.mean[columns], self.scale[columns]
         fill = None if self.fill is None else np.array([self.fill[j] for j in columns], dtype=np.float64)
-        n = out.shape[0]
-        for start, stop in _blocks(n, len(columns)):
-            block = np.array(X[start:stop] if rows is None else X[rows[start:stop]], dtype=np.float64)
+        scatter = rows is not None and data.file_mapping(X) is not None
+        if scatter:
+            places = np.full(X.shape[0], -1, dtype=np.int32 if len(rows) < 2**31 else np.int64)
+            for start, stop in _blocks(len(rows), 1):
+                places[rows[start:stop]] = np.arange(start, stop)
+        # each row scattered writes a page of its own
+        most = data.RESIDENT_BYTES // mmap.PAGESIZE // 2 if scatter else None
+        for start, stop in _blocks(X.shape[0] if scatter else out.shape[0], len(columns), most):
+            if scatter:
+                taken = places[start:stop]
+                block = np.array(X[start:stop], dtype=np.float64)[taken >= 0]
+                taken = taken[taken >= 0]
+            else:
+                block = np.array(X[start:stop] if rows is None else X[rows[start:stop]], dtype=np.float64)
+            data.release(X[start:stop] if rows is None or scatter else X)
             missing = np.isnan(block)
             if missing.any():
                 if fill is None:
@@ -250,7 +272,11 @@ class Preprocessing:
                                 f"replace it by a finite number")
             block -= mean
             block /= scale
-            out[start:stop] = block
+            if scatter:
+                out[taken] = block
+            else:
+                out[start:stop] = block
+            data.release(out if scatter else out[start:stop])
 
     def _one_hot(self, pa, out, column, rows, j, source):
         categories = self.categories[j]
@@ -279,11 +305,18 @@ class Preprocessing:
 
     # ---- targets -------------------------------------------------------------------
 
-    def encode_targets(self, y):
-        """Targets as the loss takes them: class indices (n,), or standardised (n, n_outputs)."""
-        if self.task == "classify":
-            return data.encode_labels(y, self.classes)
-        return (y.reshape(len(y), -1).astype(np.float64) - self.y_mean) / self.y_scale
+    def encode_targets(self, y, rows=None):
+        """Targets as the loss takes them: class indices (n,), or standardised
+        (n, n_outputs); of the rows ``rows`` in that order when given. A block
+        of rows at a time: the labels of a large file are held once."""
+        n = len(y) if rows is None else len(rows)
+        classify = self.task == "classify"
+        out = np.empty((n,) if classify else (n, len(self.y_mean)), dtype=np.int64 if classify else np.float64)
+        for start, stop in _blocks(n, 1):
+            part = y[start:stop] if rows is None else y[rows[start:stop]]
+            out[start:stop] = data.encode_labels(part, self.classes) if classify else \
+                (part.reshape(len(part), -1).astype(np.float64) - self.y_mean) / self.y_scale
+        return out
 
     def decode(self, outputs, loss_name):
         """Predictions in the data's own terms from the model's outputs: class

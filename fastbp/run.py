@@ -85,7 +85,7 @@ class Prepared:
         n = len(y)
         if task == "regress" and y.dtype.kind in "USO":
             raise DataError(f"--task regress needs numeric targets; {source} has labels such as {y[0]!r}")
-        if y.dtype.kind in "biuf":
+        if y.dtype.kind == "f":  # integers are finite
             try:
                 as_matrix("targets", y.reshape(n, -1), np.float64)
             except ValueError as error:
@@ -116,9 +116,9 @@ class Prepared:
                                 f"checkpoint's model predicts {steps.n_outputs}")
         out = None
         if isinstance(X, np.memmap):
-            out = np.memmap(tempfile.TemporaryFile(), dtype=dtype, mode="w+", shape=(n, steps.n_features))
+            out = data.scratch_matrix(n, steps.n_features, dtype)
         self.X = steps.transform(X, rows=order, out=out, dtype=dtype, source=source)
-        self.y = steps.encode_targets(y[order])
+        self.y = steps.encode_targets(y, rows=order)
         self.steps, self.preprocessing, self.task, self.source = steps, steps.to_dict(), steps.task, source
         self.n_features = steps.n_features
         self.parts = {"test": slice(0, n_test), "val": slice(n_test, n_test + n_val),

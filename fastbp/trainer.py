@@ -10,6 +10,7 @@ import numba
 import numpy as np
 
 import kernels
+from fastbp import data
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
@@ -28,6 +29,24 @@ def _fused_epoch(model, batch_size):
         return kernels.train_epoch, contextlib.nullcontext
     return (lambda *args: kernels.train_epoch_data_parallel(*args, chunks),
             lambda: _blas_controller().limit(limits=1, user_api="blas"))
+
+
+def _gather(buffers, X, targets, labels, order):
+    """(X, targets, labels, order) for the kernel: the rows ``order`` of a
+    memory-mapped X gathered into ``buffers`` (rows, targets, labels and
+    0..k-1), then the mapping's pages dropped (``data.release``), so that
+    what a run holds of X is one stretch; the kernel then reads memory, and
+    checks the stretch's labels, not all of them, at each call."""
+    rows, row_targets, row_labels, positions = buffers
+    k = order.shape[0]
+    np.take(X, order, axis=0, out=rows[:k])
+    data.release(X)
+    if targets.size:
+        np.take(targets, order, axis=0, out=row_targets[:k])
+    if labels.size:
+        np.take(labels, order, out=row_labels[:k])
+    return (rows[:k], row_targets[:k] if targets.size else targets, row_labels[:k] if labels.size else labels,
+            positions[:k])
 
 
 @functools.cache
@@ -215,6 +234,13 @@ class Trainer:
         batch_targets = np.empty(rows * n_out if targets.size else 0, dtype=model.dtype)
         batch_labels = np.empty(rows if labels.size else 0, dtype=np.int64)
         order = np.arange(n, dtype=np.int64)
+        # a memory-mapped X trains a stretch of the order at a time, its rows gathered into memory
+        stretch, gathered = n, None
+        if data.file_mapping(X) is not None:
+            stretch = min(n, data.mapped_rows(X, batch_size))
+            gathered = (np.empty((stretch, n_in), dtype=model.dtype), np.empty((stretch, n_out) if targets.size else
+                        (0, 0), dtype=model.dtype), np.empty(stretch if labels.size else 0, dtype=np.int64),
+                        np.arange(stretch, dtype=np.int64))
         keep_best = patience is not None and restore_best
         self.stop_training = False
         train_epoch, blas_threads = self._epoch_function(rows)
@@ -244,10 +270,12 @@ class Trainer:
                     optimizer.step_count = kept[2]
             else:
                 def steps(order, loss_sum):
+                    data_part = (X, targets, labels, order) if gathered is None else \
+                        _gather(gathered, X, targets, labels, order)
                     with blas_threads():
                         loss_sum, optimizer.step_count, done = train_epoch(
                             model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
-                            optimizer.step_count, loss_sum, X, targets, labels, order, batch_size, self.max_grad_norm or 0.0,
+                            optimizer.step_count, loss_sum, *data_part, batch_size, self.max_grad_norm or 0.0,
                             model._layers, model._activation_params, loss.code, loss.param,
                             loss.reduction == "mean", batch_x, batch_targets, batch_labels, model._z, model._a,
                             model._scratch)
@@ -255,7 +283,7 @@ class Trainer:
 
                 loss_sum, skipped = self._epoch_steps(steps, order, position, loss_sum, skipped, batch_size,
                                                       shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
-                                                      epoch_rng_state)
+                                                      epoch_rng_state, stretch)
             logs["skipped"] = skipped[0]
             logs["loss"] = loss_sum / (n - skipped[1]) if skipped[1] < n else math.nan
             if not np.isfinite(logs["loss"]):
@@ -341,23 +369,24 @@ class Trainer:
         return state["position"], state["loss_sum"], tuple(state["skipped"])
 
     def _epoch_steps(self, steps, order, position, loss_sum, skipped, batch_size, shuffle, on_nonfinite,
-                     checkpoint_every, checkpoint_path, epoch_rng_state):
+                     checkpoint_every, checkpoint_path, epoch_rng_state, stretch):
         """Train the epoch from entry ``position`` of ``order`` on;
         ``steps(part, loss_sum)`` trains over a stretch of the order
         (``train_epoch``'s loss sum and ``done``). Returns the epoch's loss sum and the
         (batches, samples) skipped, counting in ``loss_sum`` and ``skipped``,
         those of the entries before ``position``.
 
-        One kernel call trains up to the next checkpoint, a non-finite step or
-        the end of the epoch: the kernel walks any stretch of the order, its
-        batches starting where the stretch does, so the stretches, cut at
-        multiples of the batch size, give the batches one call would.
+        One kernel call trains up to the next checkpoint, a non-finite step,
+        the end of the epoch or ``stretch`` entries (a multiple of the batch
+        size) further. The kernel walks any stretch of the order, its batches
+        starting where the stretch does, so the stretches, cut at multiples of
+        the batch size, give the batches one call would.
         """
         n, optimizer = order.shape[0], self.optimizer
         while position < n:
-            end = n
+            end = min(n, position + stretch)
             if checkpoint_every is not None:
-                end = min(n, position + (checkpoint_every - optimizer.step_count % checkpoint_every) * batch_size)
+                end = min(end, position + (checkpoint_every - optimizer.step_count % checkpoint_every) * batch_size)
             loss_sum, done = steps(order[position:end], loss_sum)
             position += done
             if position < end:

@@ -3,12 +3,14 @@ pandas on the same files; text columns, missing values, memory-mapped arrays
 and bad files."""
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
 import pytest
 
-from fastbp import _checks, cli, data, preprocessing, run
+from fastbp import _checks, cli, data, io, preprocessing, run
 from fastbp.preprocessing import Preprocessing
 from tests.test_cli import fastbp_cli
 
@@ -183,6 +185,74 @@ def test_a_memory_mapped_npy_is_never_copied_whole(tmp_path, monkeypatch):
     train = order[n - prepared.size("train"):]
     scaled = (source[order[-10:]] - source[train].mean(axis=0)) / source[train].std(axis=0)
     np.testing.assert_allclose(X_train[-10:], scaled, rtol=1e-4, atol=1e-4)
+
+
+def peak_rss(*args):
+    """(bytes of peak RSS, exit status, output) of ``fastbp args``, run by a
+    fresh parent whose only child it is, so that its RUSAGE_CHILDREN maximum
+    is the run's high-water mark (VmHWM) at exit."""
+    child = [sys.executable, "-m", "fastbp", *map(str, args)]
+    parent = ("import resource, subprocess, sys; status = subprocess.run(sys.argv[1:]).returncode; "
+              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, status)")
+    result = subprocess.run([sys.executable, "-c", parent, *child], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    kilobytes, status = result.stdout.split()[-2:]
+    return int(kilobytes) * 1024, int(status), result.stdout + result.stderr
+
+
+def test_a_memory_mapped_npy_trains_in_bounded_memory_to_the_in_memory_parameters(tmp_path):
+    # rows read at random between two drops of the mapping's pages stay a
+    # fraction of the file; the source and its preprocessed copy, both mapped,
+    # would be resident whole twice over without the drops
+    d, size = 50, 64 << 20
+    runs = {}
+    for name, n in (("small", 2000), ("large", size // (d * 4))):
+        rng = np.random.default_rng(0)
+        X = np.lib.format.open_memmap(tmp_path / f"{name}X.npy", mode="w+", dtype=np.float32, shape=(n, d))
+        for start in range(0, n, 100_000):
+            X[start:start + 100_000] = rng.standard_normal((min(100_000, n - start), d))
+        y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 1)
+        X.flush()
+        np.save(tmp_path / f"{name}y.npy", y)
+        args = ["train", "--target", tmp_path / f"{name}y.npy", "--hidden", "8", "--epochs", "1", "--batch-size",
+                "256", "--quiet", "--lr-schedule", "constant", "--save", tmp_path / f"{name}.npz"]
+        runs[name] = peak_rss(*args, "--data", tmp_path / f"{name}X.npy")
+        assert runs[name][1] == 0, runs[name][2]
+    del X
+    growth = runs["large"][0] - runs["small"][0]
+    assert growth < size * 3 / 4, f"{size >> 20} MB of data raised the peak RSS by {growth / 2**20:.0f} MB"
+    np.savez(tmp_path / "Xy.npz", X=np.load(tmp_path / "largeX.npy"), y=np.load(tmp_path / "largey.npy"))
+    status, out, err = fastbp_cli("train", "--data", tmp_path / "Xy.npz", "--hidden", "8", "--epochs", "1",
+                                  "--batch-size", "256", "--quiet", "--lr-schedule", "constant", "--save",
+                                  tmp_path / "memory.npz")
+    assert status == 0, err
+    mapped, _ = io.load_any(str(tmp_path / "large.npz"))
+    in_memory, _ = io.load_any(str(tmp_path / "memory.npz"))
+    assert mapped._params.tobytes() == in_memory._params.tobytes()
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_a_memory_mapped_X_trains_in_stretches_to_the_parameters_of_one_call(tmp_path, monkeypatch, loss):
+    # stretches of 3 batches, cut again by checkpoints every 2 steps
+    monkeypatch.setattr(data, "RESIDENT_BYTES", 3 * 16 * data.FAULT_AROUND_BYTES)
+    import fastbp
+
+    rng = np.random.default_rng(0)
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(1000, 7))
+    X[:] = rng.standard_normal((1000, 7))
+    y = rng.integers(0, 3, 1000) if loss == "cross_entropy" else rng.standard_normal((1000, 3))
+    assert data.mapped_rows(X, 16) == 48
+    stretches = []
+    monkeypatch.setattr(data, "release", lambda array: stretches.append(len(array)))
+    params = []
+    for inputs in (X, np.array(X)):  # the memmap is writeable: fit takes it as it is
+        model = fastbp.MLP([7, 5, 3], seed=0)
+        trainer = fastbp.Trainer(model, loss, fastbp.Adam(model))
+        trainer.fit(inputs, y, epochs=2, batch_size=16, seed=0, checkpoint_every=2,
+                    checkpoint_path=tmp_path / "c.npz")
+        params.append(model._params.tobytes())
+    assert params[0] == params[1]
+    assert len(stretches) > 2 * 1000 // 48
 
 
 def test_the_finite_check_does_not_mask_the_whole_matrix():
