@@ -10,13 +10,12 @@ Run with ``pytest bench/test_data_reading.py --benchmark-only -s``.
   epoch, hidden 32, batch 256), against its first million rows in memory:
   peak memory, step time and where the run's time goes
   (FASTBP_BENCH_NPY_GB sets its size, default 0.25; the 2 GB figure takes
-  FASTBP_BENCH_NPY_GB=2). At 2 GB (10.5M x 50) on a shared 2-core machine:
-  VmHWM 398 MB (4.6 GB before the mapping's pages were dropped between
-  stretches), peak RssAnon 309 MB, RssFile 157 MB; generating 13 s, the
-  preprocessing pass 29 s, training and evaluation 56 s, 86 s in all; step
-  time 1.38 ms mapped against 0.10 ms in memory (13.5x, the target being
-  1.5x: each row read at random costs a page fault, each stretch of rows a
-  madvise over the mapping, against 0.4 us a row of this small model).
+  FASTBP_BENCH_NPY_GB=2). At 2 GB (10.7M x 50) on a quiet 2-core machine:
+  VmHWM 403 MB (4.6 GB before the mapping's pages were dropped), peak
+  RssAnon 316 MB; generating 6 s, the data pass 28 s, training and
+  evaluation 12 s; step time 0.29 ms mapped against 0.12 ms in memory
+  (2.5x, the target being 1.5x: each row read costs a page fault, against
+  0.4 us of compute a row of this small model).
 - predict: ``fastbp predict`` on a large CSV (FASTBP_BENCH_PREDICT_GB,
   default 0.25): peak RSS, which should not grow with the file.
 

@@ -356,11 +356,33 @@ def release(array):
 
 
 def mapped_rows(X, batch_size):
-    """Rows of the mapped ``X`` (n, n_columns) to read, in any order, between
-    two ``release`` calls: a multiple of ``batch_size`` whose pages stay
-    within RESIDENT_BYTES (a read maps the cached pages around it too)."""
-    per_row = max(X[:1].nbytes + 2 * mmap.PAGESIZE, FAULT_AROUND_BYTES)
-    return max(1, RESIDENT_BYTES // per_row // batch_size) * batch_size
+    """Rows of the mapped ``X`` (n, n_columns) that training gathers into
+    memory at a time (``gather``): a multiple of ``batch_size`` taking at
+    most half of RESIDENT_BYTES (as does the region ``gather`` reads)."""
+    return max(1, RESIDENT_BYTES // 2 // max(X[:1].nbytes, 1) // batch_size) * batch_size
+
+
+def gather(X, rows, out):
+    """``out[:len(rows)] = X[rows]`` for a mapped ``X``, bounded in memory.
+
+    Read at random, every row costs a page fault, and each fault maps a
+    page or a whole cached folio (up to a megabyte) around the row. So the
+    rows are read a region of RESIDENT_BYTES / 2 of the file at a time, and each
+    region's pages are dropped (``release``) before the next: one region
+    stays resident at most. Rows are grouped by region with a stable radix
+    sort of their region numbers, cheaper than sorting the rows."""
+    per_region = max(1, RESIDENT_BYTES // 2 // max(X[:1].nbytes, 1))
+    regions = rows // per_region
+    small = X.shape[0] // per_region < 2 ** 16  # numpy sorts 16-bit keys by radix
+    where = np.argsort(regions.astype(np.uint16) if small else regions, kind="stable")
+    ends = np.cumsum(np.bincount(regions, minlength=(X.shape[0] + per_region - 1) // per_region))
+    start = 0
+    for region, end in enumerate(ends):
+        if end > start:
+            part = where[start:end]
+            out[part] = X[rows[part]]
+            release(X[region * per_region:(region + 1) * per_region])
+            start = end
 
 
 def scratch_matrix(n, n_columns, dtype):

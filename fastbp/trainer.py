@@ -34,13 +34,12 @@ def _fused_epoch(model, batch_size):
 def _gather(buffers, X, targets, labels, order):
     """(X, targets, labels, order) for the kernel: the rows ``order`` of a
     memory-mapped X gathered into ``buffers`` (rows, targets, labels and
-    0..k-1), then the mapping's pages dropped (``data.release``), so that
-    what a run holds of X is one stretch; the kernel then reads memory, and
-    checks the stretch's labels, not all of them, at each call."""
+    0..k-1) by ``data.gather``, which keeps little of the mapping resident;
+    the kernel then reads memory, and checks the stretch's labels, not all
+    of them, at each call."""
     rows, row_targets, row_labels, positions = buffers
     k = order.shape[0]
-    np.take(X, order, axis=0, out=rows[:k])
-    data.release(X)
+    data.gather(X, order, rows)
     if targets.size:
         np.take(targets, order, axis=0, out=row_targets[:k])
     if labels.size:
