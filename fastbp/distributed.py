@@ -23,8 +23,8 @@ import time
 import numpy as np
 
 from kernels import training
-from kernels.losses import mean_scale, scaled_loss_value_and_grad
-from kernels.network import N_OUT, UNIT_OFFSET, WEIGHT_OFFSET, network_backward_layers, network_forward
+from kernels.losses import mean_scale
+from kernels.network import N_OUT, WEIGHT_OFFSET, network_backward_layers
 from kernels.optimizers import optimizer_step
 from fastbp._checks import as_float, as_int, describe
 from fastbp.trainer import Trainer
@@ -301,13 +301,8 @@ class DistributedTrainer(Trainer):
         """``kernels.training.batch_gradients`` with each bucket's all-reduce
         started as soon as the backward has written it; returns once all are
         done."""
-        rows, last = x.shape[0], layers.shape[0] - 1
-        network_forward(z_store, a_store, x, params, layers, activation_params)
-        units = rows * layers[last, UNIT_OFFSET]
-        n_out = layers[last, N_OUT]
-        prediction = a_store[units:units + rows * n_out].reshape(rows, n_out)
-        value = scaled_loss_value_and_grad(scratch[0, :rows * n_out].reshape(rows, n_out), prediction, target,
-                                           labels, loss_code, loss_param, loss_scale)
+        value = training.batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
+                                    loss_code, loss_param, loss_scale)
         pending = []
         for first, end, start, stop in plan:
             network_backward_layers(grads, scratch, x, params, layers, activation_params, z_store, a_store,

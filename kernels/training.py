@@ -227,11 +227,21 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, params,
     ``train_epoch``, with ``x``, ``target``, ``labels`` the gathered rows.
     Returns this part's share of the minibatch loss.
     """
+    value = batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
+                       loss_code, loss_param, loss_scale)
+    _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
+    return value
+
+
+@jit
+def batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
+               loss_code, loss_param, loss_scale):
+    """The forward pass and loss of ``batch_gradients``: returns the loss
+    share and leaves d(loss)/d(prediction) in ``scratch`` row 0, where the
+    backward starts."""
     rows = x.shape[0]
     last = layers.shape[0] - 1
     _network_forward(z_store, a_store, x, params, layers, activation_params)
     prediction = layer_units(a_store, layers, last, rows)
     dprediction = scratch_view(scratch, 0, rows, layers[last, N_OUT])
-    value = scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
-    _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
-    return value
+    return scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
