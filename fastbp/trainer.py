@@ -411,18 +411,19 @@ class Trainer:
         path that checks only that, or every batch skipped)."""
         model, optimizer = self.model, self.optimizer
         epoch, lr = self.epoch + 1, optimizer.lr
-        fix = f"lower the learning rate (lr={lr}), set max_grad_norm, or fit(on_nonfinite='skip') to skip such batches"
+        lower = f"lower the learning rate (lr={lr}), set max_grad_norm"
+        fix = f"{lower}, or fit(on_nonfinite='skip') to skip such batches"
         if position is None:
             if skipped[1] == n:
                 return (f"training diverged: every batch of epoch {epoch} ({skipped[0]}) had a non-finite loss or "
-                        f"gradient and was skipped; the model is unchanged since; {fix.split(', or')[0]}")
+                        f"gradient and was skipped; the model is unchanged since; {lower}")
             return (f"training diverged: the loss is not finite in epoch {epoch} on the GPU, which checks it once "
                     f"an epoch; the model and optimizer hold the weights and state of the end of epoch {epoch - 1}; "
-                    f"{fix.split(', or')[0]}")
-        bad = [f"layer {i}'s {part} gradient holds NaN or infinity (the first layer that does)"
-               for i, (W, b) in enumerate(model.grads)
-               for part, grad in (("weight", W), ("bias", b)) if grad is not None and not np.isfinite(grad).all()]
-        where = bad[0] if bad else "the loss is NaN or infinite (the gradients are finite)"
+                    f"{lower}")
+        where = next((f"layer {i}'s {part} gradient holds NaN or infinity (the first layer that does)"
+                      for i, (W, b) in enumerate(model.grads) for part, grad in (("weight", W), ("bias", b))
+                      if grad is not None and not np.isfinite(grad).all()),
+                     "the loss is NaN or infinite (the gradients are finite)")
         batch = position // batch_size + 1
         return (f"training diverged at step {optimizer.step_count + 1} (batch {batch} of "
                 f"{-(-n // batch_size)} in epoch {epoch}): {where}; "

@@ -47,14 +47,20 @@ on_device = pytest.mark.skipif(
     if WHERE == "subprocess" else WHERE)
 
 
-def test_under_simulator():
+def run_under_simulator(test_file):
+    """Run the tests of ``test_file`` again in a subprocess under the CUDA
+    simulator, where this process cannot run them on a device."""
     if WHERE != "subprocess":
         pytest.skip("the device tests run in this process" if WHERE == "here" else WHERE)
     environment = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                             str(pathlib.Path(__file__))], cwd=ROOT, env=environment,
+                             str(pathlib.Path(test_file))], cwd=ROOT, env=environment,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+def test_under_simulator():
+    run_under_simulator(__file__)
 
 
 def device(*arrays):

@@ -7,9 +7,6 @@ torch's CUDA runner cannot run under the simulator: its refusal and its
 TF32 setting are tested without running it.
 """
 import os
-import pathlib
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -17,21 +14,13 @@ import pytest
 
 from fastbp import bench_runners, benchmark, check, cli
 from tests.conftest import TOLERANCE, assert_close
-from tests.test_cuda import SIMULATED, WHERE, _run_python, on_device
+from tests.test_cuda import SIMULATED, WHERE, _run_python, on_device, run_under_simulator
 
 pytestmark = pytest.mark.gpu
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
 
 def test_under_simulator():
-    if WHERE != "subprocess":
-        pytest.skip("the device tests run in this process" if WHERE == "here" else WHERE)
-    environment = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                             str(pathlib.Path(__file__))], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    run_under_simulator(__file__)
 
 
 @on_device
