@@ -10,7 +10,11 @@ process skips compilation; a change to any file of the package invalidates
 every kernel's cache entry (``kernels._cache_stamp``). ``nogil=True`` lets a
 caller run kernels from several Python threads.
 """
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.ufunc.parallel import _launch_threads
 
 from kernels import _cache_stamp
 
@@ -40,3 +44,39 @@ def data_parallel_chunks(n_params, batch_size, n_threads):
     if n_threads < 2 or n_params > DATA_PARALLEL_MAX_PARAMS:
         return 1
     return max(1, min(n_threads, batch_size // DATA_PARALLEL_MIN_ROWS))
+
+
+# numba.get_num_threads and numba.set_num_threads go through ctypes pointers,
+# which keep every function that calls them out of the cache. These call the
+# threading layer's functions by symbol name, resolved when cached code is
+# loaded: Numba registers the symbols as it starts its threads, which it does
+# before loading any function that runs a parallel loop, and ours run one.
+_INT = ir.IntType(32)
+
+
+@intrinsic
+def thread_count(typingctx):
+    """The number of threads a parallel loop started here would use."""
+    _launch_threads()
+
+    def codegen(context, builder, signature, args):
+        # declared as Numba's parallel loops declare it, which share the module
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []), "get_num_threads")
+        return builder.call(fn, [])
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def set_thread_count(typingctx, n):
+    """Set that number for this thread (thread-local, as ``numba.set_num_threads``)."""
+    _launch_threads()
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [_INT]),
+                                            "set_num_threads")
+        value = context.cast(builder, args[0], signature.args[0], types.int64)
+        builder.call(fn, [builder.trunc(value, _INT)])
+        return context.get_dummy_value()
+
+    return types.void(n), codegen

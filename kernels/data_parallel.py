@@ -4,14 +4,15 @@ Each thread gathers its rows, runs forward, loss and backward on them into a
 gradient buffer of its own, with its own stretch of the activation buffers;
 the buffers are then added in a fixed order (so a run is the same at a given
 thread count), each thread adding and updating its own slice of the
-parameters. BLAS must run single-threaded inside (the caller's job).
+parameters. Each part's matrix products run on its own thread; BLAS,
+where it is used, must run single-threaded inside (the caller's job).
 The sum over the parts rounds differently from one pass over the whole
 minibatch, so the numbers match ``train_epoch``'s up to float rounding.
 """
 import numpy as np
 from numba import prange
 
-from kernels.config import parallel_jit
+from kernels.config import parallel_jit, set_thread_count, thread_count
 from kernels.losses import mean_scale
 from kernels.network import N_IN, N_OUT, UNIT_OFFSET
 from kernels.optimizers import _optimizer_step
@@ -47,6 +48,7 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
     for i in range(last + 1):
         max_width = max(max_width, layers[i, N_OUT])
     has_targets, has_labels = targets.shape[0] > 0, labels.shape[0] > 0
+    threads = thread_count()
     # chunk 0 writes into grads itself, the others into their own rows here
     chunk_grads = np.empty((n_chunks - 1, n_params), dtype=grads.dtype)
     values = np.zeros(n_chunks)
@@ -54,6 +56,7 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
         rows = min(batch_size, n - start)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
         for c in prange(n_chunks):
+            set_thread_count(1)  # each part's products run on its own thread
             first, end = rows * c // n_chunks, rows * (c + 1) // n_chunks
             xb, tb, lb = gather_batch(batch_x[first * n_in:], batch_targets[first * n_out * has_targets:],
                                       batch_labels[first * has_labels:], X, targets, labels, order,
@@ -63,6 +66,7 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
             values[c] = batch_gradients(g, z_store[first * total_units:], a_store[first * total_units:],
                                         chunk_scratch, xb, tb, lb, params, layers, activation_params,
                                         loss_code, loss_param, scale)
+        set_thread_count(threads)
         value = 0.0
         for c in range(n_chunks):
             value += values[c]

@@ -1,0 +1,392 @@
+"""Matrix products written for this machine's vector registers.
+
+``C = alpha * op(A) @ op(B) + beta * C`` is cut into tiles of ``ROWS`` rows
+by ``VECTORS`` vector registers of columns, and every tile is one loop over
+the inner dimension that keeps its ``ROWS * VECTORS`` sums in registers: per
+step it loads one row of ``op(B)`` (``VECTORS`` vectors), broadcasts one
+element of ``op(A)`` per row, and does ``ROWS * VECTORS`` fused multiply-adds.
+With 16 floats to a 512-bit register, a tile of 6 x 64 uses 24 registers for
+sums, 4 for the row of B and 1 for the broadcast, of the 32 AVX-512 has.
+
+The tile is generated as LLVM vector code (Numba has no vector type), one
+loop per shape of a tile at the edge (fewer rows, fewer vectors), with
+masked loads and stores for the columns past the edge.
+
+Each sum runs over the inner dimension in order, in the arrays' precision,
+and is added to ``beta * C`` once per ``DEPTH`` of the inner dimension:
+the same numbers on every run and at every thread count.
+"""
+import llvmlite.binding
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
+
+from kernels.config import jit, parallel_jit
+
+ROWS = 6
+VECTORS = 4
+VECTOR_BYTES = 64
+# Without AVX-512's 32 registers a tile spills its sums: other machines stay
+# with BLAS. The cache keys compiled code by CPU, so this cannot go stale.
+AVAILABLE = "+avx512f" in llvmlite.binding.get_host_cpu_features().flatten().split(",")
+# Rows of op(B) packed at a time: a 256 x 64 float32 panel (64 KiB) streams
+# from the 1 MiB L2 at the rate the tile consumes it.
+DEPTH = 256
+
+
+def lanes(itemsize):
+    """Elements of one vector register."""
+    return VECTOR_BYTES // itemsize
+
+
+_I64 = ir.IntType(64)
+_I32 = ir.IntType(32)
+
+
+def _splat(builder, value, vector_type):
+    undefined = ir.Constant(vector_type, ir.Undefined)
+    one = builder.insert_element(undefined, value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, undefined, ir.Constant(ir.VectorType(_I32, vector_type.count), None))
+
+
+def _declare(module, name, return_type, argument_types):
+    return cgutils.get_or_insert_function(module, ir.FunctionType(return_type, argument_types), name)
+
+
+class _Vectors:
+    """The LLVM types and intrinsics of one element type's vector code."""
+
+    def __init__(self, module, element):
+        self.element = element
+        self.itemsize = 4 if isinstance(element, ir.FloatType) else 8
+        self.width = lanes(self.itemsize)
+        self.name = "v%d%s" % (self.width, "f32" if self.itemsize == 4 else "f64")
+        self.vector = ir.VectorType(element, self.width)
+        self.pointer = self.vector.as_pointer()
+        self.mask = ir.VectorType(ir.IntType(1), self.width)
+        self.indices = ir.VectorType(_I64, self.width)
+        self.zero = ir.Constant(self.vector, None)
+        self.align = ir.Constant(_I32, self.itemsize)
+        self._load = _declare(module, "llvm.masked.load.%s.p0" % self.name, self.vector,
+                              [self.pointer, _I32, self.mask, self.vector])
+        self._store = _declare(module, "llvm.masked.store.%s.p0" % self.name, ir.VoidType(),
+                               [self.vector, self.pointer, _I32, self.mask])
+        self.fma = _declare(module, "llvm.fma." + self.name, self.vector, [self.vector] * 3)
+
+    def at(self, builder, base, offset):
+        return builder.bitcast(builder.gep(base, [offset]), self.pointer)
+
+    def load(self, builder, base, offset, mask):
+        return builder.call(self._load, [self.at(builder, base, offset), self.align, mask, self.zero])
+
+    def store(self, builder, value, base, offset, mask):
+        builder.call(self._store, [value, self.at(builder, base, offset), self.align, mask])
+
+    def lanes_below(self, builder, limit, first):
+        """The mask of lanes first, first + 1, ... that are below limit."""
+        iota = ir.Constant(self.indices, list(range(self.width)))
+        return builder.icmp_signed("<", builder.add(iota, _splat(builder, first, self.indices)),
+                                   _splat(builder, limit, self.indices))
+
+
+def _outlined(context, builder, dtype, kind, argument_types, emit, args):
+    """Call the function ``kind`` for ``dtype``, defining it in this module
+    the first time: a function of its own (never inlined) keeps each kernel
+    that multiplies matrices from carrying, and compiling, a copy of it."""
+    element = context.get_value_type(dtype)
+    name = "fastbp_%s_%s" % (kind, "f32" if dtype == types.float32 else "f64")
+    types_ = [element.as_pointer() if t == "p" else element if t == "f" else _I64 for t in argument_types]
+    fn = builder.module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(builder.module, ir.FunctionType(ir.VoidType(), types_), name)
+        fn.linkage = "linkonce_odr"
+        fn.attributes.add("noinline")
+        body = ir.IRBuilder(fn.append_basic_block("entry"))
+        emit(body, _Vectors(builder.module, element), *fn.args)
+        body.ret_void()
+    builder.call(fn, args)
+    return context.get_dummy_value()
+
+
+def _data(context, builder, array_type, value):
+    return context.make_array(array_type)(context, builder, value).data
+
+
+def _integers(context, builder, signature, args, positions):
+    return [context.cast(builder, args[i], signature.args[i], types.int64) for i in positions]
+
+
+@intrinsic
+def _tile(typingctx, C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_step, depth, rows, cols,
+          alpha, beta):
+    """``C[i, j] = alpha * sum_p A[i, p] * B[p, j] + beta * C[i, j]`` for
+    ``i < rows <= ROWS``, ``j < cols <= VECTORS * lanes``, ``p < depth`` (>= 1),
+    on flat element offsets into the three arrays' data:
+
+    * ``C[i, j]`` is ``C.data[c_start + i * ldc + j]``,
+    * ``A[i, p]`` is ``A.data[a_start + i * a_row + p * a_step]``,
+    * ``B[p, j]`` is ``B.data[b_start + p * b_step + j]``, read a whole
+      vector at a time: B's rows must be padded to a multiple of the vector
+      length (``_pack_panel`` does that).
+
+    ``beta == 0`` writes C without reading it (it may hold NaN).
+    """
+    sig = types.void(C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_step, depth, rows, cols,
+                     alpha, beta)
+
+    def codegen(context, builder, signature, args):
+        dtype = C.dtype
+        values = ([_data(context, builder, C, args[0])] + _integers(context, builder, signature, args, (1, 2))
+                  + [_data(context, builder, A, args[3])] + _integers(context, builder, signature, args, (4, 5, 6))
+                  + [_data(context, builder, B, args[7])]
+                  + _integers(context, builder, signature, args, (8, 9, 10, 11, 12))
+                  + [context.cast(builder, args[i], signature.args[i], dtype) for i in (13, 14)])
+        return _outlined(context, builder, dtype, "tile", "piipiiipiiiiiff", _emit_tile, values)
+
+    return sig, codegen
+
+
+def _emit_tile(builder, vec, c_data, c_start, ldc, a_data, a_start, a_row, a_step, b_data, b_start, b_step,
+               depth, rows, cols, alpha, beta):
+    """One loop per tile shape (rows x vectors), chosen by a switch."""
+    masks = [vec.lanes_below(builder, cols, ir.Constant(_I64, v * vec.width)) for v in range(VECTORS)]
+    vectors_used = builder.sdiv(builder.add(cols, ir.Constant(_I64, vec.width - 1)), ir.Constant(_I64, vec.width))
+    shape = builder.add(builder.mul(builder.sub(rows, ir.Constant(_I64, 1)), ir.Constant(_I64, VECTORS)),
+                        builder.sub(vectors_used, ir.Constant(_I64, 1)))
+    done = builder.append_basic_block("done")
+    switch = builder.switch(shape, done)
+    for n_rows in range(1, ROWS + 1):
+        for n_vectors in range(1, VECTORS + 1):
+            block = builder.append_basic_block("tile%dx%d" % (n_rows, n_vectors))
+            switch.add_case(ir.Constant(_I64, (n_rows - 1) * VECTORS + n_vectors - 1), block)
+            builder.position_at_end(block)
+            sums = _tile_loop(builder, vec, n_rows, n_vectors, a_data, a_start, a_row, a_step,
+                              b_data, b_start, b_step, depth)
+            _write_back(builder, vec, sums, masks, c_data, c_start, ldc, alpha, beta)
+            builder.branch(done)
+    builder.position_at_end(done)
+
+
+def _tile_loop(builder, vec, n_rows, n_vectors, a_data, a_start, a_row, a_step, b_data, b_start, b_step, depth):
+    """The loop over the inner dimension: returns the tile's sums."""
+    entry = builder.block
+    loop = builder.append_basic_block("loop")
+    after = builder.append_basic_block("after")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    p = builder.phi(_I64)
+    p.add_incoming(ir.Constant(_I64, 0), entry)
+    sums = [[builder.phi(vec.vector) for _ in range(n_vectors)] for _ in range(n_rows)]
+    for row in sums:
+        for total in row:
+            total.add_incoming(vec.zero, entry)
+    b_row = builder.add(b_start, builder.mul(p, b_step))
+    b = [builder.load(vec.at(builder, b_data, builder.add(b_row, ir.Constant(_I64, v * vec.width))), align=4)
+         for v in range(n_vectors)]
+    a_column = builder.add(a_start, builder.mul(p, a_step))
+    following = []
+    for i in range(n_rows):
+        a = builder.load(builder.gep(a_data, [builder.add(a_column, builder.mul(ir.Constant(_I64, i), a_row))]))
+        a = _splat(builder, a, vec.vector)
+        following.append([builder.call(vec.fma, [a, b[v], sums[i][v]]) for v in range(n_vectors)])
+    p_next = builder.add(p, ir.Constant(_I64, 1))
+    p.add_incoming(p_next, builder.block)
+    for i in range(n_rows):
+        for v in range(n_vectors):
+            sums[i][v].add_incoming(following[i][v], builder.block)
+    builder.cbranch(builder.icmp_signed("<", p_next, depth), loop, after)
+    builder.position_at_end(after)
+    return following
+
+
+def _write_back(builder, vec, sums, masks, c_data, c_start, ldc, alpha, beta):
+    """C = alpha * sums + beta * C over the tile, C unread when beta is 0."""
+    alpha_v, beta_v = _splat(builder, alpha, vec.vector), _splat(builder, beta, vec.vector)
+    with builder.if_else(builder.fcmp_unordered("!=", beta, ir.Constant(vec.element, 0.0))) as (read, overwrite):
+        for reads_c in (True, False):
+            with (read if reads_c else overwrite):
+                for i, row in enumerate(sums):
+                    row_start = builder.add(c_start, builder.mul(ir.Constant(_I64, i), ldc))
+                    for v, total in enumerate(row):
+                        offset = builder.add(row_start, ir.Constant(_I64, v * vec.width))
+                        value = builder.fmul(alpha_v, total)
+                        if reads_c:
+                            old = vec.load(builder, c_data, offset, masks[v])
+                            value = builder.call(vec.fma, [beta_v, old, value])
+                        vec.store(builder, value, c_data, offset, masks[v])
+
+
+def _transpose(builder, rows):
+    """The columns of the square block whose rows are the vectors ``rows``:
+    at each stage, pairs of vectors ``b`` apart swap their off-diagonal
+    ``b``-wide chunks, for ``b`` = n/2, n/4, ..., 1."""
+    n = len(rows)
+    rows = list(rows)
+    b = n // 2
+    while b >= 1:
+        low, high = [], []
+        for chunk in range(0, n, 2 * b):
+            low += [chunk + t for t in range(b)] + [n + chunk + t for t in range(b)]
+            high += [chunk + b + t for t in range(b)] + [n + chunk + b + t for t in range(b)]
+        low = ir.Constant(ir.VectorType(_I32, n), low)
+        high = ir.Constant(ir.VectorType(_I32, n), high)
+        for i in range(n):
+            if (i // b) % 2 == 0:
+                x, y = rows[i], rows[i + b]
+                rows[i], rows[i + b] = builder.shuffle_vector(x, y, low), builder.shuffle_vector(x, y, high)
+        b //= 2
+    return rows
+
+
+@intrinsic
+def _pack_panel(typingctx, pack, B, b_start, b_row, b_column, depth, cols):
+    """``pack[p * W + j] = B.data[b_start + p * b_row + j * b_column]`` for
+    ``p < depth``, ``j < cols``, and 0 for ``cols <= j < W``, where
+    ``W = VECTORS * lanes``: a panel of ``op(B)`` laid out as ``_tile`` reads
+    it, whole vectors per row. One of ``b_row``, ``b_column`` must be 1.
+
+    Rows of B with unit column step are copied a vector at a time. With a
+    unit row step (a transposed B) each square block of a vector's length is
+    read as rows and transposed in registers; it writes ``pack`` up to row
+    ``depth`` rounded up to a whole vector, which must fit.
+    """
+    sig = types.void(pack, B, b_start, b_row, b_column, depth, cols)
+
+    def codegen(context, builder, signature, args):
+        values = ([_data(context, builder, pack, args[0]), _data(context, builder, B, args[1])]
+                  + _integers(context, builder, signature, args, range(2, 7)))
+        return _outlined(context, builder, pack.dtype, "pack", "ppiiiii", _emit_pack, values)
+
+    return sig, codegen
+
+
+def _emit_pack(builder, vec, pack_data, b_data, b_start, b_row, b_column, depth, cols):
+    width = vec.width
+
+    def constant(value):
+        return ir.Constant(_I64, value)
+
+    def write(row, v, value):
+        offset = builder.add(builder.mul(row, constant(VECTORS * width)), constant(v * width))
+        builder.store(value, vec.at(builder, pack_data, offset), align=4)
+
+    column_masks = [vec.lanes_below(builder, cols, constant(v * width)) for v in range(VECTORS)]
+    with builder.if_else(builder.icmp_signed("==", b_column, constant(1))) as (copy, transpose):
+        with copy:
+            with cgutils.for_range(builder, depth) as loop:
+                row_start = builder.add(b_start, builder.mul(loop.index, b_row))
+                for v in range(VECTORS):
+                    value = vec.load(builder, b_data, builder.add(row_start, constant(v * width)), column_masks[v])
+                    write(loop.index, v, value)
+        with transpose:
+            blocks = builder.sdiv(builder.add(depth, constant(width - 1)), constant(width))
+            with cgutils.for_range(builder, blocks) as loop:
+                first = builder.mul(loop.index, constant(width))
+                depth_mask = vec.lanes_below(builder, depth, first)
+                for v in range(VECTORS):
+                    rows = []
+                    for r in range(width):
+                        j = v * width + r
+                        inside = _splat(builder, builder.icmp_signed("<", constant(j), cols), vec.mask)
+                        offset = builder.add(b_start, builder.add(builder.mul(constant(j), b_column), first))
+                        rows.append(vec.load(builder, b_data, offset, builder.and_(depth_mask, inside)))
+                    for r, column in enumerate(_transpose(builder, rows)):
+                        write(builder.add(first, constant(r)), v, column)
+
+
+@intrinsic
+def _panel_buffer(typingctx, like):
+    """A 1-D array on the stack of the calling function, of ``like``'s dtype,
+    big enough for one packed panel (``DEPTH`` rows plus a vector's length of
+    rows that the transposing pack may overrun). Never return it."""
+    if not isinstance(like, types.Array):
+        return None
+    result = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        element = context.get_value_type(like.dtype)
+        itemsize = context.get_abi_sizeof(element)
+        size = panel_size(itemsize)
+        data = cgutils.alloca_once(builder, element, size=ir.Constant(ir.IntType(64), size))
+        data.align = VECTOR_BYTES
+        array = make_array(result)(context, builder)
+        populate_array(array, data=data, shape=cgutils.pack_array(builder, [context.get_constant(types.intp, size)]),
+                       strides=cgutils.pack_array(builder, [context.get_constant(types.intp, itemsize)]),
+                       itemsize=context.get_constant(types.intp, itemsize), meminfo=None, parent=None)
+        return array._getvalue()
+
+    return result(like), codegen
+
+
+def panel_size(itemsize):
+    """Elements of a packed panel's buffer."""
+    width = lanes(itemsize)
+    return (DEPTH + width) * VECTORS * width
+
+
+@jit
+def tiles_can_read(C, A, B, trans_b):
+    """Whether ``tile_gemm`` takes these arrays as they are: C's rows
+    contiguous, every step a non-negative multiple of the item size, and
+    op(B) with a unit step along one of its dimensions."""
+    itemsize = C.itemsize
+    for step in (C.strides[0], C.strides[1], A.strides[0], A.strides[1], B.strides[0], B.strides[1]):
+        if step < 0 or step % itemsize != 0:
+            return False
+    if C.shape[1] > 1 and C.strides[1] != itemsize:
+        return False
+    return B.strides[0] == itemsize or B.strides[1] == itemsize
+
+
+@jit
+def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column_first, column_end):
+    """``C = alpha * op(A) @ op(B) + beta * C`` over the block
+    ``C[row_first:row_end, column_first:column_end]``, for arrays that
+    ``tiles_can_read``; ``column_first`` a multiple of the panel width
+    (``VECTORS * lanes``) unless it is the only panel.
+
+    Parameters are those of ``kernels.blas.gemm``; blocks that do not overlap
+    can be computed by different threads at once.
+    """
+    itemsize = C.itemsize
+    k = A.shape[0] if trans_a else A.shape[1]
+    ldc = C.strides[0] // itemsize
+    a_row, a_step = A.strides[0] // itemsize, A.strides[1] // itemsize
+    if trans_a:
+        a_row, a_step = a_step, a_row
+    b_row, b_column = B.strides[0] // itemsize, B.strides[1] // itemsize
+    if trans_b:
+        b_row, b_column = b_column, b_row
+    pack = _panel_buffer(C)
+    width = VECTORS * (VECTOR_BYTES // itemsize)
+    for j0 in range(column_first, column_end, width):
+        cols = min(width, column_end - j0)
+        for p0 in range(0, k, DEPTH):
+            depth = min(DEPTH, k - p0)
+            _pack_panel(pack, B, p0 * b_row + j0 * b_column, b_row, b_column, depth, cols)
+            block_beta = beta if p0 == 0 else 1.0
+            for i0 in range(row_first, row_end, ROWS):
+                _tile(C, i0 * ldc + j0, ldc, A, i0 * a_row + p0 * a_step, a_row, a_step, pack, 0, width,
+                      depth, min(ROWS, row_end - i0), cols, alpha, block_beta)
+
+
+@parallel_jit
+def tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, parts):
+    """``tile_gemm`` over the whole of C, cut into ``parts`` blocks run on
+    as many threads: by panels of columns where there are enough of them,
+    else by rows. Every element is summed as the serial product sums it, so
+    the result does not depend on ``parts``."""
+    m, n = C.shape
+    width = VECTORS * (VECTOR_BYTES // C.itemsize)
+    panels = (n + width - 1) // width
+    by_columns = panels >= parts
+    for t in prange(parts):
+        if by_columns:
+            tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, 0, m,
+                      panels * t // parts * width, min(n, panels * (t + 1) // parts * width))
+        else:
+            first = m * t // parts // ROWS * ROWS
+            end = m if t == parts - 1 else m * (t + 1) // parts // ROWS * ROWS
+            tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, first, end, 0, n)

@@ -1,0 +1,125 @@
+"""The vector-register matrix product of ``kernels.tiles`` against float64
+NumPy, at every edge of its tiles and panels, and its threaded form against
+the serial one, bit for bit."""
+import numpy as np
+import pytest
+
+import kernels
+from kernels import tiles
+from kernels.blas import PARALLEL_GEMM, SMALL_GEMM
+
+pytestmark = pytest.mark.skipif(not tiles.AVAILABLE, reason="this CPU has no AVX-512: products go to BLAS")
+
+TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
+
+
+def operands(rng, m, n, k, trans_a, trans_b, dtype, layout="C"):
+    A = rng.standard_normal((k, m) if trans_a else (m, k))
+    B = rng.standard_normal((n, k) if trans_b else (k, n))
+    C = rng.standard_normal((m, n))
+    if layout == "F":
+        A, B = np.asfortranarray(A), np.asfortranarray(B)
+    elif layout == "strided":
+        # every other column of a wider array: rows still contiguous for B
+        # where it must be, A read with a column step of 2
+        A = np.repeat(A, 2, axis=1)[:, ::2]
+    return A.astype(dtype), B.astype(dtype), C.astype(dtype)
+
+
+def reference(A, B, C, trans_a, trans_b, alpha, beta):
+    a = (A.T if trans_a else A).astype(np.float64)
+    b = (B.T if trans_b else B).astype(np.float64)
+    return alpha * (a @ b) + (beta * C.astype(np.float64) if beta != 0.0 else 0.0)
+
+
+def assert_close(C, expected, dtype, k):
+    scale = 1.0 + np.abs(expected).max()
+    error = np.abs(C.astype(np.float64) - expected).max() / scale
+    assert error <= TOLERANCE[dtype] * max(k, 1) ** 0.5, error
+
+
+# rows across a tile's (6), columns across a vector's (16 or 8) and a
+# panel's (64 or 32), depths across a packed panel's (256)
+SHAPES = [(1, 1, 1), (5, 15, 3), (6, 16, 7), (7, 17, 8), (13, 63, 255), (12, 64, 256), (19, 65, 257),
+          (64, 128, 784), (10, 784, 64), (3, 129, 515), (200, 33, 16)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("m, n, k", SHAPES)
+def test_tiles_match_float64_numpy_at_every_edge(m, n, k, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    A, B, C = operands(rng, m, n, k, trans_a, trans_b, dtype)
+    expected = reference(A, B, C, trans_a, trans_b, 0.5, 2.0)
+    tiles.tile_gemm(C, A, B, trans_a, trans_b, 0.5, 2.0, 0, m, 0, n)
+    assert_close(C, expected, dtype, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["F", "strided"])
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False), (True, True)])
+def test_tiles_read_fortran_and_strided_operands(layout, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(7)
+    m, n, k = 23, 70, 300
+    A, B, C = operands(rng, m, n, k, trans_a, trans_b, dtype, layout)
+    expected = reference(A, B, C, trans_a, trans_b, 1.0, 1.0)
+    assert tiles.tiles_can_read(C, A, B, trans_b)
+    kernels.gemm(C, A, B, trans_a, trans_b, 1.0, 1.0)
+    assert_close(C, expected, dtype, k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_beta_zero_writes_c_without_reading_it(dtype):
+    rng = np.random.default_rng(3)
+    A, B, C = operands(rng, 17, 70, 40, False, True, dtype)
+    C[:] = np.nan
+    tiles.tile_gemm(C, A, B, False, True, 1.0, 0.0, 0, 17, 0, 70)
+    assert_close(C, reference(A, B, C, False, True, 1.0, 0.0), dtype, 40)
+
+
+def test_a_block_leaves_the_rest_of_c_alone():
+    rng = np.random.default_rng(4)
+    A, B, C = operands(rng, 20, 140, 30, False, False, np.float32)
+    before = C.copy()
+    tiles.tile_gemm(C, A, B, False, False, 1.0, 0.0, 6, 12, 64, 128)
+    expected = reference(A, B, before, False, False, 1.0, 0.0)
+    outside = np.ones(C.shape, bool)
+    outside[6:12, 64:128] = False
+    np.testing.assert_array_equal(C[outside], before[outside])
+    assert_close(C[6:12, 64:128], expected[6:12, 64:128], np.float32, 30)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n, k", [(64, 128, 784), (130, 40, 500), (5, 1000, 300)])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_threads_compute_what_one_thread_computes_bit_for_bit(m, n, k, parts, dtype):
+    rng = np.random.default_rng(5)
+    for trans_a, trans_b in [(False, True), (True, False), (False, False)]:
+        A, B, C = operands(rng, m, n, k, trans_a, trans_b, dtype)
+        serial, threaded = C.copy(), C.copy()
+        tiles.tile_gemm(serial, A, B, trans_a, trans_b, 1.0, 1.0, 0, m, 0, n)
+        tiles.tile_gemm_parallel(threaded, A, B, trans_a, trans_b, 1.0, 1.0, parts)
+        np.testing.assert_array_equal(threaded, serial)
+
+
+def test_gemm_takes_the_tiles_for_products_worth_it():
+    rng = np.random.default_rng(6)
+    for m, n, k in [(8, 8, 8), (64, 128, 784)]:
+        assert m * n * k >= SMALL_GEMM
+        A, B, C = operands(rng, m, n, k, False, True, np.float32)
+        through_gemm, through_tiles = C.copy(), C.copy()
+        kernels.gemm(through_gemm, A, B, False, True, 1.0, 1.0)
+        tiles.tile_gemm(through_tiles, A, B, False, True, 1.0, 1.0, 0, m, 0, n)
+        np.testing.assert_array_equal(through_gemm, through_tiles)
+    assert 64 * 128 * 784 >= PARALLEL_GEMM
+
+
+def test_a_transposed_b_without_a_unit_step_goes_elsewhere():
+    rng = np.random.default_rng(8)
+    B = rng.standard_normal((40, 60)).astype(np.float32)[::2, ::3]
+    A = rng.standard_normal((9, 20)).astype(np.float32)
+    C = np.zeros((9, 20), np.float32)
+    assert not tiles.tiles_can_read(C, A, B, False)
+    kernels.gemm(C, A, B, False, False, 1.0, 0.0)
+    assert_close(C, reference(A, B, C, False, False, 1.0, 0.0), np.float32, 20)
