@@ -124,7 +124,8 @@ def _bench(args, parser):
     ceiling = None if on_gpu else benchmark.sgemm_ceiling(threads)
     if ceiling:
         print(f"sgemm ceiling: {ceiling['gflops']:.1f} GFLOP/s on {platform.processor() or platform.machine()}, "
-              f"{threads} threads")
+              f"{threads} threads (the faster of SciPy's BLAS, {ceiling['blas_gflops']:.1f}, "
+              f"and fastbp's own gemm, {ceiling['fastbp_gflops']:.1f})")
     progress = None if args.quiet else (lambda message: print(f"  {message}", end="\r", flush=True))
     optimizers = ["sgd"] if args.sweep else args.optimizer or benchmark.OPTIMIZERS
     rows = []

@@ -344,8 +344,7 @@ def tiles_can_read(C, A, B, trans_b):
 def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column_first, column_end):
     """``C = alpha * op(A) @ op(B) + beta * C`` over the block
     ``C[row_first:row_end, column_first:column_end]``, for arrays that
-    ``tiles_can_read``; ``column_first`` a multiple of the panel width
-    (``VECTORS * lanes``) unless it is the only panel.
+    ``tiles_can_read``.
 
     Parameters are those of ``kernels.blas.gemm``; blocks that do not overlap
     can be computed by different threads at once.
@@ -375,18 +374,19 @@ def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column
 @parallel_jit
 def tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, parts):
     """``tile_gemm`` over the whole of C, cut into ``parts`` blocks run on
-    as many threads: by panels of columns where there are enough of them,
-    else by rows. Every element is summed as the serial product sums it, so
-    the result does not depend on ``parts``."""
+    as many threads: by columns, a whole number of vectors each, where every
+    part gets at least a panel's width, else by rows, a whole number of
+    tiles each. Every element is summed as the serial product sums it, so the
+    result does not depend on ``parts``."""
     m, n = C.shape
-    width = VECTORS * (VECTOR_BYTES // C.itemsize)
-    panels = (n + width - 1) // width
-    by_columns = panels >= parts
+    width = VECTOR_BYTES // C.itemsize
+    vectors = (n + width - 1) // width
+    by_columns = vectors >= VECTORS * parts
+    tiles = (m + ROWS - 1) // ROWS
     for t in prange(parts):
         if by_columns:
             tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, 0, m,
-                      panels * t // parts * width, min(n, panels * (t + 1) // parts * width))
+                      vectors * t // parts * width, min(n, vectors * (t + 1) // parts * width))
         else:
-            first = m * t // parts // ROWS * ROWS
-            end = m if t == parts - 1 else m * (t + 1) // parts // ROWS * ROWS
-            tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, first, end, 0, n)
+            tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, tiles * t // parts * ROWS,
+                      min(m, tiles * (t + 1) // parts * ROWS), 0, n)

@@ -140,3 +140,21 @@ def test_bench_prints_the_table_and_threads_and_writes_every_round(tmp_path, cap
     assert len(set(pids)) == len(pids)  # a fresh process for every framework and round
     pytest.importorskip("matplotlib")
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_ceiling_is_the_faster_gemm_each_timed_in_a_process_of_its_own(monkeypatch):
+    seen = []
+    run_process = benchmark.run_process
+
+    def recording(spec):
+        result = run_process(spec)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(benchmark, "run_process", recording)
+    ceiling = benchmark.sgemm_ceiling(1)
+    blas, own = seen
+    assert (blas["framework"], own["framework"]) == ("sgemm", "gemm")
+    assert blas["pid"] != own["pid"] and "kernels" in own["modules"] and "kernels" not in blas["modules"]
+    assert ceiling["gflops"] == max(blas["gflops"], own["gflops"])
+    assert (ceiling["blas_gflops"], ceiling["fastbp_gflops"]) == (blas["gflops"], own["gflops"])
