@@ -18,7 +18,7 @@ from numba.np.linalg import ensure_blas
 
 from kernels.checks import check_dtype, check_size
 from kernels.config import jit, thread_count
-from kernels.tiles import AVAILABLE as TILES, tile_gemm, tile_gemm_parallel, tiles_can_read
+from kernels.tiles import AVAILABLE as TILES, tile_product, tiles_can_read
 
 ensure_blas()  # a clear ImportError now instead of a failure inside a kernel
 
@@ -173,11 +173,7 @@ def _gemm(C, A, B, trans_a, trans_b, alpha, beta):
     if m == 0 or n == 0:
         return
     if TILES and k > 0 and m * n * k >= SMALL_GEMM and tiles_can_read(C, A, B, trans_b):
-        threads = thread_count()
-        if threads > 1 and m * n * k >= PARALLEL_GEMM:
-            tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, threads)
-        else:
-            tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, 0, m, 0, n)
+        tile_product(C, A, B, trans_a, trans_b, alpha, beta, thread_count() if m * n * k >= PARALLEL_GEMM else 1)
         return
     lda, trans_a_memory = _blas_view(A, trans_a)
     ldb, trans_b_memory = _blas_view(B, trans_b)

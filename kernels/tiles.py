@@ -17,8 +17,9 @@ and is added to ``beta * C`` once per ``DEPTH`` of the inner dimension:
 the same numbers on every run and at every thread count.
 """
 import llvmlite.binding
+import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import cfunc, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
@@ -91,23 +92,39 @@ class _Vectors:
                                    _splat(builder, limit, self.indices))
 
 
-def _outlined(context, builder, dtype, kind, argument_types, emit, args):
-    """Call the function ``kind`` for ``dtype``, defining it in this module
-    the first time: a function of its own (never inlined) keeps each kernel
-    that multiplies matrices from carrying, and compiling, a copy of it."""
+def _external(context, builder, dtype, kind, argument_types, args):
+    """Call ``kind``'s compiled body for ``dtype`` by its symbol name."""
     element = context.get_value_type(dtype)
-    name = "fastbp_%s_%s" % (kind, "f32" if dtype == types.float32 else "f64")
-    types_ = [element.as_pointer() if t == "p" else element if t == "f" else _I64 for t in argument_types]
-    fn = builder.module.globals.get(name)
-    if fn is None:
-        fn = ir.Function(builder.module, ir.FunctionType(ir.VoidType(), types_), name)
-        fn.linkage = "linkonce_odr"
-        fn.attributes.add("noinline")
-        body = ir.IRBuilder(fn.append_basic_block("entry"))
-        emit(body, _Vectors(builder.module, element), *fn.args)
-        body.ret_void()
+    fn = _declare(builder.module, _symbol(kind, dtype), ir.VoidType(), [
+        element.as_pointer() if t == "p" else element if t == "f" else _I64 for t in argument_types])
     builder.call(fn, args)
     return context.get_dummy_value()
+
+
+def _symbol(kind, dtype):
+    return "fastbp_%s_%s" % (kind, "f32" if dtype == types.float32 else "f64")
+
+
+def _inline(emit, typingctx, *args):
+    """``emit``'s code, written inline, over pointer, int64 and float
+    arguments (the signature and codegen of an intrinsic)."""
+    def codegen(context, builder, signature, values):
+        emit(builder, _Vectors(builder.module, context.get_value_type(args[0].dtype)), *values)
+        return context.get_dummy_value()
+
+    return types.void(*args), codegen
+
+
+@intrinsic
+def _tile_body(typingctx, c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols,
+               alpha, beta):
+    return _inline(_emit_tile, typingctx, c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth,
+                   rows, cols, alpha, beta)
+
+
+@intrinsic
+def _pack_body(typingctx, pack, b, b_start, b_row, b_column, depth, cols):
+    return _inline(_emit_pack, typingctx, pack, b, b_start, b_row, b_column, depth, cols)
 
 
 def _data(context, builder, array_type, value):
@@ -143,7 +160,7 @@ def _tile(typingctx, C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_s
                   + [_data(context, builder, B, args[7])]
                   + _integers(context, builder, signature, args, (8, 9, 10, 11, 12))
                   + [context.cast(builder, args[i], signature.args[i], dtype) for i in (13, 14)])
-        return _outlined(context, builder, dtype, "tile", "piipiiipiiiiiff", _emit_tile, values)
+        return _external(context, builder, dtype, "tile", _TILE_ARGUMENTS, values)
 
     return sig, codegen
 
@@ -257,7 +274,7 @@ def _pack_panel(typingctx, pack, B, b_start, b_row, b_column, depth, cols):
     def codegen(context, builder, signature, args):
         values = ([_data(context, builder, pack, args[0]), _data(context, builder, B, args[1])]
                   + _integers(context, builder, signature, args, range(2, 7)))
-        return _outlined(context, builder, pack.dtype, "pack", "ppiiiii", _emit_pack, values)
+        return _external(context, builder, pack.dtype, "pack", _PACK_ARGUMENTS, values)
 
     return sig, codegen
 
@@ -294,6 +311,40 @@ def _emit_pack(builder, vec, pack_data, b_data, b_start, b_row, b_column, depth,
                         rows.append(vec.load(builder, b_data, offset, builder.and_(depth_mask, inside)))
                     for r, column in enumerate(_transpose(builder, rows)):
                         write(builder.add(first, constant(r)), v, column)
+
+
+_TILE_ARGUMENTS = "piipiiipiiiiiff"
+_PACK_ARGUMENTS = "ppiiiii"
+
+
+def _tile_kernel(c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols, alpha, beta):
+    _tile_body(c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols, alpha, beta)
+
+
+def _pack_kernel(pack, b, b_start, b_row, b_column, depth, cols):
+    _pack_body(pack, b, b_start, b_row, b_column, depth, cols)
+
+
+def _compile_bodies():
+    """Compile the tile and the pack once per dtype, as C functions kept in
+    Numba's cache, and make their addresses known by symbol name.
+
+    Written inline, each kernel that multiplies matrices would carry and
+    compile its own copy (seconds each); called by name, the compiled code
+    of those kernels stays cacheable, and the symbols are there before any
+    of it is loaded, because importing ``kernels`` runs this first."""
+    compiled = []
+    for dtype in (types.float32, types.float64):
+        for kind, kernel, spec in (("tile", _tile_kernel, _TILE_ARGUMENTS), ("pack", _pack_kernel, _PACK_ARGUMENTS)):
+            argument_types = [types.CPointer(dtype) if t == "p" else dtype if t == "f" else types.int64 for t in spec]
+            function = cfunc(types.void(*argument_types), cache=True)(kernel)
+            llvmlite.binding.add_symbol(_symbol(kind, dtype), function.address)
+            compiled.append(function)
+    return compiled
+
+
+# kept alive: the symbols point into their code
+_COMPILED = _compile_bodies()
 
 
 @intrinsic
@@ -371,6 +422,20 @@ def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column
                       depth, min(ROWS, row_end - i0), cols, alpha, block_beta)
 
 
+@jit
+def tile_product(C, A, B, trans_a, trans_b, alpha, beta, threads):
+    """``C = alpha * op(A) @ op(B) + beta * C`` for arrays that
+    ``tiles_can_read``, on ``threads`` threads (the serial product when 1)."""
+    # bool() and np.int64() drop the literal types of constant arguments: a
+    # callee is compiled once per constant it is given, and these are costly
+    trans_a, trans_b = bool(trans_a), bool(trans_b)
+    m, n = C.shape
+    if threads > 1:
+        tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, threads)
+    else:
+        tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, np.int64(0), m, np.int64(0), n)
+
+
 @parallel_jit
 def tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, parts):
     """``tile_gemm`` over the whole of C, cut into ``parts`` blocks run on
@@ -384,9 +449,11 @@ def tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, parts):
     by_columns = vectors >= VECTORS * parts
     tiles = (m + ROWS - 1) // ROWS
     for t in prange(parts):
+        row_first, row_end, column_first, column_end = np.int64(0), m, np.int64(0), n
         if by_columns:
-            tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, 0, m,
-                      vectors * t // parts * width, min(n, vectors * (t + 1) // parts * width))
+            column_first = vectors * t // parts * width
+            column_end = min(n, vectors * (t + 1) // parts * width)
         else:
-            tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, tiles * t // parts * ROWS,
-                      min(m, tiles * (t + 1) // parts * ROWS), 0, n)
+            row_first = tiles * t // parts * ROWS
+            row_end = min(m, tiles * (t + 1) // parts * ROWS)
+        tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column_first, column_end)
