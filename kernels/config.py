@@ -49,8 +49,10 @@ def data_parallel_chunks(n_params, batch_size, n_threads):
 # numba.get_num_threads and numba.set_num_threads go through ctypes pointers,
 # which keep every function that calls them out of the cache. These call the
 # threading layer's functions by symbol name, resolved when cached code is
-# loaded: Numba registers the symbols as it starts its threads, which it does
-# before loading any function that runs a parallel loop, and ours run one.
+# loaded. Numba registers those symbols as it starts its threads, which it
+# does lazily, not always before cached code that calls them is loaded (a
+# call to an unresolved symbol crashes): start them now.
+_launch_threads()
 _INT = ir.IntType(32)
 
 
