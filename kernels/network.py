@@ -17,7 +17,7 @@ buffers, ``u`` its unit offset.
 """
 from kernels.activations import IDENTITY, N_ACTIVATIONS, activate, derivative
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
-from kernels.config import jit
+from kernels.config import inline_jit, jit
 from kernels.fused import dense_activation_backward, dense_activation_forward, is_small
 from kernels.views import matrix_view
 
@@ -216,7 +216,7 @@ def all_small(layers, batch):
     return True
 
 
-@jit
+@inline_jit
 def _small_network_forward(z_store, a_store, x, params, layers, activation_params, batch):
     # ``_network_forward`` for networks that are ``all_small``, on offsets into
     # the flat buffers: a step of a tiny network is then all arithmetic, with
@@ -237,7 +237,7 @@ def _small_network_forward(z_store, a_store, x, params, layers, activation_param
                 a_store[j] = activate(float(z_store[j]), code, p1, p2)
 
 
-@jit
+@inline_jit
 def _small_network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, batch):
     # ``_network_backward`` (written gradients, no d(loss)/d(x)) for networks
     # that are ``all_small``, with the loops of dense_activation_backward

@@ -7,7 +7,7 @@ computes.
 import numpy as np
 
 from kernels.checks import check_at_least, check_dtype, check_indices, check_size
-from kernels.config import jit
+from kernels.config import inline_jit, jit
 from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale, scaled_loss_value_and_grad
 from kernels.network import (
     N_IN, N_OUT, UNIT_OFFSET, _network_backward, _network_forward, _small_network_backward, _small_network_forward,
@@ -67,7 +67,7 @@ def clip_grad_norm(grads, max_norm):
     return norm
 
 
-@jit
+@inline_jit
 def all_finite(values):
     """True when no element of the 1-d ``values`` is NaN or infinite.
 
@@ -166,7 +166,7 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     return loss_sum, step, n
 
 
-@jit
+@inline_jit
 def finite_step(loss_value, grads):
     """Whether a step may be taken: its loss and every gradient finite."""
     return loss_value - loss_value == 0.0 and all_finite(grads)
@@ -217,7 +217,7 @@ def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order
             batch_labels[:rows if labels.shape[0] > 0 else 0])
 
 
-@jit
+@inline_jit
 def gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
     """``gather_batch``'s copy alone, for a caller that reads the flat buffers."""
     n_in, n_out = X.shape[1], targets.shape[1]
@@ -261,7 +261,7 @@ def batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, act
     return scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
 
 
-@jit
+@inline_jit
 def small_batch_gradients(grads, z_store, a_store, scratch, batch_x, batch_targets, batch_labels, params, layers,
                           activation_params, loss_code, loss_param, loss_scale, rows):
     """``batch_gradients`` for a network that is ``kernels.network.all_small``,
