@@ -25,6 +25,11 @@ JIT_OPTIONS = {"cache": True, "nogil": True, "fastmath": False, "error_model": "
 
 jit = njit(**JIT_OPTIONS)
 
+# For the few small functions that the step of a tiny network calls each
+# step: inlined, their callers keep arrays in registers instead of handing
+# them over as structs of seven words each.
+inline_jit = njit(**JIT_OPTIONS, inline="always")
+
 parallel_jit = njit(**JIT_OPTIONS, parallel=True)
 
 # A data-parallel step gives each thread its rows of the minibatch and

@@ -15,10 +15,10 @@ Layer ``i`` owns ``W = params[w:w + n_out*n_in]`` viewed as (n_out, n_in) and
 (batch, n_out) views ``store[batch*u : batch*(u + n_out)]`` of two flat
 buffers, ``u`` its unit offset.
 """
-from kernels.activations import N_ACTIVATIONS
+from kernels.activations import IDENTITY, N_ACTIVATIONS, activate, derivative
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
-from kernels.config import jit
-from kernels.fused import dense_activation_backward, dense_activation_forward
+from kernels.config import inline_jit, jit
+from kernels.fused import dense_activation_backward, dense_activation_forward, is_small
 from kernels.views import matrix_view
 
 N_IN, N_OUT, WEIGHT_OFFSET, BIAS_OFFSET, ACTIVATION, UNIT_OFFSET = range(6)
@@ -204,3 +204,71 @@ def _network_backward(grads, scratch, x, params, layers, activation_params, z_st
         dinputs = scratch_view(scratch, 1 - parity, rows, n_in)
         dense_activation_backward(dinputs, dW, db, delta, inputs, W, z, a, layers[i, ACTIVATION],
                                   activation_params[i, 0], activation_params[i, 1], accumulate)
+
+
+@jit
+def all_small(layers, batch):
+    """Whether every layer of a ``batch``-row step runs as plain loops
+    (``kernels.fused.is_small``), and so does every smaller batch."""
+    for i in range(layers.shape[0]):
+        if not is_small(batch, layers[i, N_IN], layers[i, N_OUT]):
+            return False
+    return True
+
+
+@inline_jit
+def _small_network_forward(z_store, a_store, x, params, layers, activation_params, batch):
+    # ``_network_forward`` for networks that are ``all_small``, on offsets into
+    # the flat buffers: a step of a tiny network is then all arithmetic, with
+    # no views built and no arrays handed to other functions. The loops are
+    # those of dense_activation_forward, so the numbers are its own.
+    for i in range(layers.shape[0]):
+        n_in, n_out, w, b = layers[i, N_IN], layers[i, N_OUT], layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+        code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
+        inputs, start = (x, 0) if i == 0 else (a_store, batch * layers[i - 1, UNIT_OFFSET])
+        out = batch * layers[i, UNIT_OFFSET]
+        for r in range(batch):
+            for o in range(n_out):
+                total = 0.0
+                for k in range(n_in):
+                    total += inputs[start + r * n_in + k] * params[w + o * n_in + k]
+                j = out + r * n_out + o
+                z_store[j] = total + params[b + o] if b >= 0 else total
+                a_store[j] = activate(float(z_store[j]), code, p1, p2)
+
+
+@inline_jit
+def _small_network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, batch):
+    # ``_network_backward`` (written gradients, no d(loss)/d(x)) for networks
+    # that are ``all_small``, with the loops of dense_activation_backward
+    n_layers = layers.shape[0]
+    for i in range(n_layers - 1, -1, -1):
+        parity = (n_layers - 1 - i) % 2
+        delta, dinputs = scratch[parity], scratch[1 - parity]
+        n_in, n_out, w, b = layers[i, N_IN], layers[i, N_OUT], layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+        code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
+        inputs, start = (x, 0) if i == 0 else (a_store, batch * layers[i - 1, UNIT_OFFSET])
+        units = batch * layers[i, UNIT_OFFSET]
+        # in the forward pass this was: z = x @ W.T + b; a = f(z)
+        if code != IDENTITY:
+            for j in range(batch * n_out):
+                delta[j] = delta[j] * derivative(float(z_store[units + j]), float(a_store[units + j]), code, p1, p2)
+        for o in range(n_out):
+            for k in range(n_in):
+                total = 0.0
+                for r in range(batch):
+                    total += delta[r * n_out + o] * inputs[start + r * n_in + k]
+                grads[w + o * n_in + k] = total
+        if b >= 0:
+            for o in range(n_out):
+                grads[b + o] = 0.0
+            for r in range(batch):
+                for o in range(n_out):
+                    grads[b + o] += delta[r * n_out + o]
+        if i > 0:
+            for r in range(batch):
+                for k in range(n_in):
+                    total = 0.0
+                    for o in range(n_out):
+                        total += delta[r * n_out + o] * params[w + o * n_in + k]
+                    dinputs[r * n_in + k] = total

@@ -7,13 +7,14 @@ computes.
 import numpy as np
 
 from kernels.checks import check_at_least, check_dtype, check_indices, check_size
-from kernels.config import jit
+from kernels.config import inline_jit, jit
 from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale, scaled_loss_value_and_grad
 from kernels.network import (
-    N_IN, N_OUT, _network_backward, _network_forward, check_network, check_units, layer_units, scratch_view,
+    N_IN, N_OUT, UNIT_OFFSET, _network_backward, _network_forward, _small_network_backward, _small_network_forward,
+    all_small, check_network, check_units, layer_units, scratch_view,
 )
 from kernels.optimizers import _optimizer_step, check_optimizer
-from kernels.views import borrowed, matrix_view
+from kernels.views import borrowed, matrix_view, unchecked_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -66,7 +67,7 @@ def clip_grad_norm(grads, max_norm):
     return norm
 
 
-@jit
+@inline_jit
 def all_finite(values):
     """True when no element of the 1-d ``values`` is NaN or infinite.
 
@@ -143,12 +144,18 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     z_store, a_store, scratch = borrowed(z_store), borrowed(a_store), borrowed(scratch)
     n = order.shape[0]
     n_out = layers[layers.shape[0] - 1, N_OUT]
+    small = all_small(layers, min(batch_size, n))
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
-        value = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers, activation_params,
-                                loss_code, loss_param, scale)
+        if small:
+            gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
+            value = small_batch_gradients(grads, z_store, a_store, scratch, batch_x, batch_targets, batch_labels,
+                                          params, layers, activation_params, loss_code, loss_param, scale, rows)
+        else:
+            xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
+            value = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
+                                    activation_params, loss_code, loss_param, scale)
         if not finite_step(value, grads):
             return loss_sum, step, start
         loss_sum += value * rows if loss_mean else value
@@ -159,7 +166,7 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     return loss_sum, step, n
 
 
-@jit
+@inline_jit
 def finite_step(loss_value, grads):
     """Whether a step may be taken: its loss and every gradient finite."""
     return loss_value - loss_value == 0.0 and all_finite(grads)
@@ -203,6 +210,16 @@ def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order
     """Copy the samples ``order[start:start + rows]`` to the front of the
     gather buffers; returns them as (x, targets, labels) of ``rows`` rows
     (targets or labels empty, as in the data)."""
+    gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
+    n_in, n_out = X.shape[1], targets.shape[1]
+    return (matrix_view(batch_x, 0, rows, n_in),
+            matrix_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out),
+            batch_labels[:rows if labels.shape[0] > 0 else 0])
+
+
+@inline_jit
+def gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
+    """``gather_batch``'s copy alone, for a caller that reads the flat buffers."""
     n_in, n_out = X.shape[1], targets.shape[1]
     for r in range(rows):
         sample = order[start + r]
@@ -212,9 +229,6 @@ def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order
             batch_targets[r * n_out + j] = targets[sample, j]
         if labels.shape[0] > 0:
             batch_labels[r] = labels[sample]
-    return (matrix_view(batch_x, 0, rows, n_in),
-            matrix_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out),
-            batch_labels[:rows if labels.shape[0] > 0 else 0])
 
 
 @jit
@@ -245,3 +259,20 @@ def batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, act
     prediction = layer_units(a_store, layers, last, rows)
     dprediction = scratch_view(scratch, 0, rows, layers[last, N_OUT])
     return scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
+
+
+@inline_jit
+def small_batch_gradients(grads, z_store, a_store, scratch, batch_x, batch_targets, batch_labels, params, layers,
+                          activation_params, loss_code, loss_param, loss_scale, rows):
+    """``batch_gradients`` for a network that is ``kernels.network.all_small``,
+    over the first ``rows`` rows of the flat gather buffers."""
+    last = layers.shape[0] - 1
+    n_out = layers[last, N_OUT]
+    _small_network_forward(z_store, a_store, batch_x, params, layers, activation_params, rows)
+    prediction = unchecked_view(a_store, rows * layers[last, UNIT_OFFSET], rows, n_out)
+    dprediction = unchecked_view(scratch[0], 0, rows, n_out)
+    target = unchecked_view(batch_targets, 0, rows if batch_targets.shape[0] > 0 else 0, n_out)
+    value = scaled_loss_value_and_grad(dprediction, prediction, target, batch_labels[:rows], loss_code, loss_param,
+                                       loss_scale)
+    _small_network_backward(grads, scratch, batch_x, params, layers, activation_params, z_store, a_store, rows)
+    return value

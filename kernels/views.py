@@ -74,3 +74,9 @@ def matrix_view(flat, start, rows, cols):
     if start < 0 or rows < 0 or cols < 0 or start + size > flat.shape[0]:
         raise IndexError("matrix_view: the view does not fit in the buffer")
     return _matrix_view(flat[start:start + size], rows, cols)
+
+
+@jit
+def unchecked_view(flat, start, rows, cols):
+    """``matrix_view`` for a caller that has checked that the view fits."""
+    return _matrix_view(flat[start:start + rows * cols], rows, cols)

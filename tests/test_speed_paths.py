@@ -111,3 +111,89 @@ def test_data_parallel_chunks_split_only_what_is_worth_it():
     assert kernels.data_parallel_chunks(10_000, 64, 2) == 1
     assert kernels.data_parallel_chunks(10_000, 1024, 2) == 2
     assert kernels.data_parallel_chunks(1_000_000, 1024, 2) == 1
+
+
+def _reference_epoch(params, grads, code, hyper, states, X, targets, labels, batch_size, max_grad_norm, layers,
+                     activation_params, loss_code, loss_param, z, a, scratch):
+    """train_epoch's steps taken one call at a time through the general path
+    (views, BLAS-or-loops dense kernels), as the fused epoch took them before
+    it had a path of its own for small networks."""
+    from kernels import training
+    n, n_out, step = X.shape[0], layers[-1, 1], 0
+    batch_x, batch_targets = np.empty(batch_size * X.shape[1], X.dtype), np.empty(batch_size * n_out, X.dtype)
+    batch_labels, order = np.empty(batch_size, np.int64), np.arange(n)
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
+        scale = kernels.losses.mean_scale(loss_code, rows, n_out, True)
+        training.batch_gradients(grads, z, a, scratch, xb, tb, lb, params, layers, activation_params, loss_code,
+                                 loss_param, scale)
+        if max_grad_norm > 0.0:
+            kernels.clip_grad_norm(grads, max_grad_norm)
+        step += 1
+        kernels.optimizer_step(code, params, grads, *states, hyper, step)
+
+
+_OPTIMIZERS = {
+    "sgd": (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
+    "sgd_nesterov": (kernels.SGD, [0.1, 0.9, 0.0, 1e-2, 1.0]),
+    "sgd_dampened": (kernels.SGD, [0.1, 0.8, 0.3, 0.0, 0.0]),
+    "adam_amsgrad": (kernels.ADAM, [1e-2, 0.9, 0.999, 1e-8, 1e-2, 1.0, 0.0]),
+    "adamw": (kernels.ADAM, [1e-2, 0.8, 0.99, 1e-6, 1e-1, 0.0, 1.0]),
+    "rmsprop_centered": (kernels.RMSPROP, [1e-2, 0.9, 1e-8, 1e-2, 0.5, 1.0]),
+}
+_ACTIVATIONS = [(kernels.RELU, 0.0, 0.0), (kernels.TANH, 0.0, 0.0), (kernels.LEAKY_RELU, 0.1, 0.0),
+                (kernels.SIGMOID, 0.0, 0.0), (kernels.GELU, 0.0, 0.0), (kernels.GELU_TANH, 0.0, 0.0),
+                (kernels.SILU, 0.0, 0.0), (kernels.ELU, 1.0, 0.0), (kernels.SOFTPLUS, 2.0, 5.0)]
+
+
+@pytest.mark.parametrize("sizes", [(1, 1), (3, 2), (2, 5, 3), (4, 3, 2, 3)])
+@pytest.mark.parametrize("loss_code", [kernels.MSE, kernels.L1, kernels.HUBER, kernels.CROSS_ENTROPY,
+                                       kernels.BCE_WITH_LOGITS])
+@pytest.mark.parametrize("optimizer", sorted(_OPTIMIZERS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_small_network_epochs_match_the_general_path_bit_for_bit(sizes, loss_code, optimizer, dtype):
+    """A network whose every layer runs as plain loops trains on offsets into
+    the flat buffers; its parameters, state and gradients after an epoch are
+    those of the general path, for full and ragged last batches."""
+    rng = np.random.default_rng(len(sizes) * 100 + loss_code)
+    n_layers, n = len(sizes) - 1, 11
+    rows, offset, units = [], 0, 0
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        code, p1, p2 = _ACTIVATIONS[(i + loss_code) % len(_ACTIVATIONS)] if i < n_layers - 1 else (0, 0.0, 0.0)
+        # the last layer has a bias, an inner one of two-layer networks none
+        bias = offset + n_out * n_in if i != 0 or n_layers == 1 else -1
+        rows.append(([n_in, n_out, offset, bias, code, units], [p1, p2]))
+        offset += n_out * n_in + (n_out if bias >= 0 else 0)
+        units += n_out
+    layers = np.array([r[0] for r in rows], np.int64)
+    activation_params = np.array([r[1] for r in rows], np.float64)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    labels = rng.integers(0, sizes[-1], n) if loss_code == kernels.CROSS_ENTROPY else np.empty(0, np.int64)
+    targets = (np.empty((0, 0), dtype) if loss_code == kernels.CROSS_ENTROPY else
+               rng.random((n, sizes[-1])).astype(dtype))
+    loss_param = 0.1 if loss_code == kernels.CROSS_ENTROPY else 0.5
+    code, hyper = _OPTIMIZERS[optimizer]
+    hyper = np.array(hyper)
+    initial = rng.standard_normal(offset).astype(dtype)
+    for batch_size, max_grad_norm in [(1, 0.0), (4, 0.3), (11, 0.0)]:
+        results = []
+        for fused in (True, False):
+            params, grads = initial.copy(), np.zeros(offset, dtype)
+            states = [np.zeros(offset, dtype) for _ in range(3)]
+            z, a = np.empty(batch_size * units, dtype), np.empty(batch_size * units, dtype)
+            scratch = np.empty((2, batch_size * max(sizes)), dtype)
+            if fused:
+                kernels.train_epoch(params, grads, code, hyper, *states, 0, 0.0, X, targets, labels,
+                                    np.arange(n), batch_size, max_grad_norm, layers, activation_params, loss_code,
+                                    loss_param, True, np.empty(batch_size * sizes[0], dtype),
+                                    np.empty(batch_size * sizes[-1], dtype), np.empty(batch_size, np.int64), z, a,
+                                    scratch)
+            else:
+                _reference_epoch(params, grads, code, hyper, states, X, targets, labels, batch_size,
+                                 max_grad_norm, layers, activation_params, loss_code, loss_param, z, a, scratch)
+            results.append([params, grads, *states])
+        for fused, general in zip(*results):
+            np.testing.assert_array_equal(fused, general)
+        if loss_code != kernels.CROSS_ENTROPY or sizes[-1] > 1:  # one class has no gradient
+            assert not np.array_equal(results[0][0], initial)
