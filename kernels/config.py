@@ -41,6 +41,11 @@ parallel_jit = njit(**JIT_OPTIONS, parallel=True)
 # measured, 2 x 32 rows of 784-128-10 are no faster than BLAS's threads,
 # 2 x 512 rows of 64-64x4-3 are 1.3-1.4x faster.
 DATA_PARALLEL_MAX_PARAMS = 1 << 18
+# From this many parameters the serial epoch's passes over the flat buffers
+# (the finite check and the optimizer update) are split between threads: a
+# pass over 2**17 float32 parameters and their state takes some 10-40 us, a
+# parallel launch a few.
+PARALLEL_UPDATE = 1 << 17
 DATA_PARALLEL_MIN_ROWS = 64
 
 

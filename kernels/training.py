@@ -7,13 +7,15 @@ computes.
 import numpy as np
 
 from kernels.checks import check_at_least, check_dtype, check_indices, check_size
-from kernels.config import inline_jit, jit
+from numba import prange
+
+from kernels.config import PARALLEL_UPDATE, inline_jit, jit, parallel_jit, thread_count
 from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale, scaled_loss_value_and_grad
 from kernels.network import (
     N_IN, N_OUT, UNIT_OFFSET, _network_backward, _network_forward, _small_network_backward, _small_network_forward,
     all_small, check_network, check_units, layer_units, scratch_view,
 )
-from kernels.optimizers import _optimizer_step, check_optimizer
+from kernels.optimizers import _optimizer_step, check_optimizer, optimizer_step_parallel
 from kernels.views import borrowed, matrix_view, unchecked_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -145,6 +147,8 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     n = order.shape[0]
     n_out = layers[layers.shape[0] - 1, N_OUT]
     small = all_small(layers, min(batch_size, n))
+    # passes over the flat buffers split between threads where that pays
+    parts = thread_count() if params.shape[0] >= PARALLEL_UPDATE else 1
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
@@ -156,20 +160,38 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
             xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
             value = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
                                     activation_params, loss_code, loss_param, scale)
-        if not finite_step(value, grads):
+        if not finite_step(value, grads, parts):
             return loss_sum, step, start
         loss_sum += value * rows if loss_mean else value
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
-        _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
+        if parts > 1:
+            optimizer_step_parallel(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step,
+                                    parts)
+        else:
+            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
     return loss_sum, step, n
 
 
 @inline_jit
-def finite_step(loss_value, grads):
-    """Whether a step may be taken: its loss and every gradient finite."""
-    return loss_value - loss_value == 0.0 and all_finite(grads)
+def finite_step(loss_value, grads, parts=1):
+    """Whether a step may be taken: its loss and every gradient finite (the
+    gradients checked in ``parts`` slices on as many threads)."""
+    if not loss_value - loss_value == 0.0:
+        return False
+    return all_finite(grads) if parts == 1 else all_finite_parallel(grads, parts)
+
+
+@parallel_jit
+def all_finite_parallel(values, parts):
+    """``all_finite`` over ``parts`` slices of ``values`` on as many threads."""
+    n = values.shape[0]
+    bad = 0
+    for c in prange(parts):
+        if not all_finite(values[n * c // parts:n * (c + 1) // parts]):
+            bad += 1
+    return bad == 0
 
 
 @jit

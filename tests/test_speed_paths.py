@@ -197,3 +197,32 @@ def test_small_network_epochs_match_the_general_path_bit_for_bit(sizes, loss_cod
             np.testing.assert_array_equal(fused, general)
         if loss_code != kernels.CROSS_ENTROPY or sizes[-1] > 1:  # one class has no gradient
             assert not np.array_equal(results[0][0], initial)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_split_passes_and_threaded_products_train_what_one_thread_trains_bit_for_bit(optimizer):
+    # big enough for the finite check and the update to be split between
+    # threads (kernels.config.PARALLEL_UPDATE) and for threaded products
+    import numba
+
+    from kernels.config import PARALLEL_UPDATE
+    sizes = [300, 420, 20]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], 256)
+    X[200] = np.finfo(np.float32).max  # a batch that overflows: the run stops at the same step
+    params = {}
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            model = fastbp.MLP(sizes, seed=0)
+            assert model.n_params >= PARALLEL_UPDATE
+            opt = fastbp.SGD(model, lr=0.01, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(model)
+            trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), opt)
+            with pytest.raises(FloatingPointError, match="batch 9 of 11"):
+                trainer.fit(X, y, epochs=1, batch_size=25, shuffle=False)
+            params[threads] = np.concatenate([p.ravel() for W, b in model.params for p in (W, b)])
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(params[1], params[2])
