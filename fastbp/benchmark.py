@@ -31,7 +31,10 @@ RUNNER = bench_runners.__file__
 ROUND_SECONDS = 0.5
 # a block of n_steps steps should take about this long at the ceiling's rate
 BLOCK_SECONDS = 0.05
-MAX_STEPS = 1000
+# A block pays once for the call that runs it (Trainer.fit's checks, a
+# jitted scan's dispatch: tens of microseconds); over 10,000 steps that is a
+# few nanoseconds a step, even on a model whose step takes a few dozen.
+MAX_STEPS = 10_000
 # the batches of one round stay this small, whatever the config
 DATA_BYTES = 64 * 2 ** 20
 

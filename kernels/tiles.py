@@ -24,6 +24,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
+from kernels.checks import same_dtype
 from kernels.config import jit, parallel_jit
 
 ROWS = 6
@@ -127,8 +128,13 @@ def _pack_body(typingctx, pack, b, b_start, b_row, b_column, depth, cols):
     return _inline(_emit_pack, typingctx, pack, b, b_start, b_row, b_column, depth, cols)
 
 
-def _data(context, builder, array_type, value):
-    return context.make_array(array_type)(context, builder, value).data
+def _data(context, builder, array_type, value, dtype):
+    """The array's data as a pointer to ``dtype``. Kernels that check their
+    arguments' dtypes when they run are compiled for every combination, so a
+    product over mixed dtypes must compile; ``tiles_can_read`` keeps it from
+    ever running."""
+    data = context.make_array(array_type)(context, builder, value).data
+    return builder.bitcast(data, context.get_value_type(dtype).as_pointer())
 
 
 def _integers(context, builder, signature, args, positions):
@@ -155,9 +161,10 @@ def _tile(typingctx, C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_s
 
     def codegen(context, builder, signature, args):
         dtype = C.dtype
-        values = ([_data(context, builder, C, args[0])] + _integers(context, builder, signature, args, (1, 2))
-                  + [_data(context, builder, A, args[3])] + _integers(context, builder, signature, args, (4, 5, 6))
-                  + [_data(context, builder, B, args[7])]
+        values = ([_data(context, builder, C, args[0], dtype)] + _integers(context, builder, signature, args, (1, 2))
+                  + [_data(context, builder, A, args[3], dtype)]
+                  + _integers(context, builder, signature, args, (4, 5, 6))
+                  + [_data(context, builder, B, args[7], dtype)]
                   + _integers(context, builder, signature, args, (8, 9, 10, 11, 12))
                   + [context.cast(builder, args[i], signature.args[i], dtype) for i in (13, 14)])
         return _external(context, builder, dtype, "tile", _TILE_ARGUMENTS, values)
@@ -272,7 +279,7 @@ def _pack_panel(typingctx, pack, B, b_start, b_row, b_column, depth, cols):
     sig = types.void(pack, B, b_start, b_row, b_column, depth, cols)
 
     def codegen(context, builder, signature, args):
-        values = ([_data(context, builder, pack, args[0]), _data(context, builder, B, args[1])]
+        values = ([_data(context, builder, pack, args[0], pack.dtype), _data(context, builder, B, args[1], pack.dtype)]
                   + _integers(context, builder, signature, args, range(2, 7)))
         return _external(context, builder, pack.dtype, "pack", _PACK_ARGUMENTS, values)
 
@@ -379,9 +386,11 @@ def panel_size(itemsize):
 
 @jit
 def tiles_can_read(C, A, B, trans_b):
-    """Whether ``tile_gemm`` takes these arrays as they are: C's rows
-    contiguous, every step a non-negative multiple of the item size, and
-    op(B) with a unit step along one of its dimensions."""
+    """Whether ``tile_gemm`` takes these arrays as they are: one dtype, C's
+    rows contiguous, every step a non-negative multiple of the item size,
+    and op(B) with a unit step along one of its dimensions."""
+    if not (same_dtype(A, C) and same_dtype(B, C)):
+        return False
     itemsize = C.itemsize
     for step in (C.strides[0], C.strides[1], A.strides[0], A.strides[1], B.strides[0], B.strides[1]):
         if step < 0 or step % itemsize != 0:

@@ -123,3 +123,10 @@ def test_a_transposed_b_without_a_unit_step_goes_elsewhere():
     assert not tiles.tiles_can_read(C, A, B, False)
     kernels.gemm(C, A, B, False, False, 1.0, 0.0)
     assert_close(C, reference(A, B, C, False, False, 1.0, 0.0), np.float32, 20)
+
+
+def test_mixed_dtypes_are_not_for_the_tiles():
+    C = np.zeros((8, 8), np.float32)
+    assert not tiles.tiles_can_read(C, np.zeros((8, 8)), C, False)
+    assert not tiles.tiles_can_read(C, C, np.zeros((8, 8)), False)
+    assert tiles.tiles_can_read(C, C, C, False)
