@@ -222,6 +222,10 @@ _NAMES = {"fastbp": "fastbp", "torch": "torch", "torch_tf32": "torch tf32", "tor
 
 
 def _time(seconds):
+    """Microseconds, to 3 decimals below 1 us (a tiny model's step is tens
+    of nanoseconds), 1 below 10 ms, none above."""
+    if seconds < 1e-6:
+        return f"{seconds * 1e6:.3f}"
     return f"{seconds * 1e6:.1f}" if seconds < 1e-2 else f"{seconds * 1e6:.0f}"
 
 

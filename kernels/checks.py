@@ -11,7 +11,7 @@ arrays share a dtype is known at compile time and costs nothing at run time.
 import numpy as np
 from numba.extending import overload
 
-from kernels.config import jit
+from kernels.config import inline_jit, jit
 
 
 def same_dtype(a, b):
@@ -45,7 +45,7 @@ def shape_text(a):
     return text + (",)" if a.ndim == 1 else ")")
 
 
-@jit
+@inline_jit
 def check_dtype(kernel, name, a, reference_name, reference):
     """TypeError unless ``a`` has the dtype of ``reference``."""
     if not same_dtype(a, reference):
@@ -54,7 +54,7 @@ def check_dtype(kernel, name, a, reference_name, reference):
                         + reference_name + ".dtype)")
 
 
-@jit
+@inline_jit
 def check_size(kernel, name, a, axis, expected, expected_text):
     """ValueError unless ``a.shape[axis] == expected``; ``expected_text``
     says where ``expected`` comes from (``"W.shape[1]"``)."""
@@ -64,7 +64,7 @@ def check_size(kernel, name, a, axis, expected, expected_text):
                          + ", got shape " + shape_text(a))
 
 
-@jit
+@inline_jit
 def check_at_least(kernel, name, a, axis, minimum, expected_text):
     """ValueError unless ``a.shape[axis] >= minimum``."""
     if a.shape[axis] < minimum:
@@ -73,7 +73,7 @@ def check_at_least(kernel, name, a, axis, minimum, expected_text):
                          + what + ", got shape " + shape_text(a))
 
 
-@jit
+@inline_jit
 def check_same_shape(kernel, name, a, reference_name, reference):
     """ValueError unless ``a`` has ``reference``'s shape, TypeError unless
     its dtype."""
@@ -83,7 +83,7 @@ def check_same_shape(kernel, name, a, reference_name, reference):
     check_dtype(kernel, name, a, reference_name, reference)
 
 
-@jit
+@inline_jit
 def check_indices(kernel, name, indices, stop, stop_text):
     """ValueError unless every entry of ``indices`` is in [0, stop)."""
     # a branch-free pass first: it vectorizes, the search for the culprit

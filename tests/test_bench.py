@@ -161,3 +161,9 @@ def test_the_ceiling_is_the_faster_gemm_each_timed_in_a_process_of_its_own(monke
     assert blas["pid"] != own["pid"] and "kernels" in own["modules"] and "kernels" not in blas["modules"]
     assert ceiling["gflops"] == max(blas["gflops"], own["gflops"])
     assert (ceiling["blas_gflops"], ceiling["fastbp_gflops"]) == (blas["gflops"], own["gflops"])
+
+
+def test_step_times_keep_their_digits_below_a_microsecond():
+    assert benchmark._time(6.8e-8) == "0.068"
+    assert benchmark._time(1.234e-4) == "123.4"
+    assert benchmark._time(0.0812) == "81200"
