@@ -255,11 +255,10 @@ def time_sgemm(spec, n=2048, repeats=5):
     """The best float32 GEMM rate (GFLOP/s) at the run's thread count, of
     SciPy's BLAS (framework "sgemm") or of fastbp's own ``kernels.gemm``
     (framework "gemm", which uses its own tiles where the CPU has them)."""
-    if spec["framework"] == "gemm":
-        import kernels  # before the pools are capped and listed: it starts its own
-    threads = limit_threads(spec["threads"])
     rng = np.random.default_rng(0)
     if spec["framework"] == "gemm":
+        import kernels  # before the pools are capped and listed: it starts its own
+
         A, B = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
         C = np.zeros((n, n), dtype=np.float32)
 
@@ -273,6 +272,7 @@ def time_sgemm(spec, n=2048, repeats=5):
 
         def multiply():
             sgemm(1.0, A, B, 0.0, C, overwrite_c=True)
+    threads = limit_threads(spec["threads"])
     multiply()
     best = np.inf
     for _ in range(repeats):

@@ -172,7 +172,7 @@ def _gemm(C, A, B, trans_a, trans_b, alpha, beta):
     k = A.shape[0] if trans_a else A.shape[1]
     if m == 0 or n == 0:
         return
-    if TILES and k > 0 and m * n * k >= SMALL_GEMM and tiles_can_read(C, A, B, trans_b):
+    if TILES and k > 0 and m * n * k >= SMALL_GEMM and tiles_can_read(C, A, B):
         tile_product(C, A, B, trans_a, trans_b, alpha, beta, thread_count() if m * n * k >= PARALLEL_GEMM else 1)
         return
     lda, trans_a_memory = _blas_view(A, trans_a)

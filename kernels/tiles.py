@@ -10,7 +10,8 @@ sums, 4 for the row of B and 1 for the broadcast, of the 32 AVX-512 has.
 
 The tile is generated as LLVM vector code (Numba has no vector type), one
 loop per shape of a tile at the edge (fewer rows, fewer vectors), with
-masked loads and stores for the columns past the edge.
+masked loads and stores of C for the columns past the edge (B is packed,
+padded with zeros to whole vectors).
 
 Each sum runs over the inner dimension in order, in the arrays' precision,
 and is added to ``beta * C`` once per ``DEPTH`` of the inner dimension:
@@ -385,7 +386,7 @@ def panel_size(itemsize):
 
 
 @jit
-def tiles_can_read(C, A, B, trans_b):
+def tiles_can_read(C, A, B):
     """Whether ``tile_gemm`` takes these arrays as they are: one dtype, C's
     rows contiguous, every step a non-negative multiple of the item size,
     and op(B) with a unit step along one of its dimensions."""

@@ -64,7 +64,7 @@ def test_tiles_read_fortran_and_strided_operands(layout, trans_a, trans_b, dtype
     m, n, k = 23, 70, 300
     A, B, C = operands(rng, m, n, k, trans_a, trans_b, dtype, layout)
     expected = reference(A, B, C, trans_a, trans_b, 1.0, 1.0)
-    assert tiles.tiles_can_read(C, A, B, trans_b)
+    assert tiles.tiles_can_read(C, A, B)
     kernels.gemm(C, A, B, trans_a, trans_b, 1.0, 1.0)
     assert_close(C, expected, dtype, k)
 
@@ -120,13 +120,13 @@ def test_a_transposed_b_without_a_unit_step_goes_elsewhere():
     B = rng.standard_normal((40, 60)).astype(np.float32)[::2, ::3]
     A = rng.standard_normal((9, 20)).astype(np.float32)
     C = np.zeros((9, 20), np.float32)
-    assert not tiles.tiles_can_read(C, A, B, False)
+    assert not tiles.tiles_can_read(C, A, B)
     kernels.gemm(C, A, B, False, False, 1.0, 0.0)
     assert_close(C, reference(A, B, C, False, False, 1.0, 0.0), np.float32, 20)
 
 
 def test_mixed_dtypes_are_not_for_the_tiles():
     C = np.zeros((8, 8), np.float32)
-    assert not tiles.tiles_can_read(C, np.zeros((8, 8)), C, False)
-    assert not tiles.tiles_can_read(C, C, np.zeros((8, 8)), False)
-    assert tiles.tiles_can_read(C, C, C, False)
+    assert not tiles.tiles_can_read(C, np.zeros((8, 8)), C)
+    assert not tiles.tiles_can_read(C, C, np.zeros((8, 8)))
+    assert tiles.tiles_can_read(C, C, C)
