@@ -121,10 +121,16 @@ def _forward_loop(out, x, code, p1, p2):
 
 
 @jit
-def _backward_loop(dx, dout, x, out, code, p1, p2):
+def _backward_loop(dx, dout, x, out, code, p1, p2, in_place):
+    # In place, the loop must read dx, not dout: the compiler checks at run
+    # time that the arrays it writes do not overlap those it reads, and two
+    # names for one array fail that check, which leaves the loop scalar (7x
+    # slower for ReLU). On the flag, which does not change inside, it
+    # compiles both loops and picks one.
     for i in range(x.shape[0]):
         for j in range(x.shape[1]):
-            dx[i, j] = dout[i, j] * derivative(float(x[i, j]), float(out[i, j]), code, p1, p2)
+            gradient = dx[i, j] if in_place else dout[i, j]
+            dx[i, j] = gradient * derivative(float(x[i, j]), float(out[i, j]), code, p1, p2)
 
 
 @jit
@@ -192,11 +198,12 @@ def activation_backward(dx, dout, x, out, code, p1, p2):
 @jit
 def _activation_backward(dx, dout, x, out, code, p1, p2):
     # in the forward pass this was: out = f(x)
+    in_place = dx.ctypes.data == dout.ctypes.data and dx.strides == dout.strides
     if code == RELU:
-        _backward_loop(dx, dout, x, out, RELU, p1, p2)
+        _backward_loop(dx, dout, x, out, RELU, p1, p2, in_place)
     elif code == LEAKY_RELU:
-        _backward_loop(dx, dout, x, out, LEAKY_RELU, p1, p2)
+        _backward_loop(dx, dout, x, out, LEAKY_RELU, p1, p2, in_place)
     elif code == IDENTITY:
-        _backward_loop(dx, dout, x, out, IDENTITY, p1, p2)
+        _backward_loop(dx, dout, x, out, IDENTITY, p1, p2, in_place)
     else:
-        _backward_loop(dx, dout, x, out, code, p1, p2)
+        _backward_loop(dx, dout, x, out, code, p1, p2, in_place)

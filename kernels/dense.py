@@ -39,7 +39,8 @@ def dense_forward(out, x, W, b):
         # Writing the bias first and letting gemm accumulate onto it touches
         # ``out`` once less than adding the bias afterwards.
         for i in range(out.shape[0]):
-            out[i, :] = b
+            for j in range(out.shape[1]):
+                out[i, j] = b[j]
         _gemm(out, x, W, False, True, 1.0, 1.0)
     else:
         _gemm(out, x, W, False, True, 1.0, 0.0)
