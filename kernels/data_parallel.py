@@ -12,10 +12,10 @@ minibatch, so the numbers match ``train_epoch``'s up to float rounding.
 import numpy as np
 from numba import prange
 
-from kernels.config import parallel_jit, set_thread_count, thread_count
+from kernels.config import PARALLEL_UPDATE, jit, parallel_jit, set_thread_count, thread_count
 from kernels.losses import mean_scale
 from kernels.network import N_IN, N_OUT, UNIT_OFFSET
-from kernels.optimizers import _optimizer_step
+from kernels.optimizers import _optimizer_step, optimizer_step_parallel
 from kernels.training import batch_gradients, check_epoch, clip_grad_norm, finite_step, gather_batch
 from kernels.views import borrowed, matrix_view
 
@@ -52,6 +52,9 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
     # chunk 0 writes into grads itself, the others into their own rows here
     chunk_grads = np.empty((n_chunks - 1, n_params), dtype=grads.dtype)
     values = np.zeros(n_chunks)
+    # The sum of the parts' gradients and the update are memory passes: on
+    # small models, a parallel launch for each costs more than it saves.
+    parts = n_chunks if n_params >= PARALLEL_UPDATE else 1
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
@@ -70,19 +73,37 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
         value = 0.0
         for c in range(n_chunks):
             value += values[c]
-        for c in prange(n_chunks):
-            first, end = n_params * c // n_chunks, n_params * (c + 1) // n_chunks
-            for k in range(n_chunks - 1):
-                for i in range(first, end):
-                    grads[i] += chunk_grads[k, i]
-        if not finite_step(value, grads):
+        if parts > 1:
+            add_rows_parallel(grads, chunk_grads, parts)
+        else:
+            add_rows(grads, chunk_grads)
+        if not finite_step(value, grads, parts):
             return loss_sum, step, start
         loss_sum += value * rows if loss_mean else value
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
-        for c in prange(n_chunks):
-            first, end = n_params * c // n_chunks, n_params * (c + 1) // n_chunks
-            _optimizer_step(optimizer_code, params[first:end], grads[first:end], state0[first:end],
-                           state1[first:end], state2[first:end], optimizer_hyper, step)
+        if parts > 1:
+            optimizer_step_parallel(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step,
+                                    parts)
+        else:
+            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
     return loss_sum, step, n
+
+
+@jit
+def add_rows(total, rows):
+    """``total += rows[0] + rows[1] + ...``, added in that order."""
+    for k in range(rows.shape[0]):
+        for i in range(total.shape[0]):
+            total[i] += rows[k, i]
+
+
+@parallel_jit
+def add_rows_parallel(total, rows, parts):
+    """``add_rows`` over ``parts`` slices on as many threads: each element
+    is summed in the same order, so the numbers are the serial ones."""
+    n = total.shape[0]
+    for c in prange(parts):
+        first, end = n * c // parts, n * (c + 1) // parts
+        add_rows(total[first:end], rows[:, first:end])

@@ -76,13 +76,13 @@ def test_fused_dense_activation_matches_the_unfused_kernels_bit_for_bit(activati
         np.testing.assert_array_equal(db, db_ref)
 
 
-def _fit(monkeypatch, chunks, loss, optimizer, max_grad_norm, dtype, epochs=2):
+def _fit(monkeypatch, chunks, loss, optimizer, max_grad_norm, dtype, epochs=2, sizes=(12, 16, 9, 4)):
     """Train a fresh model with each minibatch split into ``chunks`` parts."""
     monkeypatch.setattr(kernels, "data_parallel_chunks", lambda n_params, batch_size, n_threads: chunks)
     rng = np.random.default_rng(5)
-    X = rng.standard_normal((203, 12))
+    X = rng.standard_normal((203, sizes[0]))
     y = rng.integers(0, 4, 203) if loss == "cross_entropy" else rng.standard_normal((203, 4))
-    model = fastbp.MLP([12, 16, 9, 4], activation="tanh", dtype=dtype, seed=3)
+    model = fastbp.MLP(list(sizes), activation="tanh", dtype=dtype, seed=3)
     optimizer = (fastbp.SGD(model, lr=0.05, momentum=0.9, weight_decay=1e-3) if optimizer == "sgd"
                  else fastbp.Adam(model, lr=1e-2, amsgrad=True))
     trainer = fastbp.Trainer(model, fastbp.losses.as_loss(loss), optimizer, max_grad_norm=max_grad_norm)
@@ -103,6 +103,33 @@ def test_data_parallel_epochs_match_serial_ones_up_to_rounding(monkeypatch, loss
         # the same split gives the same numbers, bit for bit
         for got, again in zip(split, _fit(monkeypatch, chunks, loss, optimizer, max_grad_norm, dtype)):
             np.testing.assert_array_equal(got, again)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_data_parallel_epochs_of_models_whose_update_is_split_between_threads(monkeypatch, optimizer):
+    """From PARALLEL_UPDATE parameters the parts' gradients are summed and
+    the update taken on several threads."""
+    sizes = (512, 256, 4)
+    assert 512 * 256 >= kernels.config.PARALLEL_UPDATE
+    serial = _fit(monkeypatch, 1, "cross_entropy", optimizer, None, "float64", epochs=1, sizes=sizes)
+    split = _fit(monkeypatch, 2, "cross_entropy", optimizer, None, "float64", epochs=1, sizes=sizes)
+    for got, expected in zip(split, serial):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradient_parts_add_in_one_order_on_any_thread_count(dtype):
+    from kernels.data_parallel import add_rows, add_rows_parallel
+    rng = np.random.default_rng(0)
+    rows = (rng.standard_normal((3, 1001)) * 10.0 ** rng.integers(-8, 8, (3, 1001))).astype(dtype)
+    start = rng.standard_normal(1001).astype(dtype)
+    expected = start.copy()
+    add_rows(expected, rows)
+    np.testing.assert_array_equal(expected, ((start + rows[0]) + rows[1]) + rows[2])
+    for parts in (2, 3, 7):
+        total = start.copy()
+        add_rows_parallel(total, rows, parts)
+        np.testing.assert_array_equal(total, expected)
 
 
 def test_data_parallel_chunks_split_only_what_is_worth_it():
