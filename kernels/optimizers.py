@@ -87,12 +87,28 @@ def adam_step(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, bet
                decoupled, step)
 
 
+@inline_jit
+def bias_correction(beta, step):
+    """``1 - beta ** step``, Adam's bias correction for 0 <= beta < 1.
+
+    Since ``beta ** step <= exp(-(1 - beta) * step)``, from ``(1 - beta) *
+    step > 40`` on it is below 2**-57 and the difference rounds to exactly
+    1.0: the power is not computed. That matters for small models, where
+    it is much of a step, and more so once it underflows (beta = 0.9 from
+    step 6,700): it is taken by repeated squaring, and arithmetic on
+    subnormal numbers is slow.
+    """
+    if (1.0 - beta) * step > 40.0:
+        return 1.0
+    return 1.0 - beta ** step
+
+
 @jit
 def _adam_step(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
                weight_decay, amsgrad, decoupled, step):
     real = params.dtype.type
-    step_size = real(lr / (1.0 - beta1 ** step))
-    bias_correction2_sqrt = real(math.sqrt(1.0 - beta2 ** step))
+    step_size = real(lr / bias_correction(beta1, step))
+    bias_correction2_sqrt = real(math.sqrt(bias_correction(beta2, step)))
     # Branch-free weight decay keeps the loop vectorizable: multiplying by
     # 1.0 and adding 0.0 * param leave the other variant's numbers unchanged.
     shrink = real(1.0 - lr * weight_decay if decoupled else 1.0)

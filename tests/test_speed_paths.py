@@ -253,3 +253,16 @@ def test_split_passes_and_threaded_products_train_what_one_thread_trains_bit_for
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(params[1], params[2])
+
+
+@jit
+def _power_correction(beta, step):
+    return 1.0 - beta ** step
+
+
+def test_adam_bias_correction_is_the_power_it_skips():
+    """Skipped or computed, the bias correction is 1 - beta**step exactly."""
+    from kernels.optimizers import bias_correction
+    for beta in (0.0, 1e-300, 0.5, 0.9, 0.95, 0.99, 0.999, 0.9999, 1.0 - 2.0 ** -40):
+        for step in [1, 2, 3, 10, 100] + [int(s) for s in np.geomspace(10, 1e12, 300)]:
+            assert bias_correction(beta, step) == _power_correction(beta, step), (beta, step)
