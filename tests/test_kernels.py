@@ -276,6 +276,27 @@ def test_activation_in_place():
     assert np.isnan(out[0, 1]) and out[0, 0] == np.tanh(-2.0)
 
 
+@pytest.mark.parametrize("code", range(kernels.activations.N_ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_activation_backward_in_place_gives_the_numbers_of_a_separate_output(code, dtype):
+    """Written over its own input, the backward computes what it writes
+    elsewhere, for whole arrays and for strided views."""
+    rng = np.random.default_rng(code)
+    x = np.concatenate([rng.standard_normal((37, 19)) * 3, np.resize(EXTREMES, (1, 19)), [[np.nan] * 19]]).astype(dtype)
+    out, dout = np.empty_like(x), rng.standard_normal(x.shape).astype(dtype)
+    p1, p2 = (1.5, 20.0) if code == kernels.SOFTPLUS else (0.1, 0.0)
+    kernels.activation_forward(out, x, code, p1, p2)
+    expected = np.empty_like(x)
+    kernels.activation_backward(expected, dout, x, out, code, p1, p2)
+    got = dout.copy()
+    kernels.activation_backward(got, got, x, out, code, p1, p2)
+    np.testing.assert_array_equal(got, expected)
+    wide = np.zeros((x.shape[0], 2 * x.shape[1]), dtype)
+    wide[:, ::2] = dout
+    kernels.activation_backward(wide[:, ::2], wide[:, ::2], x, out, code, p1, p2)
+    np.testing.assert_array_equal(wide[:, ::2], expected)
+
+
 def _labels(batch, n_classes, seed):
     return np.random.default_rng(seed).integers(0, n_classes, size=batch)
 
