@@ -234,7 +234,8 @@ def _small_network_forward(z_store, a_store, x, params, layers, activation_param
                     total += inputs[start + r * n_in + k] * params[w + o * n_in + k]
                 j = out + r * n_out + o
                 z_store[j] = total + params[b + o] if b >= 0 else total
-                a_store[j] = activate(float(z_store[j]), code, p1, p2)
+                # the identity's value unchanged, without a call to activate
+                a_store[j] = z_store[j] if code == IDENTITY else activate(float(z_store[j]), code, p1, p2)
 
 
 @inline_jit
