@@ -261,11 +261,15 @@ def _small_network_backward(grads, scratch, x, params, layers, activation_params
                     total += delta[r * n_out + o] * inputs[start + r * n_in + k]
                 grads[w + o * n_in + k] = total
         if b >= 0:
+            # summed in a local of the buffer's dtype, which rounds as the
+            # buffer would: zeroing the buffer first became a call to memset,
+            # and reading back what it wrote stalled the step
+            zero = grads.dtype.type(0.0)
             for o in range(n_out):
-                grads[b + o] = 0.0
-            for r in range(batch):
-                for o in range(n_out):
-                    grads[b + o] += delta[r * n_out + o]
+                total = zero
+                for r in range(batch):
+                    total += delta[r * n_out + o]
+                grads[b + o] = total
         if i > 0:
             for r in range(batch):
                 for k in range(n_in):
