@@ -264,12 +264,11 @@ def _small_network_backward(grads, scratch, x, params, layers, activation_params
             # summed in a local of the buffer's dtype, which rounds as the
             # buffer would: zeroing the buffer first became a call to memset,
             # and reading back what it wrote stalled the step
-            zero = grads.dtype.type(0.0)
             for o in range(n_out):
-                total = zero
+                bias_sum = grads.dtype.type(0.0)
                 for r in range(batch):
-                    total += delta[r * n_out + o]
-                grads[b + o] = total
+                    bias_sum += delta[r * n_out + o]
+                grads[b + o] = bias_sum
         if i > 0:
             for r in range(batch):
                 for k in range(n_in):
