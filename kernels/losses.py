@@ -8,23 +8,23 @@ cross-entropy), ``mean=False`` is ``reduction="sum"``. Sums run in float64.
 import math
 
 from kernels.checks import check_indices, check_same_shape, check_size
-from kernels.config import jit
+from kernels.config import inline_jit, jit
 
 MSE, L1, HUBER, CROSS_ENTROPY, BCE_WITH_LOGITS = range(5)
 N_LOSSES = 5
 
 
-@jit
+@inline_jit
 def _pointwise(x, y, code, delta):
     """(loss, d loss / d x) of one prediction ``x`` against its target ``y``."""
     if code == BCE_WITH_LOGITS:
+        # exp(-|x|) serves the loss and the sigmoid: for x >= 0 it is
+        # exp(-x), below exp(x). Written so that a NaN x goes to exp as it is.
+        e = math.exp(-x if x >= 0.0 else x)
+        # the gradient first: the next step waits on it, not on the loss
+        probability = 1.0 / (1.0 + e) if x >= 0.0 else e / (1.0 + e)
         # max(x, 0) - x*y + log(1 + exp(-|x|)) is torch's form without overflow
-        loss = max(x, 0.0) - x * y + math.log1p(math.exp(-abs(x)))
-        if x >= 0.0:
-            probability = 1.0 / (1.0 + math.exp(-x))
-        else:
-            e = math.exp(x)
-            probability = e / (1.0 + e)
+        loss = max(x, 0.0) - x * y + math.log1p(e)
         return loss, probability - y
     d = x - y
     if code == MSE:
@@ -61,7 +61,7 @@ def pointwise_loss(dpred, pred, target, code, delta, mean):
     return scaled_pointwise_loss(dpred, pred, target, code, delta, 1.0 / pred.size if mean else 1.0)
 
 
-@jit
+@inline_jit
 def scaled_pointwise_loss(dpred, pred, target, code, delta, scale):
     """``pointwise_loss`` with the mean's divisor given: ``scale`` is
     1 / (elements of the whole batch) when ``pred`` holds a part of it."""
@@ -146,7 +146,9 @@ def mean_scale(code, batch, n_out, mean):
     return 1.0 / batch if code == CROSS_ENTROPY else 1.0 / (batch * n_out)
 
 
-@jit
+# Inlined, with scaled_pointwise_loss and _pointwise: a tiny network's step
+# then computes its loss without a call or an array handed over.
+@inline_jit
 def scaled_loss_value_and_grad(dpred, pred, target, labels, code, param, scale):
     """``loss_value_and_grad`` for a part of a batch, with the whole batch's
     ``mean_scale``."""

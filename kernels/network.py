@@ -234,7 +234,8 @@ def _small_network_forward(z_store, a_store, x, params, layers, activation_param
                     total += inputs[start + r * n_in + k] * params[w + o * n_in + k]
                 j = out + r * n_out + o
                 z_store[j] = total + params[b + o] if b >= 0 else total
-                a_store[j] = activate(float(z_store[j]), code, p1, p2)
+                # the identity's value unchanged, without a call to activate
+                a_store[j] = z_store[j] if code == IDENTITY else activate(float(z_store[j]), code, p1, p2)
 
 
 @inline_jit
@@ -260,11 +261,14 @@ def _small_network_backward(grads, scratch, x, params, layers, activation_params
                     total += delta[r * n_out + o] * inputs[start + r * n_in + k]
                 grads[w + o * n_in + k] = total
         if b >= 0:
+            # summed in a local of the buffer's dtype, which rounds as the
+            # buffer would: zeroing the buffer first became a call to memset,
+            # and reading back what it wrote stalled the step
             for o in range(n_out):
-                grads[b + o] = 0.0
-            for r in range(batch):
-                for o in range(n_out):
-                    grads[b + o] += delta[r * n_out + o]
+                bias_sum = grads.dtype.type(0.0)
+                for r in range(batch):
+                    bias_sum += delta[r * n_out + o]
+                grads[b + o] = bias_sum
         if i > 0:
             for r in range(batch):
                 for k in range(n_in):
