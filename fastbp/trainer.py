@@ -10,6 +10,9 @@ import numba
 import numpy as np
 
 import kernels
+from kernels.config import PARALLEL_UPDATE
+from kernels.fused import is_small
+from kernels.network import N_IN, N_OUT
 from fastbp import data
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
 from fastbp.history import History
@@ -26,7 +29,14 @@ def _fused_epoch(model, batch_size):
     (threadpoolctl sets that; without it, epochs stay serial)."""
     chunks = kernels.data_parallel_chunks(model.n_params, batch_size, numba.get_num_threads())
     if chunks == 1 or _blas_controller() is None:
-        return kernels.train_epoch, contextlib.nullcontext
+        # The epoch compiled without the paths this model never takes (None
+        # leaves one out): the threaded passes below PARALLEL_UPDATE
+        # parameters, and the small steps unless every layer is small (the
+        # rule of kernels.network.all_small, run in Python)
+        threaded = True if model.n_params >= PARALLEL_UPDATE else None
+        small = True if all(is_small.py_func(batch_size, n_in, n_out)
+                            for n_in, n_out in model._layers[:, [N_IN, N_OUT]]) else None
+        return lambda *args: kernels.train_epoch(*args, threaded, small), contextlib.nullcontext
     return (lambda *args: kernels.train_epoch_data_parallel(*args, chunks),
             lambda: _blas_controller().limit(limits=1, user_api="blas"))
 

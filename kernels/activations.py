@@ -199,11 +199,12 @@ def activation_backward(dx, dout, x, out, code, p1, p2):
 def _activation_backward(dx, dout, x, out, code, p1, p2):
     # in the forward pass this was: out = f(x)
     in_place = dx.ctypes.data == dout.ctypes.data and dx.strides == dout.strides
+    # IDENTITY takes the general loop: the fused step skips this for it (the
+    # derivative is 1), and a loop of its own was the largest of these,
+    # compiled again into every kernel above
     if code == RELU:
         _backward_loop(dx, dout, x, out, RELU, p1, p2, in_place)
     elif code == LEAKY_RELU:
         _backward_loop(dx, dout, x, out, LEAKY_RELU, p1, p2, in_place)
-    elif code == IDENTITY:
-        _backward_loop(dx, dout, x, out, IDENTITY, p1, p2, in_place)
     else:
         _backward_loop(dx, dout, x, out, code, p1, p2, in_place)

@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from kernels.checks import check_dtype, check_size
-from kernels.config import jit, thread_count
+from kernels.config import inline_jit, jit, thread_count
 from kernels.tiles import AVAILABLE as TILES, tile_product, tiles_can_read
 
 ensure_blas()  # a clear ImportError now instead of a failure inside a kernel
@@ -79,7 +79,7 @@ def _xxgemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, 
     return sig, codegen
 
 
-@jit
+@inline_jit
 def _blas_view(a, trans):
     """How BLAS can read ``a``: ``(ld, trans)`` such that ``a``'s memory is a
     row-major array with ``ld`` elements between rows and ``op(a)`` is that
@@ -104,7 +104,7 @@ def _blas_view(a, trans):
     return -1, trans
 
 
-@jit
+@inline_jit
 def overlaps_itself(a):
     """Whether two elements of the 2-D array ``a`` share memory."""
     rows, cols = a.shape
@@ -161,10 +161,18 @@ def gemm(C, A, B, trans_a, trans_b, alpha, beta):
     _gemm(C, A, B, trans_a, trans_b, alpha, beta)
 
 
-@jit
+@inline_jit
 def _gemm(C, A, B, trans_a, trans_b, alpha, beta):
     """``gemm`` without its argument checks, for callers whose shapes agree
     by construction."""
+    # bool() drops the literal types of constant flags: the product below is
+    # compiled once, not once per combination of flags its callers write
+    # (a second each, and again in every kernel that calls it)
+    _gemm_body(C, A, B, bool(trans_a), bool(trans_b), alpha, beta)
+
+
+@jit
+def _gemm_body(C, A, B, trans_a, trans_b, alpha, beta):
     if overlaps_itself(C):
         raise ValueError("gemm: C overlaps itself (a stride of 0, or rows that share memory, as a broadcast "
                          "or sliding-window view has); write into an array of its own, e.g. np.empty((m, n))")
@@ -199,14 +207,17 @@ def _gemm(C, A, B, trans_a, trans_b, alpha, beta):
 
 @jit
 def _gemm_loops(C, A, B, trans_a, trans_b, alpha, beta):
+    # op(A) and op(B) as views (of any layout): one loop for every pair of
+    # flags, where a branch on them inside the loop gave LLVM four loops to
+    # unroll, compiled again in every kernel that calls a product
+    op_a = A.T if trans_a else A
+    op_b = B.T if trans_b else B
     m, n = C.shape
-    k = A.shape[0] if trans_a else A.shape[1]
+    k = op_a.shape[1]
     for i in range(m):
         for j in range(n):
             total = 0.0
             for p in range(k):
-                a = A[p, i] if trans_a else A[i, p]
-                b = B[j, p] if trans_b else B[p, j]
-                total += a * b
+                total += op_a[i, p] * op_b[p, j]
             previous = C[i, j] * beta if beta != 0.0 else 0.0
             C[i, j] = alpha * total + previous

@@ -7,11 +7,34 @@ the twins, so a training step pays for no check.
 
 Numba compiles one specialisation per combination of dtypes, so whether two
 arrays share a dtype is known at compile time and costs nothing at run time.
+
+Each check is a comparison inlined where it is made; the text of its error
+is written by a function of its own, compiled once for all of them. Inlined,
+those few lines of string building made most of a checking kernel's
+compile time (a check is made dozens of times in the fused epoch's). A
+constant string or integer is typed as a literal, and a function is
+compiled once per literal it is given: ``_plain()`` and ``np.int64()`` hand
+the error functions plain strings and integers instead.
 """
 import numpy as np
-from numba.extending import overload
+from numba import types
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic, overload
 
 from kernels.config import inline_jit, jit
+
+
+@intrinsic
+def _plain(typingctx, text):
+    """``text`` typed as a plain string where it was a literal one (as
+    ``str()`` would, without compiling Numba's ``str`` for strings)."""
+    plain = types.unliteral(text)
+
+    def codegen(context, builder, signature, args):
+        value = context.cast(builder, args[0], signature.args[0], plain)
+        return impl_ret_borrowed(context, builder, plain, value)
+
+    return plain(text), codegen
 
 
 def same_dtype(a, b):
@@ -37,21 +60,28 @@ def _dtype_name(a):
 
 
 @jit
-def shape_text(a):
-    """``a.shape`` written as NumPy writes it: ``(3, 4)``, ``(5,)``."""
+def shape_text(shape):
+    """A shape written as NumPy writes it: ``(3, 4)``, ``(5,)``."""
     text = "("
-    for i, size in enumerate(a.shape):
-        text += (", " if i > 0 else "") + str(size)
-    return text + (",)" if a.ndim == 1 else ")")
+    for i, size in enumerate(shape):
+        # not +=: Numba compiles that concatenation apart from +'s, and
+        # every kernel that can raise would carry both
+        text = text + (", " if i > 0 else "") + str(size)
+    return text + (",)" if len(shape) == 1 else ")")
 
 
 @inline_jit
 def check_dtype(kernel, name, a, reference_name, reference):
     """TypeError unless ``a`` has the dtype of ``reference``."""
     if not same_dtype(a, reference):
-        raise TypeError(kernel + ": " + name + " is " + dtype_name(a) + " but " + reference_name + " is "
-                        + dtype_name(reference) + "; pass arrays of one dtype, e.g. " + name + ".astype("
-                        + reference_name + ".dtype)")
+        _dtype_error(_plain(kernel), _plain(name), _plain(dtype_name(a)), _plain(reference_name),
+                     _plain(dtype_name(reference)))
+
+
+@jit
+def _dtype_error(kernel, name, dtype, reference_name, reference_dtype):
+    raise TypeError(kernel + ": " + name + " is " + dtype + " but " + reference_name + " is " + reference_dtype
+                    + "; pass arrays of one dtype, e.g. " + name + ".astype(" + reference_name + ".dtype)")
 
 
 @inline_jit
@@ -59,18 +89,23 @@ def check_size(kernel, name, a, axis, expected, expected_text):
     """ValueError unless ``a.shape[axis] == expected``; ``expected_text``
     says where ``expected`` comes from (``"W.shape[1]"``)."""
     if a.shape[axis] != expected:
-        what = " elements" if a.ndim == 1 else (" rows" if axis == 0 else " columns")
-        raise ValueError(kernel + ": " + name + " must have " + expected_text + " = " + str(expected) + what
-                         + ", got shape " + shape_text(a))
+        _size_error(_plain(kernel), _plain(name), a.shape, np.int64(axis), _plain(" must have "),
+                    _plain(expected_text), np.int64(expected))
 
 
 @inline_jit
 def check_at_least(kernel, name, a, axis, minimum, expected_text):
     """ValueError unless ``a.shape[axis] >= minimum``."""
     if a.shape[axis] < minimum:
-        what = " elements" if a.ndim == 1 else (" rows" if axis == 0 else " columns")
-        raise ValueError(kernel + ": " + name + " must have at least " + expected_text + " = " + str(minimum)
-                         + what + ", got shape " + shape_text(a))
+        _size_error(_plain(kernel), _plain(name), a.shape, np.int64(axis), _plain(" must have at least "),
+                    _plain(expected_text), np.int64(minimum))
+
+
+@jit
+def _size_error(kernel, name, shape, axis, relation, expected_text, expected):
+    what = " elements" if len(shape) == 1 else (" rows" if axis == 0 else " columns")
+    raise ValueError(kernel + ": " + name + relation + expected_text + " = " + str(expected) + what
+                     + ", got shape " + shape_text(shape))
 
 
 @inline_jit
@@ -78,9 +113,14 @@ def check_same_shape(kernel, name, a, reference_name, reference):
     """ValueError unless ``a`` has ``reference``'s shape, TypeError unless
     its dtype."""
     if a.shape != reference.shape:
-        raise ValueError(kernel + ": " + name + " must have the shape of " + reference_name + ", "
-                         + shape_text(reference) + ", got " + shape_text(a))
+        _shape_error(_plain(kernel), _plain(name), a.shape, _plain(reference_name), reference.shape)
     check_dtype(kernel, name, a, reference_name, reference)
+
+
+@jit
+def _shape_error(kernel, name, shape, reference_name, reference_shape):
+    raise ValueError(kernel + ": " + name + " must have the shape of " + reference_name + ", "
+                     + shape_text(reference_shape) + ", got " + shape_text(shape))
 
 
 @inline_jit
@@ -91,8 +131,12 @@ def check_indices(kernel, name, indices, stop, stop_text):
     low, high = 0, stop - 1
     for i in range(indices.shape[0]):
         low, high = min(low, indices[i]), max(high, indices[i])
-    if low >= 0 and high < stop:
-        return
+    if low < 0 or high >= stop:
+        _index_error(_plain(kernel), _plain(name), indices, np.int64(stop), _plain(stop_text))
+
+
+@jit
+def _index_error(kernel, name, indices, stop, stop_text):
     for i in range(indices.shape[0]):
         if indices[i] < 0 or indices[i] >= stop:
             raise ValueError(kernel + ": " + name + "[" + str(i) + "] = " + str(indices[i]) + " is outside [0, "

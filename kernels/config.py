@@ -27,7 +27,10 @@ jit = njit(**JIT_OPTIONS)
 
 # For the few small functions that the step of a tiny network calls each
 # step: inlined, their callers keep arrays in registers instead of handing
-# them over as structs of seven words each.
+# them over as structs of seven words each. Also for small glue (views, the
+# stages of a step, a check's comparison): a function compiled on its own
+# costs a compilation of its own, and Numba links its code into every
+# caller above it and optimizes and emits it again there.
 inline_jit = njit(**JIT_OPTIONS, inline="always")
 
 parallel_jit = njit(**JIT_OPTIONS, parallel=True)

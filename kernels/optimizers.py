@@ -21,7 +21,9 @@ SGD, ADAM, RMSPROP = range(3)
 HYPER_LENGTHS = (5, 7, 6)
 
 
-@jit
+# inlined, as its checks are: compiled on its own, it was compiled once per
+# buffer name
+@inline_jit
 def check_buffer(kernel, name, buffer, params, used):
     """A buffer updated alongside ``params`` has its length and dtype; one
     left unused may be anything (an empty array, say)."""

@@ -16,7 +16,7 @@ from kernels.network import (
     all_small, check_network, check_units, layer_units, scratch_view,
 )
 from kernels.optimizers import _optimizer_step, check_optimizer, optimizer_step_parallel
-from kernels.views import borrowed, matrix_view, unchecked_view
+from kernels.views import borrowed, unchecked_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -89,7 +89,8 @@ def all_finite(values):
 def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step, loss_sum,
                 X, targets, labels, order, batch_size, max_grad_norm,
                 layers, activation_params, loss_code, loss_param, loss_mean,
-                batch_x, batch_targets, batch_labels, z_store, a_store, scratch):
+                batch_x, batch_targets, batch_labels, z_store, a_store, scratch, threaded_update=True,
+                small_steps=True):
     """Train over the samples ``order`` names, in minibatches taken in that
     order: a whole epoch, or any stretch of one.
 
@@ -120,6 +121,17 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     batch_targets : (>= batch_size * n_out,) gather buffer
     batch_labels : (>= batch_size,) int64 gather buffer
     z_store, a_store, scratch : the buffers of ``kernels.network``
+    threaded_update : True (the default) to split each step's finite check
+        and optimizer update between threads from
+        ``kernels.config.PARALLEL_UPDATE`` parameters; None to keep them on
+        one thread at any size
+    small_steps : True (the default) to run the steps of a network that is
+        ``kernels.network.all_small`` as plain loops over the flat buffers;
+        None to run every step through the general path
+    Either None gives the same numbers, and is a constant to the compiler:
+    the code it turns off is left out of the compiled epoch (a second or
+    more of compilation each). fastbp passes None for what a model does
+    not run.
 
     Returns
     -------
@@ -146,13 +158,16 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     z_store, a_store, scratch = borrowed(z_store), borrowed(a_store), borrowed(scratch)
     n = order.shape[0]
     n_out = layers[layers.shape[0] - 1, N_OUT]
-    small = all_small(layers, min(batch_size, n))
+    # A None small_steps or threaded_update drops the branches that test it
+    # before compilation; small_steps is tested again where the small steps
+    # are taken, which drops them before they are even inlined.
+    small = small_steps is not None and all_small(layers, min(batch_size, n))
     # passes over the flat buffers split between threads where that pays
-    parts = thread_count() if params.shape[0] >= PARALLEL_UPDATE else 1
+    parts = thread_count() if threaded_update is not None and params.shape[0] >= PARALLEL_UPDATE else 1
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
-        if small:
+        if small_steps is not None and small:
             gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
             value = small_batch_gradients(grads, z_store, a_store, scratch, batch_x, batch_targets, batch_labels,
                                           params, layers, activation_params, loss_code, loss_param, scale, rows)
@@ -227,15 +242,17 @@ def check_epoch(kernel, params, grads, optimizer_code, optimizer_hyper, state0, 
     check_dtype(kernel, "scratch", scratch, "params", params)
 
 
-@jit
+@inline_jit
 def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
     """Copy the samples ``order[start:start + rows]`` to the front of the
     gather buffers; returns them as (x, targets, labels) of ``rows`` rows
     (targets or labels empty, as in the data)."""
     gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
     n_in, n_out = X.shape[1], targets.shape[1]
-    return (matrix_view(batch_x, 0, rows, n_in),
-            matrix_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out),
+    # unchecked: the copy has just written these rows, so the caller had
+    # made sure they fit (and nothing inlined may raise: see batch_gradients)
+    return (unchecked_view(batch_x, 0, rows, n_in),
+            unchecked_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out),
             batch_labels[:rows if labels.shape[0] > 0 else 0])
 
 
@@ -253,7 +270,12 @@ def gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order,
             batch_labels[r] = labels[sample]
 
 
-@jit
+# Inlined, with batch_loss: as functions of their own between the epoch and
+# the network, they would have all of the network's code linked, optimized
+# and emitted twice more. Nothing inlined here may raise: in the parallel
+# loop of the data-parallel epoch, a raise is a second exit from the loop,
+# which then runs on one thread.
+@inline_jit
 def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
                     loss_code, loss_param, loss_scale):
     """Forward, loss and backward over a minibatch, or a part of one.
@@ -269,7 +291,7 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, params,
     return value
 
 
-@jit
+@inline_jit
 def batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
                loss_code, loss_param, loss_scale):
     """The forward pass and loss of ``batch_gradients``: returns the loss

@@ -18,7 +18,7 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
-from kernels.config import jit
+from kernels.config import inline_jit, jit
 
 
 @intrinsic
@@ -76,7 +76,7 @@ def matrix_view(flat, start, rows, cols):
     return _matrix_view(flat[start:start + size], rows, cols)
 
 
-@jit
+@inline_jit
 def unchecked_view(flat, start, rows, cols):
     """``matrix_view`` for a caller that has checked that the view fits."""
     return _matrix_view(flat[start:start + rows * cols], rows, cols)
