@@ -121,17 +121,18 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     batch_targets : (>= batch_size * n_out,) gather buffer
     batch_labels : (>= batch_size,) int64 gather buffer
     z_store, a_store, scratch : the buffers of ``kernels.network``
-    threaded_update : True (the default) to split each step's finite check
-        and optimizer update between threads from
-        ``kernels.config.PARALLEL_UPDATE`` parameters; None to keep them on
-        one thread at any size
-    small_steps : True (the default) to run the steps of a network that is
-        ``kernels.network.all_small`` as plain loops over the flat buffers;
-        None to run every step through the general path
-    Either None gives the same numbers, and is a constant to the compiler:
-    the code it turns off is left out of the compiled epoch (a second or
-    more of compilation each). fastbp passes None for what a model does
-    not run.
+    threaded_update : bool or None, True (the default) to split each
+        step's finite check and optimizer update between threads from
+        ``kernels.config.PARALLEL_UPDATE`` parameters; False or None to keep
+        them on one thread at any size
+    small_steps : bool or None, True (the default) to run the steps of a
+        network that is ``kernels.network.all_small`` as plain loops over
+        the flat buffers; False or None to run every step through the
+        general path
+    Either way the numbers are the same. None, unlike False, is a constant
+    to the compiler: the code it turns off is left out of the compiled
+    epoch (a second or more of compilation each). fastbp passes None for
+    what a model does not run.
 
     Returns
     -------
@@ -161,9 +162,10 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     # A None small_steps or threaded_update drops the branches that test it
     # before compilation; small_steps is tested again where the small steps
     # are taken, which drops them before they are even inlined.
-    small = small_steps is not None and all_small(layers, min(batch_size, n))
+    small = small_steps is not None and small_steps and all_small(layers, min(batch_size, n))
     # passes over the flat buffers split between threads where that pays
-    parts = thread_count() if threaded_update is not None and params.shape[0] >= PARALLEL_UPDATE else 1
+    parts = (thread_count() if threaded_update is not None and threaded_update and params.shape[0] >= PARALLEL_UPDATE
+             else 1)
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)

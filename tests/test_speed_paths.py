@@ -205,23 +205,27 @@ def test_small_network_epochs_match_the_general_path_bit_for_bit(sizes, loss_cod
     initial = rng.standard_normal(offset).astype(dtype)
     for batch_size, max_grad_norm in [(1, 0.0), (4, 0.3), (11, 0.0)]:
         results = []
-        for fused in (True, False):
+        # the fused epoch's small steps, the fused epoch told to take the
+        # general path (False at run time, None at compile time), and the
+        # general path one call at a time
+        for small_steps in (True, False, None, "reference"):
             params, grads = initial.copy(), np.zeros(offset, dtype)
             states = [np.zeros(offset, dtype) for _ in range(3)]
             z, a = np.empty(batch_size * units, dtype), np.empty(batch_size * units, dtype)
             scratch = np.empty((2, batch_size * max(sizes)), dtype)
-            if fused:
+            if small_steps != "reference":
                 kernels.train_epoch(params, grads, code, hyper, *states, 0, 0.0, X, targets, labels,
                                     np.arange(n), batch_size, max_grad_norm, layers, activation_params, loss_code,
                                     loss_param, True, np.empty(batch_size * sizes[0], dtype),
                                     np.empty(batch_size * sizes[-1], dtype), np.empty(batch_size, np.int64), z, a,
-                                    scratch)
+                                    scratch, True, small_steps)
             else:
                 _reference_epoch(params, grads, code, hyper, states, X, targets, labels, batch_size,
                                  max_grad_norm, layers, activation_params, loss_code, loss_param, z, a, scratch)
             results.append([params, grads, *states])
-        for fused, general in zip(*results):
-            np.testing.assert_array_equal(fused, general)
+        for other in results[1:]:
+            for fused, general in zip(results[0], other):
+                np.testing.assert_array_equal(fused, general)
         if loss_code != kernels.CROSS_ENTROPY or sizes[-1] > 1:  # one class has no gradient
             assert not np.array_equal(results[0][0], initial)
 
