@@ -187,7 +187,8 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
             optimizer_step_parallel(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step,
                                     parts)
         else:
-            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
+            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step,
+                            small_steps is not None and small)
     return loss_sum, step, n
 
 
