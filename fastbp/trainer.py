@@ -11,8 +11,7 @@ import numpy as np
 
 import kernels
 from kernels.config import PARALLEL_UPDATE
-from kernels.fused import is_small
-from kernels.network import N_IN, N_OUT
+from kernels.network import all_small
 from fastbp import data
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
 from fastbp.history import History
@@ -31,11 +30,9 @@ def _fused_epoch(model, batch_size):
     if chunks == 1 or _blas_controller() is None:
         # The epoch compiled without the paths this model never takes (None
         # leaves one out): the threaded passes below PARALLEL_UPDATE
-        # parameters, and the small steps unless every layer is small (the
-        # rule of kernels.network.all_small, run in Python)
+        # parameters, and the small steps unless every layer is small
         threaded = True if model.n_params >= PARALLEL_UPDATE else None
-        small = True if all(is_small.py_func(batch_size, n_in, n_out)
-                            for n_in, n_out in model._layers[:, [N_IN, N_OUT]]) else None
+        small = True if all_small.py_func(model._layers, batch_size) else None
         return lambda *args: kernels.train_epoch(*args, threaded, small), contextlib.nullcontext
     return (lambda *args: kernels.train_epoch_data_parallel(*args, chunks),
             lambda: _blas_controller().limit(limits=1, user_api="blas"))
