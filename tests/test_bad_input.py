@@ -68,6 +68,32 @@ def test_fit_rejects_bad_input_and_changes_nothing(setup, make, kwargs, error, m
     assert_unchanged(before, model, optimizer)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_large_inputs_are_checked_to_the_last_element(setup, dtype, bad):
+    """Data past FINITE_COMPILED elements takes the compiled, threaded check,
+    in several blocks: a bad value in the last block, at the last element or
+    deep inside a block, is found and placed as exactly as the small data's."""
+    from fastbp._checks import FINITE_BLOCK, FINITE_COMPILED
+
+    model, optimizer, trainer, _, _ = setup
+    assert FINITE_BLOCK > FINITE_COMPILED
+    n = 2 * FINITE_BLOCK // 3 + 7  # three blocks of 3-column rows, the last one short
+    X = np.ones((n, 3), dtype=dtype)
+    y = np.arange(n) % 4
+    before = snapshot(model, optimizer)
+    for row, col in ((n - 1, 2), (FINITE_BLOCK // 3 + 5, 1), (0, 0)):
+        X[row, col] = bad
+        with pytest.raises(ValueError, match=rf"X contains NaN or inf \(first at index \({row}, {col}\)"):
+            trainer.fit(X, y, epochs=1, batch_size=4096)
+        X[row, col] = 1.0
+    assert_unchanged(before, model, optimizer)
+    # the same check runs at every entry point: a prediction on it too
+    X[n // 2, 0] = bad
+    with pytest.raises(ValueError, match=rf"x contains NaN or inf \(first at index \({n // 2}, 0\)"):
+        trainer.predict(X)
+
+
 def test_inputs_are_converted_not_rejected(setup):
     model, optimizer, trainer, X, y = setup
     fortran = np.asfortranarray(X)
