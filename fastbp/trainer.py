@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 import kernels
-from kernels.config import PARALLEL_UPDATE
+from kernels.config import split_passes
 from kernels.network import all_small
 from fastbp import data
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
@@ -29,9 +29,9 @@ def _fused_epoch(model, batch_size):
     chunks = kernels.data_parallel_chunks(model.n_params, batch_size, numba.get_num_threads())
     if chunks == 1 or _blas_controller() is None:
         # The epoch compiled without the paths this model never takes (None
-        # leaves one out): the threaded passes below PARALLEL_UPDATE
-        # parameters, and the small steps unless every layer is small
-        threaded = True if model.n_params >= PARALLEL_UPDATE else None
+        # leaves one out): the threaded passes unless split_passes, and the
+        # small steps unless every layer is small
+        threaded = True if split_passes.py_func(model.n_params, batch_size) else None
         small = True if all_small.py_func(model._layers, batch_size) else None
         return lambda *args: kernels.train_epoch(*args, threaded, small), contextlib.nullcontext
     return (lambda *args: kernels.train_epoch_data_parallel(*args, chunks),

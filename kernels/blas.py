@@ -17,7 +17,7 @@ from numba.extending import intrinsic
 from numba.np.linalg import ensure_blas
 
 from kernels.checks import check_dtype, check_size
-from kernels.config import inline_jit, jit, thread_count
+from kernels.config import PARALLEL_GEMM, inline_jit, jit, thread_count
 from kernels.tiles import AVAILABLE as TILES, tile_product, tiles_can_read
 
 ensure_blas()  # a clear ImportError now instead of a failure inside a kernel
@@ -26,8 +26,6 @@ ensure_blas()  # a clear ImportError now instead of a failure inside a kernel
 # arithmetic: measured on a 2-core AMD EPYC VM, plain loops win up to 4x4x4,
 # tie at 8x8x8 and lose 3x at 16x16x16.
 SMALL_GEMM = 8 * 8 * 8
-# From this many multiply-adds a product is split between threads.
-PARALLEL_GEMM = 1 << 20
 
 _CHAR = ir.IntType(8)
 _VOID_PTR = ir.IntType(8).as_pointer()

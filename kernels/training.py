@@ -9,7 +9,7 @@ import numpy as np
 from kernels.checks import check_at_least, check_dtype, check_indices, check_size
 from numba import prange
 
-from kernels.config import PARALLEL_UPDATE, inline_jit, jit, parallel_jit, thread_count
+from kernels.config import inline_jit, jit, parallel_jit, split_passes, thread_count
 from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale, scaled_loss_value_and_grad
 from kernels.network import (
     N_IN, N_OUT, UNIT_OFFSET, _network_backward, _network_forward, _small_network_backward, _small_network_forward,
@@ -122,9 +122,9 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     batch_labels : (>= batch_size,) int64 gather buffer
     z_store, a_store, scratch : the buffers of ``kernels.network``
     threaded_update : bool or None, True (the default) to split each
-        step's finite check and optimizer update between threads from
-        ``kernels.config.PARALLEL_UPDATE`` parameters; False or None to keep
-        them on one thread at any size
+        step's finite check and optimizer update between threads where
+        ``kernels.config.split_passes`` says so; False or None to keep them
+        on one thread at any size
     small_steps : bool or None, True (the default) to run the steps of a
         network that is ``kernels.network.all_small`` as plain loops over
         the flat buffers; False or None to run every step through the
@@ -164,8 +164,8 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     # are taken, which drops them before they are even inlined.
     small = small_steps is not None and small_steps and all_small(layers, min(batch_size, n))
     # passes over the flat buffers split between threads where that pays
-    parts = (thread_count() if threaded_update is not None and threaded_update and params.shape[0] >= PARALLEL_UPDATE
-             else 1)
+    parts = (thread_count() if threaded_update is not None and threaded_update and
+             split_passes(params.shape[0], min(batch_size, n)) else 1)
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
         scale = mean_scale(loss_code, rows, n_out, loss_mean)
@@ -247,9 +247,18 @@ def check_epoch(kernel, params, grads, optimizer_code, optimizer_hyper, state0, 
 
 @inline_jit
 def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
-    """Copy the samples ``order[start:start + rows]`` to the front of the
-    gather buffers; returns them as (x, targets, labels) of ``rows`` rows
-    (targets or labels empty, as in the data)."""
+    """The samples ``order[start:start + rows]`` as (x, targets, labels) of
+    ``rows`` rows (targets or labels empty, as in the data): copied to the
+    front of the gather buffers, or, when they are consecutive rows of the
+    data (an unshuffled epoch), views of the data itself, with nothing to
+    copy."""
+    first = order[start]
+    consecutive = True
+    for r in range(1, rows):
+        consecutive &= order[start + r] == first + r
+    if consecutive:
+        # order's entries are in range (checked at entry), so these slices are whole
+        return X[first:first + rows], targets[first:first + rows], labels[first:first + rows]
     gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
     n_in, n_out = X.shape[1], targets.shape[1]
     # unchecked: the copy has just written these rows, so the caller had

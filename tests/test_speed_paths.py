@@ -230,14 +230,23 @@ def test_small_network_epochs_match_the_general_path_bit_for_bit(sizes, loss_cod
             assert not np.array_equal(results[0][0], initial)
 
 
+def test_passes_are_split_from_many_parameters_or_threaded_products():
+    from kernels.config import PARALLEL_GEMM, PARALLEL_UPDATE, split_passes
+    assert split_passes(PARALLEL_UPDATE, 1) and not split_passes(PARALLEL_UPDATE - 1, 1)
+    # 784-128-10 at batch 64: its weight-gradient products run on both threads
+    assert 101770 < PARALLEL_UPDATE and 128 * 784 * 64 >= PARALLEL_GEMM and split_passes(101770, 64)
+    assert not split_passes(1000, PARALLEL_GEMM // 1000 - 1)
+
+
+# big enough for the finite check and the update to be split between threads
+# (kernels.config.split_passes), by their parameters or by their threaded
+# products
+@pytest.mark.parametrize("sizes", [[300, 420, 20], [784, 60, 10]])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_split_passes_and_threaded_products_train_what_one_thread_trains_bit_for_bit(optimizer):
-    # big enough for the finite check and the update to be split between
-    # threads (kernels.config.PARALLEL_UPDATE) and for threaded products
+def test_split_passes_and_threaded_products_train_what_one_thread_trains_bit_for_bit(optimizer, sizes):
     import numba
 
-    from kernels.config import PARALLEL_UPDATE
-    sizes = [300, 420, 20]
+    from kernels.config import split_passes
     rng = np.random.default_rng(0)
     X = rng.standard_normal((256, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], 256)
@@ -248,7 +257,7 @@ def test_split_passes_and_threaded_products_train_what_one_thread_trains_bit_for
         for threads in (1, 2):
             numba.set_num_threads(threads)
             model = fastbp.MLP(sizes, seed=0)
-            assert model.n_params >= PARALLEL_UPDATE
+            assert split_passes(model.n_params, 25)
             opt = fastbp.SGD(model, lr=0.01, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(model)
             trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), opt)
             with pytest.raises(FloatingPointError, match="batch 9 of 11"):
