@@ -279,3 +279,22 @@ def test_adam_bias_correction_is_the_power_it_skips():
     for beta in (0.0, 1e-300, 0.5, 0.9, 0.95, 0.99, 0.999, 0.9999, 1.0 - 2.0 ** -40):
         for step in [1, 2, 3, 10, 100] + [int(s) for s in np.geomspace(10, 1e12, 300)]:
             assert bias_correction(beta, step) == _power_correction(beta, step), (beta, step)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_a_batch_of_consecutive_rows_is_read_in_place(loss):
+    from kernels.training import gather_batch
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    targets = rng.standard_normal((20, 2)) if loss == "mse" else np.empty((0, 0))
+    labels = rng.integers(0, 2, 20) if loss == "cross_entropy" else np.empty(0, np.int64)
+    buffers = np.zeros(8 * 3), np.zeros(8 * 2 if loss == "mse" else 0), np.zeros(8 if labels.size else 0, np.int64)
+    for order in (np.arange(20), np.arange(20)[::-1].copy(), np.array([4, 5, 6, 8, 9, 10, 11, 12, 13, 14]),
+                  np.array([9, 9, 9])):
+        for start, rows in ((0, 3), (2, 1), (len(order) - 3, 3)):
+            xb, tb, lb = gather_batch(*buffers, X, targets, labels, order, start, rows)
+            picked = order[start:start + rows]
+            assert np.shares_memory(xb, X) == bool(np.all(np.diff(picked) == 1))
+            np.testing.assert_array_equal(xb, X[picked])
+            np.testing.assert_array_equal(tb, targets[picked] if targets.size else np.empty((0, 0)))
+            np.testing.assert_array_equal(lb, labels[picked] if labels.size else np.empty(0))
