@@ -15,8 +15,9 @@ from numba import prange
 from kernels.config import PARALLEL_UPDATE, jit, parallel_jit, set_thread_count, thread_count
 from kernels.losses import mean_scale
 from kernels.network import N_IN, N_OUT, UNIT_OFFSET
-from kernels.optimizers import _optimizer_step, optimizer_step_parallel
-from kernels.training import batch_gradients, check_epoch, clip_grad_norm, finite_step, gather_batch
+from kernels.training import (
+    batch_gradients, check_epoch, clip_grad_norm, finite_step, gather_batch, split_pass, update_slice,
+)
 from kernels.views import borrowed, matrix_view
 
 
@@ -77,17 +78,17 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
             add_rows_parallel(grads, chunk_grads, parts)
         else:
             add_rows(grads, chunk_grads)
-        if not finite_step(value, grads, parts):
+        if not finite_step(value, grads, parts, optimizer_hyper):
             return loss_sum, step, start
         loss_sum += value * rows if loss_mean else value
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
         if parts > 1:
-            optimizer_step_parallel(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step,
-                                    parts)
+            split_pass(bool(True), optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, parts)
         else:
-            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
+            update_slice(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, 0,
+                         params.shape[0])
     return loss_sum, step, n
 
 

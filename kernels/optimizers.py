@@ -12,9 +12,8 @@ import math
 import numpy as np
 
 from kernels.checks import check_dtype, check_size
-from numba import prange
 
-from kernels.config import inline_jit, jit, parallel_jit
+from kernels.config import inline_jit, jit
 
 SGD, ADAM, RMSPROP = range(3)
 # how many entries of ``hyper`` each optimizer reads (see optimizer_step)
@@ -246,15 +245,3 @@ def _optimizer_step(code, params, grads, state0, state1, state2, hyper, step, sm
     else:
         _rmsprop_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
                      hyper[3], hyper[4], hyper[5] != 0.0)
-
-
-@parallel_jit
-def optimizer_step_parallel(code, params, grads, state0, state1, state2, hyper, step, parts):
-    """``optimizer_step`` with the flat buffers cut into ``parts`` slices,
-    updated on as many threads. Each element's update reads only its own
-    entries, so the numbers are those of the serial step."""
-    n = params.shape[0]
-    for c in prange(parts):
-        first, end = n * c // parts, n * (c + 1) // parts
-        _optimizer_step(code, params[first:end], grads[first:end], state0[first:end], state1[first:end],
-                        state2[first:end], hyper, step)

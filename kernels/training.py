@@ -15,8 +15,8 @@ from kernels.network import (
     N_IN, N_OUT, UNIT_OFFSET, _network_backward, _network_forward, _small_network_backward, _small_network_forward,
     all_small, check_network, check_units, layer_units, scratch_view,
 )
-from kernels.optimizers import _optimizer_step, check_optimizer, optimizer_step_parallel
-from kernels.views import borrowed, unchecked_view
+from kernels.optimizers import _optimizer_step, check_optimizer
+from kernels.views import borrowed, rows_view, unchecked_view
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -177,28 +177,61 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
             xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
             value = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
                                     activation_params, loss_code, loss_param, scale)
-        if not finite_step(value, grads, parts):
+        if not finite_step(value, grads, parts, optimizer_hyper):
             return loss_sum, step, start
         loss_sum += value * rows if loss_mean else value
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
         if parts > 1:
-            optimizer_step_parallel(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step,
-                                    parts)
+            split_pass(bool(True), optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, parts)
+        elif small_steps is not None and small:
+            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, True)
         else:
-            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step,
-                            small_steps is not None and small)
+            update_slice(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, 0,
+                         params.shape[0])
     return loss_sum, step, n
 
 
 @inline_jit
-def finite_step(loss_value, grads, parts=1):
+def finite_step(loss_value, grads, parts, hyper):
     """Whether a step may be taken: its loss and every gradient finite (the
-    gradients checked in ``parts`` slices on as many threads)."""
+    gradients checked in ``parts`` slices on as many threads; ``hyper``, the
+    optimizer's, only gives ``split_pass`` the argument types of the update)."""
     if not loss_value - loss_value == 0.0:
         return False
-    return all_finite(grads) if parts == 1 else all_finite_parallel(grads, parts)
+    if parts == 1:
+        return all_finite(grads)
+    empty = grads[:0]
+    return split_pass(bool(False), np.int64(0), empty, grads, empty, empty, empty, hyper, np.int64(0), parts)
+
+
+@jit
+def update_slice(code, params, grads, state0, state1, state2, hyper, step, first, end):
+    """The optimizer update of the elements ``first:end`` of the flat buffers
+    (a thread's share of ``split_pass``, or all of a serial step's): one
+    compiled copy of the optimizers' loops for both."""
+    _optimizer_step(code, params[first:end], grads[first:end], state0[first:end], state1[first:end],
+                    state2[first:end], hyper, step)
+
+
+@parallel_jit
+def split_pass(update, code, params, grads, state0, state1, state2, hyper, step, parts):
+    """One of a step's passes over the flat buffers, cut into ``parts``
+    slices on as many threads: the optimizer update (``update``; arguments
+    as in ``kernels.optimizers.optimizer_step``), else the finite check of
+    ``grads``. Returns whether every gradient checked was finite. One
+    function serves both because each parallel function costs about half a
+    second of compilation of its own."""
+    n = grads.shape[0]
+    bad = 0
+    for c in prange(parts):
+        first, end = n * c // parts, n * (c + 1) // parts
+        if update:
+            update_slice(code, params, grads, state0, state1, state2, hyper, step, first, end)
+        elif not all_finite(grads[first:end]):
+            bad += 1
+    return bad == 0
 
 
 @parallel_jit
@@ -258,7 +291,8 @@ def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order
         consecutive &= order[start + r] == first + r
     if consecutive:
         # order's entries are in range (checked at entry), so these slices are whole
-        return X[first:first + rows], targets[first:first + rows], labels[first:first + rows]
+        return (rows_view(X, first, rows, batch_x), rows_view(targets, first, rows, batch_targets),
+                rows_view(labels, first, rows, batch_labels))
     gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
     n_in, n_out = X.shape[1], targets.shape[1]
     # unchecked: the copy has just written these rows, so the caller had

@@ -15,7 +15,7 @@ for its whole run, and every view of it inherits that.
 from numba import types
 from numba.core import cgutils
 from numba.core.imputils import impl_ret_borrowed
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 from numba.np.arrayobj import make_array, populate_array
 
 from kernels.config import inline_jit, jit
@@ -80,3 +80,24 @@ def matrix_view(flat, start, rows, cols):
 def unchecked_view(flat, start, rows, cols):
     """``matrix_view`` for a caller that has checked that the view fits."""
     return _matrix_view(flat[start:start + rows * cols], rows, cols)
+
+
+def rows_view(data, first, rows, like):
+    """The view ``data[first:first + rows]``, of a 1-D or 2-D array, typed
+    to match views of the 1-D buffer ``like`` that hold the same rows.
+
+    Where ``data``'s dtype is not ``like``'s (arguments the kernels refuse
+    at entry, so never at run time), it is an empty view of ``like``: the
+    two cannot share a variable otherwise, and code that picks one or the
+    other would not compile.
+    """
+    return data[first:first + rows]
+
+
+@overload(rows_view, inline="always")
+def _rows_view(data, first, rows, like):
+    if data.dtype == like.dtype:
+        return lambda data, first, rows, like: data[first:first + rows]
+    if data.ndim == 1:
+        return lambda data, first, rows, like: like[:0]
+    return lambda data, first, rows, like: unchecked_view(like, 0, 0, data.shape[1])
