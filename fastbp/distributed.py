@@ -267,8 +267,9 @@ class DistributedTrainer(Trainer):
                                                mine, start, rows)
             scale = mean_scale(loss_code, rows, n_out, loss_mean)
             if plan is None:
+                # checked below, once all-reduced
                 value = training.batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
-                                                 activation_params, loss_code, loss_param, scale)
+                                                 activation_params, loss_code, loss_param, scale)[0]
                 self._all_reduce(gradients, step + 1)
             else:
                 value = self._bucketed_gradients(plan, step + 1, grads, z_store, a_store, scratch, xb, tb, lb,

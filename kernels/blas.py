@@ -160,33 +160,35 @@ def gemm(C, A, B, trans_a, trans_b, alpha, beta):
 
 
 @inline_jit
-def _gemm(C, A, B, trans_a, trans_b, alpha, beta):
+def _gemm(C, A, B, trans_a, trans_b, alpha, beta, check=False):
     """``gemm`` without its argument checks, for callers whose shapes agree
-    by construction."""
+    by construction. Returns False if ``check`` and an element of C came
+    out NaN or infinite, else True."""
     # bool() drops the literal types of constant flags: the product below is
     # compiled once, not once per combination of flags its callers write
     # (a second each, and again in every kernel that calls it)
-    _gemm_body(C, A, B, bool(trans_a), bool(trans_b), alpha, beta)
+    return _gemm_body(C, A, B, bool(trans_a), bool(trans_b), alpha, beta, bool(check))
 
 
 @jit
-def _gemm_body(C, A, B, trans_a, trans_b, alpha, beta):
+def _gemm_body(C, A, B, trans_a, trans_b, alpha, beta, check):
     if overlaps_itself(C):
         raise ValueError("gemm: C overlaps itself (a stride of 0, or rows that share memory, as a broadcast "
                          "or sliding-window view has); write into an array of its own, e.g. np.empty((m, n))")
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
     if m == 0 or n == 0:
-        return
+        return True
     if TILES and k > 0 and m * n * k >= SMALL_GEMM and tiles_can_read(C, A, B):
-        tile_product(C, A, B, trans_a, trans_b, alpha, beta, thread_count() if m * n * k >= PARALLEL_GEMM else 1)
-        return
+        # the tiles check C as they write it
+        return tile_product(C, A, B, trans_a, trans_b, alpha, beta,
+                            thread_count() if m * n * k >= PARALLEL_GEMM else 1, check)
     lda, trans_a_memory = _blas_view(A, trans_a)
     ldb, trans_b_memory = _blas_view(B, trans_b)
     ldc, c_transposed = _blas_view(C, False)
     if lda < 0 or ldb < 0 or ldc < 0 or k == 0 or m * n * k < SMALL_GEMM:
         _gemm_loops(C, A, B, trans_a, trans_b, alpha, beta)
-        return
+        return not check or finite_matrix(C)
     # BLAS is column-major, and a column-major matrix is the row-major array
     # of its transpose. A row-major C is the column-major C.T, so we ask for
     # C.T = op(B).T @ op(A).T: the call with A and B swapped. A Fortran-ordered
@@ -201,6 +203,19 @@ def _gemm_body(C, A, B, trans_a, trans_b, alpha, beta):
     if status != 0:
         raise RuntimeError("gemm: the BLAS ?gemm that NumPy's np.dot uses in Numba could not be called; "
                            "check that SciPy is installed and imports")
+    return not check or finite_matrix(C)
+
+
+@inline_jit
+def finite_matrix(C):
+    """True when no element of the 2-D ``C`` is NaN or infinite (as
+    ``kernels.training.all_finite``, row by row)."""
+    bad = False
+    for i in range(C.shape[0]):
+        for j in range(C.shape[1]):
+            d = C[i, j] - C[i, j]
+            bad |= d != d
+    return not bad
 
 
 @jit

@@ -67,9 +67,10 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
                                       start + first, end - first)
             chunk_scratch = matrix_view(scratch, 2 * first * max_width, 2, (end - first) * max_width)
             g = grads if c == 0 else chunk_grads[c - 1]
+            # the parts' gradients are checked once added up, by finite_step
             values[c] = batch_gradients(g, z_store[first * total_units:], a_store[first * total_units:],
                                         chunk_scratch, xb, tb, lb, params, layers, activation_params,
-                                        loss_code, loss_param, scale)
+                                        loss_code, loss_param, scale)[0]
         set_thread_count(threads)
         value = 0.0
         for c in range(n_chunks):

@@ -15,7 +15,7 @@ order and precision of ``kernels.blas``'s own loops, and the activation is
 the same scalar function.
 """
 from kernels.activations import IDENTITY, _activation_backward, _activation_forward, activate
-from kernels.blas import SMALL_GEMM, _gemm
+from kernels.blas import SMALL_GEMM, _gemm, finite_matrix
 from kernels.config import jit
 
 
@@ -78,6 +78,12 @@ def dense_activation_backward(dx, dW, db, delta, x, W, z, a, code, p1, p2, accum
     z, a : (batch, n_out) arrays, the forward pre-activations and outputs
     code, p1, p2 : the activation
     accumulate : bool
+
+    Returns
+    -------
+    bool : whether every element of dW and db is finite, checked as the
+        product writes dW (so that a training step need not pass over the
+        gradients again to know)
     """
     # in the forward pass this was: z = x @ W.T + b; a = f(z)
     batch, n_out = delta.shape
@@ -86,7 +92,7 @@ def dense_activation_backward(dx, dW, db, delta, x, W, z, a, code, p1, p2, accum
         _activation_backward(delta, delta, z, a, code, p1, p2)
     beta = 1.0 if accumulate else 0.0
     if not is_small(batch, n_in, n_out):
-        _gemm(dW, delta, x, True, False, 1.0, beta)
+        finite = _gemm(dW, delta, x, True, False, 1.0, beta, True)
     else:
         for o in range(n_out):
             for k in range(n_in):
@@ -94,20 +100,24 @@ def dense_activation_backward(dx, dW, db, delta, x, W, z, a, code, p1, p2, accum
                 for r in range(batch):
                     total += delta[r, o] * x[r, k]
                 dW[o, k] = total + dW[o, k] if accumulate else total
+        finite = finite_matrix(dW)
     if db.shape[0] > 0:
         if not accumulate:
             db[:] = 0.0
         for r in range(batch):
             for o in range(n_out):
                 db[o] += delta[r, o]
+        for o in range(n_out):
+            finite &= db[o] - db[o] == 0.0
     if dx.shape[0] == 0:
-        return
+        return finite
     if not is_small(batch, n_out, n_in):
         _gemm(dx, delta, W, False, False, 1.0, 0.0)
-        return
+        return finite
     for r in range(batch):
         for k in range(n_in):
             total = 0.0
             for o in range(n_out):
                 total += delta[r, o] * W[o, k]
             dx[r, k] = total
+    return finite

@@ -186,9 +186,11 @@ def check_backward(kernel, grads, scratch, x, params, layers, activation_params,
 @jit
 def _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx,
                       accumulate=True, first=0, end=-1):
-    # layers end - 1 down to first; end -1 stands for n_layers
+    # layers end - 1 down to first; end -1 stands for n_layers. Returns
+    # whether every gradient written is finite (dense_activation_backward)
     batch = x.shape[0]
     n_layers = layers.shape[0]
+    finite = True
     for i in range((n_layers if end < 0 else end) - 1, first - 1, -1):
         parity = (n_layers - 1 - i) % 2
         n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
@@ -202,8 +204,9 @@ def _network_backward(grads, scratch, x, params, layers, activation_params, z_st
         # zero rows skips d(loss)/d(x) of the first layer
         rows = batch if i > 0 or need_dx else 0
         dinputs = scratch_view(scratch, 1 - parity, rows, n_in)
-        dense_activation_backward(dinputs, dW, db, delta, inputs, W, z, a, layers[i, ACTIVATION],
-                                  activation_params[i, 0], activation_params[i, 1], accumulate)
+        finite &= dense_activation_backward(dinputs, dW, db, delta, inputs, W, z, a, layers[i, ACTIVATION],
+                                            activation_params[i, 0], activation_params[i, 1], accumulate)
+    return finite
 
 
 @jit

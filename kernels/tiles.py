@@ -94,34 +94,36 @@ class _Vectors:
                                    _splat(builder, limit, self.indices))
 
 
-def _external(context, builder, dtype, kind, argument_types, args):
-    """Call ``kind``'s compiled body for ``dtype`` by its symbol name."""
+def _external(context, builder, dtype, kind, argument_types, args, returns=False):
+    """Call ``kind``'s compiled body for ``dtype`` by its symbol name (which
+    returns an int64 if ``returns``)."""
     element = context.get_value_type(dtype)
-    fn = _declare(builder.module, _symbol(kind, dtype), ir.VoidType(), [
+    fn = _declare(builder.module, _symbol(kind, dtype), _I64 if returns else ir.VoidType(), [
         element.as_pointer() if t == "p" else element if t == "f" else _I64 for t in argument_types])
-    builder.call(fn, args)
-    return context.get_dummy_value()
+    result = builder.call(fn, args)
+    return result if returns else context.get_dummy_value()
 
 
 def _symbol(kind, dtype):
     return "fastbp_%s_%s" % (kind, "f32" if dtype == types.float32 else "f64")
 
 
-def _inline(emit, typingctx, *args):
+def _inline(emit, typingctx, *args, returns=False):
     """``emit``'s code, written inline, over pointer, int64 and float
-    arguments (the signature and codegen of an intrinsic)."""
+    arguments (the signature and codegen of an intrinsic); with ``returns``,
+    the int64 that ``emit`` returns."""
     def codegen(context, builder, signature, values):
-        emit(builder, _Vectors(builder.module, context.get_value_type(args[0].dtype)), *values)
-        return context.get_dummy_value()
+        result = emit(builder, _Vectors(builder.module, context.get_value_type(args[0].dtype)), *values)
+        return result if returns else context.get_dummy_value()
 
-    return types.void(*args), codegen
+    return (types.int64 if returns else types.void)(*args), codegen
 
 
 @intrinsic
 def _tile_body(typingctx, c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols,
-               alpha, beta):
+               alpha, beta, check):
     return _inline(_emit_tile, typingctx, c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth,
-                   rows, cols, alpha, beta)
+                   rows, cols, alpha, beta, check, returns=True)
 
 
 @intrinsic
@@ -144,7 +146,7 @@ def _integers(context, builder, signature, args, positions):
 
 @intrinsic
 def _tile(typingctx, C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_step, depth, rows, cols,
-          alpha, beta):
+          alpha, beta, check):
     """``C[i, j] = alpha * sum_p A[i, p] * B[p, j] + beta * C[i, j]`` for
     ``i < rows <= ROWS``, ``j < cols <= VECTORS * lanes``, ``p < depth`` (>= 1),
     on flat element offsets into the three arrays' data:
@@ -155,10 +157,13 @@ def _tile(typingctx, C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_s
       vector at a time: B's rows must be padded to a multiple of the vector
       length (``_pack_panel`` does that).
 
-    ``beta == 0`` writes C without reading it (it may hold NaN).
+    ``beta == 0`` writes C without reading it (it may hold NaN). Returns 1
+    if ``check`` (an int) is not 0 and an element written is NaN or
+    infinite, else 0: the check runs on the tile's vectors while they are
+    still in registers.
     """
-    sig = types.void(C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_step, depth, rows, cols,
-                     alpha, beta)
+    sig = types.int64(C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_step, depth, rows, cols,
+                      alpha, beta, check)
 
     def codegen(context, builder, signature, args):
         dtype = C.dtype
@@ -167,15 +172,17 @@ def _tile(typingctx, C, c_start, ldc, A, a_start, a_row, a_step, B, b_start, b_s
                   + _integers(context, builder, signature, args, (4, 5, 6))
                   + [_data(context, builder, B, args[7], dtype)]
                   + _integers(context, builder, signature, args, (8, 9, 10, 11, 12))
-                  + [context.cast(builder, args[i], signature.args[i], dtype) for i in (13, 14)])
-        return _external(context, builder, dtype, "tile", _TILE_ARGUMENTS, values)
+                  + [context.cast(builder, args[i], signature.args[i], dtype) for i in (13, 14)]
+                  + _integers(context, builder, signature, args, (15,)))
+        return _external(context, builder, dtype, "tile", _TILE_ARGUMENTS, values, returns=True)
 
     return sig, codegen
 
 
 def _emit_tile(builder, vec, c_data, c_start, ldc, a_data, a_start, a_row, a_step, b_data, b_start, b_step,
-               depth, rows, cols, alpha, beta):
+               depth, rows, cols, alpha, beta, check):
     """One loop per tile shape (rows x vectors), chosen by a switch."""
+    bad = cgutils.alloca_once_value(builder, ir.Constant(_I64, 0))
     masks = [vec.lanes_below(builder, cols, ir.Constant(_I64, v * vec.width)) for v in range(VECTORS)]
     vectors_used = builder.sdiv(builder.add(cols, ir.Constant(_I64, vec.width - 1)), ir.Constant(_I64, vec.width))
     shape = builder.add(builder.mul(builder.sub(rows, ir.Constant(_I64, 1)), ir.Constant(_I64, VECTORS)),
@@ -189,9 +196,10 @@ def _emit_tile(builder, vec, c_data, c_start, ldc, a_data, a_start, a_row, a_ste
             builder.position_at_end(block)
             sums = _tile_loop(builder, vec, n_rows, n_vectors, a_data, a_start, a_row, a_step,
                               b_data, b_start, b_step, depth)
-            _write_back(builder, vec, sums, masks, c_data, c_start, ldc, alpha, beta)
+            _write_back(builder, vec, sums, masks, c_data, c_start, ldc, alpha, beta, check, bad)
             builder.branch(done)
     builder.position_at_end(done)
+    return builder.load(bad)
 
 
 def _tile_loop(builder, vec, n_rows, n_vectors, a_data, a_start, a_row, a_step, b_data, b_start, b_step, depth):
@@ -226,12 +234,15 @@ def _tile_loop(builder, vec, n_rows, n_vectors, a_data, a_start, a_row, a_step, 
     return following
 
 
-def _write_back(builder, vec, sums, masks, c_data, c_start, ldc, alpha, beta):
-    """C = alpha * sums + beta * C over the tile, C unread when beta is 0."""
+def _write_back(builder, vec, sums, masks, c_data, c_start, ldc, alpha, beta, check, bad):
+    """C = alpha * sums + beta * C over the tile, C unread when beta is 0;
+    with ``check`` not 0, ``bad`` (an int64 in memory) set to 1 if a value
+    written is NaN or infinite."""
     alpha_v, beta_v = _splat(builder, alpha, vec.vector), _splat(builder, beta, vec.vector)
     with builder.if_else(builder.fcmp_unordered("!=", beta, ir.Constant(vec.element, 0.0))) as (read, overwrite):
         for reads_c in (True, False):
             with (read if reads_c else overwrite):
+                written = []
                 for i, row in enumerate(sums):
                     row_start = builder.add(c_start, builder.mul(ir.Constant(_I64, i), ldc))
                     for v, total in enumerate(row):
@@ -241,6 +252,18 @@ def _write_back(builder, vec, sums, masks, c_data, c_start, ldc, alpha, beta):
                             old = vec.load(builder, c_data, offset, masks[v])
                             value = builder.call(vec.fma, [beta_v, old, value])
                         vec.store(builder, value, c_data, offset, masks[v])
+                        written.append((value, masks[v]))
+                with builder.if_then(builder.icmp_signed("!=", check, ir.Constant(_I64, 0))):
+                    # v - v is NaN exactly where v is NaN or infinite; lanes
+                    # past the edge hold sums over B's zero padding, not C
+                    found = None
+                    for value, mask in written:
+                        difference = builder.fsub(value, value)
+                        nonfinite = builder.and_(builder.fcmp_unordered("!=", difference, difference), mask)
+                        found = nonfinite if found is None else builder.or_(found, nonfinite)
+                    any_lane = builder.icmp_unsigned("!=", builder.bitcast(found, ir.IntType(vec.width)),
+                                                     ir.Constant(ir.IntType(vec.width), 0))
+                    builder.store(builder.or_(builder.load(bad), builder.zext(any_lane, _I64)), bad)
 
 
 def _transpose(builder, rows):
@@ -321,12 +344,14 @@ def _emit_pack(builder, vec, pack_data, b_data, b_start, b_row, b_column, depth,
                         write(builder.add(first, constant(r)), v, column)
 
 
-_TILE_ARGUMENTS = "piipiiipiiiiiff"
+_TILE_ARGUMENTS = "piipiiipiiiiiffi"
 _PACK_ARGUMENTS = "ppiiiii"
 
 
-def _tile_kernel(c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols, alpha, beta):
-    _tile_body(c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols, alpha, beta)
+def _tile_kernel(c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols, alpha, beta,
+                 check):
+    return _tile_body(c, c_start, ldc, a, a_start, a_row, a_step, b, b_start, b_step, depth, rows, cols, alpha,
+                      beta, check)
 
 
 def _pack_kernel(pack, b, b_start, b_row, b_column, depth, cols):
@@ -343,9 +368,10 @@ def _compile_bodies():
     of it is loaded, because importing ``kernels`` runs this first."""
     compiled = []
     for dtype in (types.float32, types.float64):
-        for kind, kernel, spec in (("tile", _tile_kernel, _TILE_ARGUMENTS), ("pack", _pack_kernel, _PACK_ARGUMENTS)):
+        for kind, kernel, spec, result in (("tile", _tile_kernel, _TILE_ARGUMENTS, types.int64),
+                                           ("pack", _pack_kernel, _PACK_ARGUMENTS, types.void)):
             argument_types = [types.CPointer(dtype) if t == "p" else dtype if t == "f" else types.int64 for t in spec]
-            function = cfunc(types.void(*argument_types), cache=True)(kernel)
+            function = cfunc(result(*argument_types), cache=True)(kernel)
             llvmlite.binding.add_symbol(_symbol(kind, dtype), function.address)
             compiled.append(function)
     return compiled
@@ -402,13 +428,15 @@ def tiles_can_read(C, A, B):
 
 
 @jit
-def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column_first, column_end):
+def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column_first, column_end, check=False):
     """``C = alpha * op(A) @ op(B) + beta * C`` over the block
     ``C[row_first:row_end, column_first:column_end]``, for arrays that
     ``tiles_can_read``.
 
     Parameters are those of ``kernels.blas.gemm``; blocks that do not overlap
-    can be computed by different threads at once.
+    can be computed by different threads at once. Returns False if
+    ``check`` and an element of the block came out NaN or infinite, else
+    True: the check costs a few instructions per tile, not a pass over C.
     """
     itemsize = C.itemsize
     k = A.shape[0] if trans_a else A.shape[1]
@@ -421,43 +449,49 @@ def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column
         b_row, b_column = b_column, b_row
     pack = _panel_buffer(C)
     width = VECTORS * (VECTOR_BYTES // itemsize)
+    bad = 0
     for j0 in range(column_first, column_end, width):
         cols = min(width, column_end - j0)
         for p0 in range(0, k, DEPTH):
             depth = min(DEPTH, k - p0)
             _pack_panel(pack, B, p0 * b_row + j0 * b_column, b_row, b_column, depth, cols)
             block_beta = beta if p0 == 0 else 1.0
+            # the values of the last block of the inner dimension are C's
+            last = np.int64(1 if check and p0 + depth == k else 0)
             for i0 in range(row_first, row_end, ROWS):
-                _tile(C, i0 * ldc + j0, ldc, A, i0 * a_row + p0 * a_step, a_row, a_step, pack, 0, width,
-                      depth, min(ROWS, row_end - i0), cols, alpha, block_beta)
+                bad |= _tile(C, i0 * ldc + j0, ldc, A, i0 * a_row + p0 * a_step, a_row, a_step, pack, 0, width,
+                             depth, min(ROWS, row_end - i0), cols, alpha, block_beta, last)
+    return bad == 0
 
 
 @jit
-def tile_product(C, A, B, trans_a, trans_b, alpha, beta, threads):
+def tile_product(C, A, B, trans_a, trans_b, alpha, beta, threads, check=False):
     """``C = alpha * op(A) @ op(B) + beta * C`` for arrays that
-    ``tiles_can_read``, on ``threads`` threads (the serial product when 1)."""
+    ``tiles_can_read``, on ``threads`` threads (the serial product when 1);
+    returns ``tile_gemm``'s finite check of all of C."""
     # bool() and np.int64() drop the literal types of constant arguments: a
     # callee is compiled once per constant it is given, and these are costly
-    trans_a, trans_b = bool(trans_a), bool(trans_b)
+    trans_a, trans_b, check = bool(trans_a), bool(trans_b), bool(check)
     m, n = C.shape
     if threads > 1:
-        tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, threads)
-    else:
-        tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, np.int64(0), m, np.int64(0), n)
+        return tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, threads, check)
+    return tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, np.int64(0), m, np.int64(0), n, check)
 
 
 @parallel_jit
-def tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, parts):
+def tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, parts, check):
     """``tile_gemm`` over the whole of C, cut into ``parts`` blocks run on
     as many threads: by columns, a whole number of vectors each, where every
     part gets at least a panel's width, else by rows, a whole number of
     tiles each. Every element is summed as the serial product sums it, so the
-    result does not depend on ``parts``."""
+    result does not depend on ``parts``. Returns ``tile_gemm``'s check of
+    all of C."""
     m, n = C.shape
     width = VECTOR_BYTES // C.itemsize
     vectors = (n + width - 1) // width
     by_columns = vectors >= VECTORS * parts
     tiles = (m + ROWS - 1) // ROWS
+    bad = 0
     for t in prange(parts):
         row_first, row_end, column_first, column_end = np.int64(0), m, np.int64(0), n
         if by_columns:
@@ -466,4 +500,7 @@ def tile_gemm_parallel(C, A, B, trans_a, trans_b, alpha, beta, parts):
         else:
             row_first = tiles * t // parts * ROWS
             row_end = min(m, tiles * (t + 1) // parts * ROWS)
-        tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column_first, column_end)
+        if not tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column_first, column_end,
+                         check):
+            bad += 1
+    return bad == 0

@@ -175,9 +175,12 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
                                           params, layers, activation_params, loss_code, loss_param, scale, rows)
         else:
             xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
-            value = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
-                                    activation_params, loss_code, loss_param, scale)
-        if not finite_step(value, grads, parts, optimizer_hyper):
+            value, checked = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
+                                             activation_params, loss_code, loss_param, scale)
+            # the backward checked the gradients as it wrote them
+            if not checked:
+                return loss_sum, step, start
+        if not finite_step(value, grads, parts, optimizer_hyper, small_steps is not None and small):
             return loss_sum, step, start
         loss_sum += value * rows if loss_mean else value
         if max_grad_norm > 0.0:
@@ -194,12 +197,15 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
 
 
 @inline_jit
-def finite_step(loss_value, grads, parts, hyper):
+def finite_step(loss_value, grads, parts, hyper, check_grads=True):
     """Whether a step may be taken: its loss and every gradient finite (the
-    gradients checked in ``parts`` slices on as many threads; ``hyper``, the
-    optimizer's, only gives ``split_pass`` the argument types of the update)."""
+    gradients checked in ``parts`` slices on as many threads, unless not
+    ``check_grads``; ``hyper``, the optimizer's, only gives ``split_pass``
+    the argument types of the update)."""
     if not loss_value - loss_value == 0.0:
         return False
+    if not check_grads:
+        return True
     if parts == 1:
         return all_finite(grads)
     empty = grads[:0]
@@ -329,12 +335,13 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, params,
     ``grads`` is written (not accumulated); ``loss_scale`` is the whole
     minibatch's ``kernels.losses.mean_scale``. The other arguments are as in
     ``train_epoch``, with ``x``, ``target``, ``labels`` the gathered rows.
-    Returns this part's share of the minibatch loss.
+    Returns this part's share of the minibatch loss, and whether every
+    gradient it wrote is finite.
     """
     value = batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
                        loss_code, loss_param, loss_scale)
-    _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
-    return value
+    finite = _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
+    return value, finite
 
 
 @inline_jit

@@ -176,3 +176,49 @@ def test_train_epoch_over_parts_of_the_order_is_one_call_over_the_whole():
         results.append((model._params.copy(), loss_sum, step))
     np.testing.assert_array_equal(results[0][0], results[1][0])
     assert results[0][1:] == results[1][1:] == (results[0][1], 12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_gradient_that_overflows_under_a_finite_loss_is_caught(dtype, threads):
+    """The first layer's weights are zero, so the forward pass never sees
+    how large the first batch's inputs are and the loss is finite; its
+    weight gradient, inputs times deltas summed over the batch, overflows
+    (as torch finds too).
+    The products that write that gradient are large enough to be split
+    between threads, and check what they write."""
+    import numba
+
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((100, 300)).astype(dtype)
+    y = rng.integers(0, 20, 100)
+    X[:25] = np.finfo(dtype).max / 8
+
+    def trainer():
+        model = fastbp.MLP([300, 420, 20], activation="tanh", seed=0, dtype=dtype)
+        model.params[0][0][...] = 0.0
+        model.params[1][0][...] *= 1e4  # deltas of the first layer well above 1
+        return fastbp.Trainer(model, "cross_entropy", fastbp.SGD(model, lr=0.01))
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        diverging = trainer()
+        initial = diverging.model._params.copy()
+        net = diverging.model.to_torch()
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(X[:25])), torch.from_numpy(y[:25]))
+        assert torch.isfinite(loss)
+        assert first_nonfinite_layer(diverging.model, X[:25], y[:25]) == (0, "weight")
+        with pytest.raises(FloatingPointError, match=r"diverged at step 1 \(batch 1 of 4 in epoch 1\): layer 0's "
+                                                     r"weight gradient holds NaN or infinity"):
+            diverging.fit(X, y, epochs=1, batch_size=25, shuffle=False)
+        np.testing.assert_array_equal(diverging.model._params, initial)
+        skipping = trainer()
+        assert skipping.fit(X, y, epochs=1, batch_size=25, shuffle=False, on_nonfinite="skip").skipped == [1]
+        reference = trainer()
+        reference.fit(X[25:], y[25:], epochs=1, batch_size=25, shuffle=False)
+        np.testing.assert_array_equal(skipping.model._params, reference.model._params)
+    finally:
+        numba.set_num_threads(before)

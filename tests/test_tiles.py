@@ -6,7 +6,8 @@ import pytest
 
 import kernels
 from kernels import tiles
-from kernels.blas import PARALLEL_GEMM, SMALL_GEMM
+from kernels.config import jit
+from kernels.blas import PARALLEL_GEMM, SMALL_GEMM, _gemm
 
 pytestmark = pytest.mark.skipif(not tiles.AVAILABLE, reason="this CPU has no AVX-512: products go to BLAS")
 
@@ -99,7 +100,7 @@ def test_threads_compute_what_one_thread_computes_bit_for_bit(m, n, k, parts, dt
         A, B, C = operands(rng, m, n, k, trans_a, trans_b, dtype)
         serial, threaded = C.copy(), C.copy()
         tiles.tile_gemm(serial, A, B, trans_a, trans_b, 1.0, 1.0, 0, m, 0, n)
-        tiles.tile_gemm_parallel(threaded, A, B, trans_a, trans_b, 1.0, 1.0, parts)
+        tiles.tile_gemm_parallel(threaded, A, B, trans_a, trans_b, 1.0, 1.0, parts, False)
         np.testing.assert_array_equal(threaded, serial)
 
 
@@ -130,3 +131,64 @@ def test_mixed_dtypes_are_not_for_the_tiles():
     assert not tiles.tiles_can_read(C, np.zeros((8, 8)), C)
     assert not tiles.tiles_can_read(C, C, np.zeros((8, 8)))
     assert tiles.tiles_can_read(C, C, C)
+
+
+@jit
+def _checked_gemm(C, A, B, trans_a, trans_b, alpha, beta):
+    return _gemm(C, A, B, trans_a, trans_b, alpha, beta, True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n, k", [(5, 15, 3), (13, 63, 255), (19, 65, 257), (64, 128, 784), (130, 40, 500)])
+def test_the_product_says_whether_every_element_of_c_is_finite(m, n, k, dtype):
+    """The check the tiles make as they write C finds a NaN or an infinity
+    in any single element, at every tile edge, on one thread and split
+    between threads, and counts nothing but C's elements."""
+    rng = np.random.default_rng(m + n + k)
+    A, B, C = operands(rng, m, n, k, False, False, dtype)
+    big = np.finfo(dtype).max
+    cases = [(i, j) for i in {0, m // 2, m - 1} for j in {0, n // 2, n - 1}]
+    for parts in (1, 2):
+        def product(C, beta):
+            if parts == 1:
+                return tiles.tile_gemm(C, A, B, False, False, 1.0, beta, 0, m, 0, n, True)
+            return tiles.tile_gemm_parallel(C, A, B, False, False, 1.0, beta, parts, True)
+        assert product(C.copy(), 0.0)
+        # C may hold NaN where beta is 0: it is not read, and not counted
+        assert product(np.full_like(C, np.nan), 0.0)
+        for i, j in cases:
+            kept = A.copy(), B.copy()
+            A[i, -1] = np.nan  # C[i, :] NaN
+            assert not product(C.copy(), 0.0)
+            A[...] = kept[0]
+            # one element overflows: C[i, j] alone is infinite
+            A[i], B[:2] = 0.0, 0.0
+            A[i, :2] = big
+            B[:2, j] = 2.0 if k > 1 else 4.0
+            out = C.copy()
+            assert not product(out, 0.0)
+            assert np.isinf(out[i, j]) and np.isfinite(np.delete(out.ravel(), i * n + j)).all()
+            A[...], B[...] = kept
+            # read through beta: an infinity in C stays one
+            out = C.copy()
+            out[i, j] = np.inf
+            assert not product(out, 1.0)
+            assert product(C.copy(), 1.0)
+        # unchecked, the tiles say nothing
+        A[0, 0] = np.nan
+        assert tiles.tile_gemm(C.copy(), A, B, False, False, 1.0, 0.0, 0, m, 0, n, False)
+        A[0, 0] = 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_off_the_tiles_check_c_too(dtype):
+    rng = np.random.default_rng(9)
+    # strided: BLAS; tiny: plain loops
+    for A, B in ((rng.standard_normal((40, 60))[::2, ::3], rng.standard_normal((20, 7))),
+                 (rng.standard_normal((2, 3)), rng.standard_normal((3, 2)))):
+        A, B = A.astype(dtype), B.astype(dtype)
+        C = np.zeros((A.shape[0], B.shape[1]), dtype)
+        assert _checked_gemm(C, A, B, False, False, 1.0, 0.0)
+        A[-1, -1] = np.inf
+        assert not _checked_gemm(C, A, B, False, False, 1.0, 0.0)
+        assert np.isinf(C[-1]).any()
