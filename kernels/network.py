@@ -143,10 +143,15 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
 
     Checked as in ``network_forward``; ``grads`` has the length and dtype of
     ``params``.
+
+    Returns
+    -------
+    bool : whether every element of ``grads`` is finite, checked as it is
+        written (see ``kernels.fused.dense_activation_backward``)
     """
     check_backward("network_backward", grads, scratch, x, params, layers, activation_params, z_store, a_store)
-    _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store, a_store,
-                      need_dx, accumulate)
+    return _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store,
+                             a_store, need_dx, accumulate)
 
 
 @jit

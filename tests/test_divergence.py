@@ -222,3 +222,32 @@ def test_a_gradient_that_overflows_under_a_finite_loss_is_caught(dtype, threads)
         np.testing.assert_array_equal(skipping.model._params, reference.model._params)
     finally:
         numba.set_num_threads(before)
+
+
+@pytest.mark.parametrize("sizes, batch", [([6, 16, 3], 8), ([300, 420, 20], 25)])
+def test_network_backward_says_whether_its_gradients_are_finite(sizes, batch):
+    """Through small loops or the tiles, the backward pass returns its check
+    of every gradient it wrote, the bias gradients too."""
+    model = fastbp.MLP(sizes, seed=0, activation="tanh")
+    model._ensure_capacity(batch)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+    args = (model._params, model._layers, model._activation_params)
+    scratch = np.zeros((2, batch * max(sizes)), np.float32)
+
+    def backward(dout):
+        kernels.network_forward(model._z, model._a, x, *args)
+        scratch[0, :dout.size] = dout.ravel()
+        return kernels.network_backward(model._grads, scratch, x, *args, model._z, model._a, False, False)
+
+    dout = rng.standard_normal((batch, sizes[-1])).astype(np.float32)
+    assert backward(dout) is True and np.isfinite(model._grads).all()
+    dout[batch // 2, 1] = np.inf
+    assert backward(dout) is False and not np.isfinite(model._grads).all()
+    # one huge input column overflows the first layer's weight gradient alone
+    dout[batch // 2, 1] = 1.0
+    x[:, 0] = np.finfo(np.float32).max
+    model.params[0][0][...] = 0.0
+    assert backward(dout * 1e3) is False
+    W0 = model.grads[0][0]
+    assert not np.isfinite(W0[:, 0]).all() and np.isfinite(W0[:, 1:]).all()
