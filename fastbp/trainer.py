@@ -33,7 +33,9 @@ def _fused_epoch(model, batch_size):
         # small steps unless every layer is small
         threaded = True if split_passes.py_func(model.n_params, batch_size) else None
         small = True if all_small.py_func(model._layers, batch_size) else None
-        return lambda *args: kernels.train_epoch(*args, threaded, small), contextlib.nullcontext
+        # and without the argument checks: fit has checked the data and
+        # built every buffer itself
+        return lambda *args: kernels.train_epoch(*args, threaded, small, None), contextlib.nullcontext
     return (lambda *args: kernels.train_epoch_data_parallel(*args, chunks),
             lambda: _blas_controller().limit(limits=1, user_api="blas"))
 

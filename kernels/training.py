@@ -90,7 +90,7 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
                 X, targets, labels, order, batch_size, max_grad_norm,
                 layers, activation_params, loss_code, loss_param, loss_mean,
                 batch_x, batch_targets, batch_labels, z_store, a_store, scratch, threaded_update=True,
-                small_steps=True):
+                small_steps=True, check_arguments=True):
     """Train over the samples ``order`` names, in minibatches taken in that
     order: a whole epoch, or any stretch of one.
 
@@ -133,6 +133,11 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     to the compiler: the code it turns off is left out of the compiled
     epoch (a second or more of compilation each). fastbp passes None for
     what a model does not run.
+    check_arguments : True (the default) to check the arguments against
+        each other; None for a caller that built and checked every one
+        itself (fastbp's Trainer), which leaves the checks, some 3 s of a
+        first compilation and a pass over ``order`` and ``labels`` per
+        call, out of the compiled epoch
 
     Returns
     -------
@@ -146,9 +151,10 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     range, buffers too small) raise ValueError or TypeError before any
     update.
     """
-    check_epoch("train_epoch", params, grads, optimizer_code, optimizer_hyper, state0, state1, state2,
-                X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params, loss_code,
-                batch_x, batch_targets, batch_labels, z_store, a_store, scratch)
+    if check_arguments is not None:
+        check_epoch("train_epoch", params, grads, optimizer_code, optimizer_hyper, state0, state1, state2,
+                    X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params, loss_code,
+                    batch_x, batch_targets, batch_labels, z_store, a_store, scratch)
     # Every kernel below is handed these arrays dozens of times per step;
     # without their reference counts, those hand-overs cost nothing.
     params, grads, optimizer_hyper = borrowed(params), borrowed(grads), borrowed(optimizer_hyper)

@@ -298,3 +298,21 @@ def test_a_batch_of_consecutive_rows_is_read_in_place(loss):
             np.testing.assert_array_equal(xb, X[picked])
             np.testing.assert_array_equal(tb, targets[picked] if targets.size else np.empty((0, 0)))
             np.testing.assert_array_equal(lb, labels[picked] if labels.size else np.empty(0))
+
+
+def test_fit_runs_the_epoch_compiled_without_argument_checks(monkeypatch):
+    """fit has checked its data and built every buffer, so the epoch it runs
+    leaves the kernel's argument checks out (check_arguments=None); called
+    directly, the kernel keeps them (tests/test_kernel_arguments.py)."""
+    seen = []
+    original = kernels.train_epoch
+
+    def recording(*args):
+        seen.append(args[-1])
+        return original(*args)
+
+    monkeypatch.setattr(kernels, "train_epoch", recording)
+    model = fastbp.MLP([4, 8, 3], seed=0)
+    X = np.random.default_rng(0).standard_normal((32, 4))
+    fastbp.Trainer(model, "cross_entropy", fastbp.SGD(model, lr=0.1)).fit(X, np.arange(32) % 3, batch_size=8)
+    assert seen == [None]
