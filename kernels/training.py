@@ -302,7 +302,8 @@ def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order
     for r in range(1, rows):
         consecutive &= order[start + r] == first + r
     if consecutive:
-        # order's entries are in range (checked at entry), so these slices are whole
+        # order's entries are in range (checked at entry, or built so by a caller that
+        # turned the checks off), so these slices are whole
         return (rows_view(X, first, rows, batch_x), rows_view(targets, first, rows, batch_targets),
                 rows_view(labels, first, rows, batch_labels))
     gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)

@@ -87,9 +87,9 @@ def rows_view(data, first, rows, like):
     to match views of the 1-D buffer ``like`` that hold the same rows.
 
     Where ``data``'s dtype is not ``like``'s (arguments the kernels refuse
-    at entry, so never at run time), it is an empty view of ``like``: the
-    two cannot share a variable otherwise, and code that picks one or the
-    other would not compile.
+    at entry and fastbp never builds, so never at run time), it is an empty
+    view of ``like``: the two cannot share a variable otherwise, and code
+    that picks one or the other would not compile.
     """
     return data[first:first + rows]
 
