@@ -207,15 +207,28 @@ def _gemm_body(C, A, B, trans_a, trans_b, alpha, beta, check):
 
 
 @inline_jit
-def finite_matrix(C):
-    """True when no element of the 2-D ``C`` is NaN or infinite (as
-    ``kernels.training.all_finite``, row by row)."""
+def all_finite(values):
+    """True when no element of the 1-d ``values`` is NaN or infinite.
+
+    ``v - v`` is NaN exactly for NaN and +-inf; or-ing comparisons is an
+    integer reduction, which the compiler vectorises with fastmath off (a
+    floating-point sum would not be): a pass costs about what an SGD update
+    reads.
+    """
     bad = False
-    for i in range(C.shape[0]):
-        for j in range(C.shape[1]):
-            d = C[i, j] - C[i, j]
-            bad |= d != d
+    for i in range(values.shape[0]):
+        d = values[i] - values[i]
+        bad |= d != d
     return not bad
+
+
+@inline_jit
+def finite_matrix(C):
+    """``all_finite`` over the rows of the 2-D ``C``."""
+    for i in range(C.shape[0]):
+        if not all_finite(C[i]):
+            return False
+    return True
 
 
 @jit

@@ -16,7 +16,7 @@ from kernels.config import PARALLEL_UPDATE, jit, parallel_jit, set_thread_count,
 from kernels.losses import mean_scale
 from kernels.network import N_IN, N_OUT, UNIT_OFFSET
 from kernels.training import (
-    batch_gradients, check_epoch, clip_grad_norm, finite_step, gather_batch, split_pass, update_slice,
+    batch_gradients, check_epoch, clip_grad_norm, finite_step, gather_batch, update,
 )
 from kernels.views import borrowed, matrix_view
 
@@ -85,11 +85,7 @@ def train_epoch_data_parallel(params, grads, optimizer_code, optimizer_hyper, st
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
-        if parts > 1:
-            split_pass(bool(True), optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, parts)
-        else:
-            update_slice(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, 0,
-                         params.shape[0])
+        update(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, parts)
     return loss_sum, step, n
 
 

@@ -15,7 +15,7 @@ order and precision of ``kernels.blas``'s own loops, and the activation is
 the same scalar function.
 """
 from kernels.activations import IDENTITY, _activation_backward, _activation_forward, activate
-from kernels.blas import SMALL_GEMM, _gemm, finite_matrix
+from kernels.blas import SMALL_GEMM, _gemm, all_finite, finite_matrix
 from kernels.config import jit
 
 
@@ -107,8 +107,7 @@ def dense_activation_backward(dx, dW, db, delta, x, W, z, a, code, p1, p2, accum
         for r in range(batch):
             for o in range(n_out):
                 db[o] += delta[r, o]
-        for o in range(n_out):
-            finite &= db[o] - db[o] == 0.0
+        finite &= all_finite(db)
     if dx.shape[0] == 0:
         return finite
     if not is_small(batch, n_out, n_in):

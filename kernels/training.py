@@ -9,6 +9,7 @@ import numpy as np
 from kernels.checks import check_at_least, check_dtype, check_indices, check_size
 from numba import prange
 
+from kernels.blas import all_finite
 from kernels.config import inline_jit, jit, parallel_jit, split_passes, thread_count
 from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale, scaled_loss_value_and_grad
 from kernels.network import (
@@ -67,22 +68,6 @@ def clip_grad_norm(grads, max_norm):
         for i in range(grads.shape[0]):
             grads[i] = grads[i] * scale
     return norm
-
-
-@inline_jit
-def all_finite(values):
-    """True when no element of the 1-d ``values`` is NaN or infinite.
-
-    ``v - v`` is NaN exactly for NaN and +-inf; or-ing comparisons is an
-    integer reduction, which the compiler vectorises with fastmath off (a
-    floating-point sum would not be): a pass costs about what an SGD update
-    reads.
-    """
-    bad = False
-    for i in range(values.shape[0]):
-        d = values[i] - values[i]
-        bad |= d != d
-    return not bad
 
 
 @jit
@@ -192,13 +177,10 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
         if max_grad_norm > 0.0:
             clip_grad_norm(grads, max_grad_norm)
         step += 1
-        if parts > 1:
-            split_pass(bool(True), optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, parts)
-        elif small_steps is not None and small:
+        if small_steps is not None and small:
             _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, True)
         else:
-            update_slice(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, 0,
-                         params.shape[0])
+            update(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, parts)
     return loss_sum, step, n
 
 
@@ -216,6 +198,16 @@ def finite_step(loss_value, grads, parts, hyper, check_grads=True):
         return all_finite(grads)
     empty = grads[:0]
     return split_pass(bool(False), np.int64(0), empty, grads, empty, empty, empty, hyper, np.int64(0), parts)
+
+
+@inline_jit
+def update(code, params, grads, state0, state1, state2, hyper, step, parts):
+    """A step's optimizer update, split into ``parts`` slices on as many
+    threads (``split_pass``) or on this one."""
+    if parts > 1:
+        split_pass(bool(True), code, params, grads, state0, state1, state2, hyper, step, parts)
+    else:
+        update_slice(code, params, grads, state0, state1, state2, hyper, step, 0, params.shape[0])
 
 
 @jit
