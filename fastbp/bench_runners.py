@@ -48,6 +48,8 @@ ACTIVATIONS = {
 SGD_LR, ADAM_LR = 0.01, 1e-3
 # at least this many timed blocks per round, whatever their length
 MIN_BLOCKS = 3
+# what the runner found of its framework's vector code (set by each runner)
+vector = [{}]
 
 
 def initial_parameters(sizes, dtype, seed=0):
@@ -79,6 +81,28 @@ def limit_threads(threads):
         return {}
     threadpool_limits(threads)
     return {f"{pool['internal_api']}": pool["num_threads"] for pool in threadpool_info()}
+
+
+def blas_kernels():
+    """The kernels each loaded BLAS reports using (OpenBLAS's core type,
+    e.g. {"openblas": "Haswell"}; MKL reports none)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return {}
+    return {pool["internal_api"]: pool.get("architecture") or pool.get("threading_layer") or "?"
+            for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+
+def fastbp_vector():
+    """fastbp's tiles in this process: {"tiles": "avx2 6x16 float32", ...}."""
+    from kernels import tiles
+
+    if not tiles.AVAILABLE:
+        return {"tiles": "none (products through BLAS)", **blas_kernels()}
+    shape = f"{tiles.ROWS}x{tiles.VECTORS * tiles.lanes(4)} float32"
+    forced = "" if os.environ.get("NUMBA_CPU_FEATURES") is None else ", Numba's target features set"
+    return {"tiles": f"{tiles.ISA} {shape}{forced}", **blas_kernels()}
 
 
 class Refused(Exception):
@@ -115,6 +139,7 @@ def _fastbp(spec, X, y, initial):
     loss = fastbp.BCEWithLogitsLoss() if spec["sizes"][-1] == 1 else fastbp.CrossEntropyLoss()
     trainer = fastbp.Trainer(model, loss, optimizer)
     threads = limit_threads(spec["threads"])
+    vector[0] = fastbp_vector()
     if model.device == "cuda":
         from fastbp.cuda import DeviceFit
 
@@ -141,6 +166,9 @@ def _torch(spec, X, y, initial):
     device, on_gpu = configuration["device"], configuration["device"] == "cuda"
     torch.set_num_threads(spec["threads"])
     threads = {"torch intra-op": torch.get_num_threads(), **limit_threads(spec["threads"])}
+    vector[0] = {"capability": torch.backends.cpu.get_cpu_capability(), **blas_kernels(),
+                 **{name: os.environ[name] for name in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+                    if name in os.environ}}
     layers = []
     for index, (W0, b0) in enumerate(initial):
         linear = torch.nn.Linear(W0.shape[1], W0.shape[0], dtype=getattr(torch, spec["dtype"]))
@@ -215,7 +243,10 @@ def _jax(spec, X, y, initial):
         carry[0], carry[1], loss = epoch(carry[0], carry[1], xs, ys)
         loss.block_until_ready()
         return float(loss) if record else None
-    return run, {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **limit_threads(spec["threads"])}
+    threads = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **limit_threads(spec["threads"])}
+    isa_flag = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag.startswith("--xla_cpu_max_isa")]
+    vector[0] = {"XLA": isa_flag[0] if isa_flag else "host ISA", **blas_kernels()}
+    return run, threads
 
 
 def time_training(spec):
@@ -243,7 +274,7 @@ def time_training(spec):
     # CPU time over wall time: the cores the framework kept busy, whatever it was told
     cores_busy = (_cpu_seconds() - cpu_begun) / (time.perf_counter() - begun)
     return {"first_call_s": first_call, "first_call_loss": loss, "step_seconds": step_seconds,
-            "threads": threads, "cores_busy": cores_busy, "device": spec.get("device", "cpu")}
+            "threads": threads, "cores_busy": cores_busy, "device": spec.get("device", "cpu"), "vector": vector[0]}
 
 
 def _cpu_seconds():
@@ -273,13 +304,14 @@ def time_sgemm(spec, n=2048, repeats=5):
         def multiply():
             sgemm(1.0, A, B, 0.0, C, overwrite_c=True)
     threads = limit_threads(spec["threads"])
+    found = fastbp_vector() if spec["framework"] == "gemm" else blas_kernels()
     multiply()
     best = np.inf
     for _ in range(repeats):
         start = time.perf_counter()
         multiply()
         best = min(best, time.perf_counter() - start)
-    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "threads": threads}
+    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "threads": threads, "vector": found}
 
 
 def main():

@@ -19,12 +19,14 @@ import dataclasses
 import importlib.util
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 
 from fastbp import bench_runners
+from kernels import isa as kernels_isa
 
 RUNNER = bench_runners.__file__
 # every peer takes its blocks for about this long per round
@@ -123,15 +125,49 @@ def check_fits_in_memory(config, itemsize=4):
     return needed
 
 
-def thread_environment(threads):
+def thread_environment(threads, isa=None):
     """The environment of every child: each library's thread count set
-    before it loads (the runners also set it again from inside)."""
-    env = dict(os.environ)
+    before it loads (the runners also set it again from inside). With
+    ``isa`` (a FASTBP_ISA value), fastbp's tiles are that ISA's; for
+    "avx2", every framework is held to AVX2 as far as its settings allow
+    (Numba's target features, OpenBLAS's kernels, torch's and MKL's
+    dispatch, XLA's codegen), so that a machine with AVX-512 runs the
+    comparison an AVX2 machine would."""
+    env = dict(os.environ) if isa is None else kernels_isa.environment(isa)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[name] = str(threads)
     env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                         f"intra_op_parallelism_threads={threads}")
+    if isa == "avx2":
+        env.update(AVX2_PEERS)
+        env["XLA_FLAGS"] += " --xla_cpu_max_isa=AVX2"
     return env
+
+
+# what holds torch, MKL, oneDNN and OpenBLAS to AVX2 (XLA takes a flag)
+AVX2_PEERS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+              "OPENBLAS_CORETYPE": "Haswell"}
+
+
+def cpu_description():
+    """The CPU as ``lscpu`` names it, with its vector ISA:
+    "AMD EPYC (family 26, model 2), x86_64, AVX-512"."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break
+    except OSError:
+        pass
+    flags = set(fields.get("flags", "").split())
+    vector = ("AVX-512" if "avx512f" in flags else "AVX2 + FMA" if {"avx2", "fma"} <= flags
+              else "no AVX2" if flags else "")
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    family = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
+    return ", ".join(part for part in (name + family, platform.machine(), vector) if part)
 
 
 class Refused(RuntimeError):
@@ -141,7 +177,7 @@ class Refused(RuntimeError):
 def run_process(spec):
     """Run one measurement in a fresh process; its result as a dict."""
     result = subprocess.run([sys.executable, RUNNER], input=json.dumps(spec), capture_output=True, text=True,
-                            env=thread_environment(spec["threads"]))
+                            env=thread_environment(spec["threads"], spec.get("isa")))
     if result.returncode == bench_runners.REFUSED:
         raise Refused(f"the {spec['framework']} runner: {result.stderr.strip()}")
     if result.returncode != 0:
@@ -150,14 +186,15 @@ def run_process(spec):
     return json.loads(result.stdout)
 
 
-def sgemm_ceiling(threads):
+def sgemm_ceiling(threads, isa=None):
     """The float32 GEMM rate a step's products could reach: the faster of
     SciPy's BLAS and fastbp's own ``kernels.gemm``, each measured in its own
-    process."""
-    blas = run_process({"framework": "sgemm", "threads": threads})
-    own = run_process({"framework": "gemm", "threads": threads})
+    process (held to ``isa`` as ``thread_environment`` says)."""
+    blas = run_process({"framework": "sgemm", "threads": threads, "isa": isa})
+    own = run_process({"framework": "gemm", "threads": threads, "isa": isa})
     best = max(blas, own, key=lambda result: result["gflops"])
-    return {**best, "blas_gflops": blas["gflops"], "fastbp_gflops": own["gflops"]}
+    vector = {"SciPy's BLAS": ", ".join(blas["vector"].values()) or "?", "fastbp's gemm": own["vector"]["tiles"]}
+    return {**best, "blas_gflops": blas["gflops"], "fastbp_gflops": own["gflops"], "vector": vector}
 
 
 def summarize(round_seconds):
@@ -177,7 +214,7 @@ def compare(summaries):
 
 
 def measure(config, optimizer, frameworks, rounds=3, threads=None, activation="relu", dtype="float32",
-            ceiling_gflops=None, progress=None, device="cpu"):
+            ceiling_gflops=None, progress=None, device="cpu", isa=None):
     """One row: ``rounds`` interleaved rounds of every framework, each round
     in a fresh process, every round's blocks kept; fastbp and torch train on
     ``device``."""
@@ -186,7 +223,8 @@ def measure(config, optimizer, frameworks, rounds=3, threads=None, activation="r
     check_fits_in_memory(config, itemsize)
     n_steps = n_steps_for(config, ceiling_gflops or 100.0, itemsize)
     spec = {"sizes": list(config.sizes), "batch": config.batch, "optimizer": optimizer, "activation": activation,
-            "dtype": dtype, "threads": threads, "n_steps": n_steps, "seconds": ROUND_SECONDS, "device": device}
+            "dtype": dtype, "threads": threads, "n_steps": n_steps, "seconds": ROUND_SECONDS, "device": device,
+            "isa": isa}
     results = {name: [] for name in frameworks}
     for round_index in range(rounds):
         for name in frameworks:
@@ -215,6 +253,19 @@ def thread_settings(rows, ceiling=None):
         seen["sgemm"] = ceiling["threads"]
     return "\n".join(f"  {name}: " + (", ".join(f"{pool} {count}" for pool, count in pools.items()) or "-")
                      for name, pools in seen.items())
+
+
+def vector_settings(rows, ceiling=None):
+    """One line per framework: the vector code its process reported using
+    (fastbp's tiles, the BLAS kernels, torch's dispatch, XLA's flags)."""
+    seen = {}
+    for row in rows:
+        for name, runs in row["rounds"].items():
+            seen.setdefault(name, runs[0].get("vector", {}))
+    if ceiling:
+        seen["sgemm"] = ceiling.get("vector", {})
+    return "\n".join(f"  {name}: " + (", ".join(f"{key} {value}" for key, value in found.items()) or "-")
+                     for name, found in seen.items())
 
 
 _NAMES = {"fastbp": "fastbp", "torch": "torch", "torch_tf32": "torch tf32", "torch_compile": "compiled",

@@ -2,13 +2,13 @@
 import argparse
 import json
 import os
-import platform
 import sys
 
 import numpy as np
 
 import fastbp
 from fastbp import bench_runners, benchmark, data
+from kernels import isa as kernels_isa
 from fastbp.activations import NAMES as ACTIVATIONS
 from fastbp.losses import LOSSES
 from fastbp.optim import OPTIMIZERS
@@ -120,12 +120,20 @@ def _bench(args, parser):
               "JAX is not timed there")
     elif "jax" not in peers:
         print("note: JAX is not installed, so it is not timed (pip install 'fastbp[bench]')")
+    isa = None if args.isa == "auto" else args.isa
+    if isa is not None and isa not in ("none", *kernels_isa.supported(kernels_isa.host_features())):
+        print(f"fastbp: error: --isa {isa}: this CPU cannot run it (it runs: "
+              f"{', '.join(kernels_isa.supported(kernels_isa.host_features())) or 'no tiles'}, none)", file=sys.stderr)
+        return 2
+    print(f"CPU: {benchmark.cpu_description()}" + {
+        None: "", "none": "; fastbp forced to its no-tile path (FASTBP_ISA=none): products through BLAS",
+        "avx2": "; forced to AVX2 (FASTBP_ISA=avx2, Numba without AVX-512, and the peers' AVX2 settings)",
+        "avx512": "; FASTBP_ISA=avx512"}.get(isa, ""))
     # the CPU's sgemm rate is no ceiling for a GPU
-    ceiling = None if on_gpu else benchmark.sgemm_ceiling(threads)
+    ceiling = None if on_gpu else benchmark.sgemm_ceiling(threads, isa)
     if ceiling:
-        print(f"sgemm ceiling: {ceiling['gflops']:.1f} GFLOP/s on {platform.processor() or platform.machine()}, "
-              f"{threads} threads (the faster of SciPy's BLAS, {ceiling['blas_gflops']:.1f}, "
-              f"and fastbp's own gemm, {ceiling['fastbp_gflops']:.1f})")
+        print(f"sgemm ceiling: {ceiling['gflops']:.1f} GFLOP/s, {threads} threads (the faster of SciPy's BLAS, "
+              f"{ceiling['blas_gflops']:.1f}, and fastbp's own gemm, {ceiling['fastbp_gflops']:.1f})")
     progress = None if args.quiet else (lambda message: print(f"  {message}", end="\r", flush=True))
     optimizers = ["sgd"] if args.sweep else args.optimizer or benchmark.OPTIMIZERS
     rows = []
@@ -135,7 +143,7 @@ def _bench(args, parser):
                 rows.append(benchmark.measure(config, optimizer, ["fastbp"] + peers, rounds=args.rounds,
                                               threads=threads, activation=args.activation, dtype=args.dtype,
                                               ceiling_gflops=ceiling and ceiling["gflops"], progress=progress,
-                                              device=args.device))
+                                              device=args.device, isa=isa))
             except benchmark.Refused as refusal:
                 print(f"\nfastbp: error: --device {args.device}: {refusal}", file=sys.stderr)
                 return 2
@@ -146,11 +154,14 @@ def _bench(args, parser):
           "rounds' medians")
     print(f"threads: {threads} for every framework; the pools each process reported:")
     print(benchmark.thread_settings(rows, ceiling))
+    print("vector code each process reported:")
+    print(benchmark.vector_settings(rows, ceiling))
     print()
     print(benchmark.format_table(rows))
     if args.sweep:
         print(f"\nbest peer's step time / fastbp's, SGD\n{benchmark.format_sweep(rows)}")
-    result = {"ceiling": ceiling, "threads": threads, "rounds": args.rounds, "rows": rows}
+    result = {"ceiling": ceiling, "threads": threads, "rounds": args.rounds, "rows": rows,
+              "cpu": benchmark.cpu_description(), "isa": args.isa}
     if args.startup:
         result["startup"] = benchmark.measure_startup()
         print(f"\nstartup to first step: cold cache {result['startup']['cold_s']:.2f} s, "
@@ -324,6 +335,9 @@ def build_parser():
                        help="interleaved rounds, each framework in a fresh process (default 3)")
     bench.add_argument("--torch-compile", action="store_true",
                        help="also time torch.compile (tens of seconds of compilation per round)")
+    bench.add_argument("--isa", choices=("auto", *kernels_isa.ISAS, "none"), default="auto",
+                       help="fastbp's tiles: the best this CPU has (auto, the default), an ISA's, or none (BLAS "
+                            "only); avx2 on an AVX-512 CPU also holds Numba and the peers to AVX2")
     bench.add_argument("--startup", action="store_true", help="also time cold and warm start in subprocesses")
     bench.add_argument("--json", default="fastbp-bench.json", help="where to write every round's results")
     bench.add_argument("--png", default="fastbp-bench.png", help="where to write the bar chart")

@@ -15,6 +15,8 @@ import os
 
 from numba.core import caching
 
+from kernels import isa
+
 _ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -31,7 +33,9 @@ def _package_hash(root=_ROOT):
     return digest.hexdigest()
 
 
-STAMP = _package_hash()
+# the tiles' instruction set is chosen at import (FASTBP_ISA) and compiled
+# into every kernel that multiplies matrices
+STAMP = _package_hash() + "-" + str(isa.NAME)
 
 
 def _stamped(locator_class):

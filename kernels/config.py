@@ -16,7 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.ufunc.parallel import _launch_threads
 
-from kernels import _cache_stamp
+from kernels import _cache_stamp, isa
 
 # before any kernel is decorated: see kernels/_cache_stamp.py
 _cache_stamp.install()
@@ -63,8 +63,17 @@ def split_passes(n_params, batch_size):
     Those products leave each thread's share of the gradients in its own
     core's cache: one thread passing over all of them pulls the other half
     across: the update alone measured 15 us of a 91 us step of 784-128-10
-    at batch 64 (100K parameters), and 3.4 us split."""
-    return n_params >= PARALLEL_UPDATE or n_params * batch_size >= PARALLEL_GEMM
+    at batch 64 (100K parameters), and 3.4 us split.
+
+    Never without tiles: the products then run on BLAS's threads, and a
+    second pool between them makes each spin while the other works (a
+    step of 784-128-10 at batch 64 ten times slower on two threads than on
+    one), so the passes stay on the step's own thread."""
+    return TILED and (n_params >= PARALLEL_UPDATE or n_params * batch_size >= PARALLEL_GEMM)
+
+
+# whether the products run on fastbp's tiles (and threads) or on BLAS's
+TILED = isa.NAME is not None
 
 
 def data_parallel_chunks(n_params, batch_size, n_threads):

@@ -5,8 +5,10 @@ by ``VECTORS`` vector registers of columns, and every tile is one loop over
 the inner dimension that keeps its ``ROWS * VECTORS`` sums in registers: per
 step it loads one row of ``op(B)`` (``VECTORS`` vectors), broadcasts one
 element of ``op(A)`` per row, and does ``ROWS * VECTORS`` fused multiply-adds.
-With 16 floats to a 512-bit register, a tile of 6 x 64 uses 24 registers for
-sums, 4 for the row of B and 1 for the broadcast, of the 32 AVX-512 has.
+The shape comes from the register file of the instruction set
+``kernels.isa`` chose: AVX-512's 32 registers of 16 floats give 6 x 4
+vectors (24 sums, 4 for the row of B, 1 broadcast), AVX2's 16 registers of
+8 floats 6 x 2 (12 sums, 2 for B, 1 broadcast).
 
 The tile is generated as LLVM vector code (Numba has no vector type), one
 loop per shape of a tile at the edge (fewer rows, fewer vectors), with
@@ -15,7 +17,8 @@ padded with zeros to whole vectors).
 
 Each sum runs over the inner dimension in order, in the arrays' precision,
 and is added to ``beta * C`` once per ``DEPTH`` of the inner dimension:
-the same numbers on every run and at every thread count.
+the same numbers on every run and at every thread count (for one ISA: the
+tile's shape decides where the sums of a panel start).
 """
 import llvmlite.binding
 import numpy as np
@@ -25,17 +28,18 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
+from kernels import isa
 from kernels.checks import same_dtype
 from kernels.config import jit, parallel_jit
 
-ROWS = 6
-VECTORS = 4
-VECTOR_BYTES = 64
-# Without AVX-512's 32 registers a tile spills its sums: other machines stay
-# with BLAS. The cache keys compiled code by CPU, so this cannot go stale.
-AVAILABLE = "+avx512f" in llvmlite.binding.get_host_cpu_features().flatten().split(",")
-# Rows of op(B) packed at a time: a 256 x 64 float32 panel (64 KiB) streams
-# from the 1 MiB L2 at the rate the tile consumes it.
+# None when the target has no vector ISA with tiles, or FASTBP_ISA says
+# none: the products then go to BLAS. The cache stamp carries the ISA.
+ISA = isa.NAME
+AVAILABLE = ISA is not None
+VECTOR_BYTES, REGISTERS, _ = isa.ISAS[ISA or "avx2"]
+ROWS, VECTORS = isa.tile_shape(VECTOR_BYTES, REGISTERS)
+# Rows of op(B) packed at a time: a 256 x 64 float32 panel (64 KiB, AVX-512;
+# 16 KiB on AVX2) streams from L2 at the rate the tile consumes it.
 DEPTH = 256
 
 
@@ -367,7 +371,7 @@ def _compile_bodies():
     of those kernels stays cacheable, and the symbols are there before any
     of it is loaded, because importing ``kernels`` runs this first."""
     compiled = []
-    for dtype in (types.float32, types.float64):
+    for dtype in (types.float32, types.float64) if AVAILABLE else ():
         for kind, kernel, spec, result in (("tile", _tile_kernel, _TILE_ARGUMENTS, types.int64),
                                            ("pack", _pack_kernel, _PACK_ARGUMENTS, types.void)):
             argument_types = [types.CPointer(dtype) if t == "p" else dtype if t == "f" else types.int64 for t in spec]

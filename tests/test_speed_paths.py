@@ -231,7 +231,11 @@ def test_small_network_epochs_match_the_general_path_bit_for_bit(sizes, loss_cod
 
 
 def test_passes_are_split_from_many_parameters_or_threaded_products():
-    from kernels.config import PARALLEL_GEMM, PARALLEL_UPDATE, split_passes
+    from kernels.config import PARALLEL_GEMM, PARALLEL_UPDATE, TILED, split_passes
+    if not TILED:
+        # the products run on BLAS's threads: no second pool beside them
+        assert not any(split_passes(n, batch) for n in (1000, PARALLEL_UPDATE, 1 << 24) for batch in (1, 64, 4096))
+        return
     assert split_passes(PARALLEL_UPDATE, 1) and not split_passes(PARALLEL_UPDATE - 1, 1)
     # 784-128-10 at batch 64: its weight-gradient products run on both threads
     assert 101770 < PARALLEL_UPDATE and 128 * 784 * 64 >= PARALLEL_GEMM and split_passes(101770, 64)
@@ -246,7 +250,7 @@ def test_passes_are_split_from_many_parameters_or_threaded_products():
 def test_split_passes_and_threaded_products_train_what_one_thread_trains_bit_for_bit(optimizer, sizes):
     import numba
 
-    from kernels.config import split_passes
+    from kernels.config import TILED, split_passes
     rng = np.random.default_rng(0)
     X = rng.standard_normal((256, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], 256)
@@ -257,7 +261,7 @@ def test_split_passes_and_threaded_products_train_what_one_thread_trains_bit_for
         for threads in (1, 2):
             numba.set_num_threads(threads)
             model = fastbp.MLP(sizes, seed=0)
-            assert split_passes(model.n_params, 25)
+            assert split_passes(model.n_params, 25) == TILED
             opt = fastbp.SGD(model, lr=0.01, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(model)
             trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), opt)
             with pytest.raises(FloatingPointError, match="batch 9 of 11"):

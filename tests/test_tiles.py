@@ -9,7 +9,7 @@ from kernels import tiles
 from kernels.config import jit
 from kernels.blas import PARALLEL_GEMM, SMALL_GEMM, _gemm
 
-pytestmark = pytest.mark.skipif(not tiles.AVAILABLE, reason="this CPU has no AVX-512: products go to BLAS")
+pytestmark = pytest.mark.skipif(not tiles.AVAILABLE, reason="no tiles for this target (FASTBP_ISA or its ISA): products go to BLAS")
 
 TOLERANCE = {np.float32: 2e-6, np.float64: 1e-14}
 
