@@ -362,11 +362,12 @@ print(time.perf_counter() - start)
 """
 
 
-def measure_startup():
+def measure_startup(isa=None):
     """Seconds from interpreter start to the end of a first training step,
-    with an empty compile cache (cold) and then with it filled (warm)."""
+    with an empty compile cache (cold) and then with it filled (warm);
+    ``isa`` as in ``thread_environment``."""
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        env = {**(os.environ if isa is None else kernels_isa.environment(isa)), "NUMBA_CACHE_DIR": cache}
         times = []
         for _ in range(2):
             result = subprocess.run([sys.executable, "-c", _STARTUP_SCRIPT], env=env, capture_output=True,

@@ -163,7 +163,7 @@ def _bench(args, parser):
     result = {"ceiling": ceiling, "threads": threads, "rounds": args.rounds, "rows": rows,
               "cpu": benchmark.cpu_description(), "isa": args.isa}
     if args.startup:
-        result["startup"] = benchmark.measure_startup()
+        result["startup"] = benchmark.measure_startup(isa)
         print(f"\nstartup to first step: cold cache {result['startup']['cold_s']:.2f} s, "
               f"warm cache {result['startup']['warm_s']:.2f} s")
     with open(args.json, "w") as handle:
