@@ -30,7 +30,7 @@ from numba.np.arrayobj import make_array, populate_array
 
 from kernels import isa
 from kernels.checks import same_dtype
-from kernels.config import jit, parallel_jit
+from kernels.config import inline_jit, jit, parallel_jit
 
 # None when the target has no vector ISA with tiles, or FASTBP_ISA says
 # none: the products then go to BLAS. The cache stamp carries the ISA.
@@ -41,6 +41,8 @@ ROWS, VECTORS = isa.tile_shape(VECTOR_BYTES, REGISTERS)
 # Rows of op(B) packed at a time: a 256 x 64 float32 panel (64 KiB, AVX-512;
 # 16 KiB on AVX2) streams from L2 at the rate the tile consumes it.
 DEPTH = 256
+# Rows of C (and of op(A)) taken at a time: a whole number of tiles
+BLOCK_ROWS = 32 * ROWS
 
 
 def lanes(itemsize):
@@ -389,7 +391,8 @@ _COMPILED = _compile_bodies()
 def _panel_buffer(typingctx, like):
     """A 1-D array on the stack of the calling function, of ``like``'s dtype,
     big enough for one packed panel (``DEPTH`` rows plus a vector's length of
-    rows that the transposing pack may overrun). Never return it."""
+    rows that the transposing pack may overrun) followed by one packed block
+    of A (``BLOCK_ROWS x DEPTH``). Never return it."""
     if not isinstance(like, types.Array):
         return None
     result = types.Array(like.dtype, 1, "C")
@@ -397,7 +400,7 @@ def _panel_buffer(typingctx, like):
     def codegen(context, builder, signature, args):
         element = context.get_value_type(like.dtype)
         itemsize = context.get_abi_sizeof(element)
-        size = panel_size(itemsize)
+        size = panel_size(itemsize) + BLOCK_ROWS * DEPTH
         data = cgutils.alloca_once(builder, element, size=ir.Constant(ir.IntType(64), size))
         data.align = VECTOR_BYTES
         array = make_array(result)(context, builder)
@@ -451,21 +454,73 @@ def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column
     b_row, b_column = B.strides[0] // itemsize, B.strides[1] // itemsize
     if trans_b:
         b_row, b_column = b_column, b_row
-    pack = _panel_buffer(C)
+    buffer = _panel_buffer(C)
     width = VECTORS * (VECTOR_BYTES // itemsize)
+    # as panel_size
+    pack, a_pack = buffer[:(DEPTH + width // VECTORS) * width], buffer[(DEPTH + width // VECTORS) * width:]
+    # op(A) read down its unit-step dimension (dout.T of a weight gradient)
+    # puts each step's broadcasts a row of A apart: where that is a multiple
+    # of 4 KiB (a width of 1024 floats, say), every step's line falls in one
+    # cache set, and every panel of B reads A again. Such an A is packed
+    # BLOCK_ROWS rows at a time (192 x 256 floats: 192 KiB, in L2), once for
+    # all the panels that read it (measured on AVX2, one thread: 4096 x 4096
+    # x 256 from 80 to 115 GFLOP/s; at a 2 KiB step the copy costs 5%).
+    packs_a = (a_row == 1 and a_step != 1 and (a_step * itemsize) % 4096 == 0
+               and column_end - column_first > width)
     bad = 0
-    for j0 in range(column_first, column_end, width):
-        cols = min(width, column_end - j0)
-        for p0 in range(0, k, DEPTH):
-            depth = min(DEPTH, k - p0)
-            _pack_panel(pack, B, p0 * b_row + j0 * b_column, b_row, b_column, depth, cols)
-            block_beta = beta if p0 == 0 else 1.0
-            # the values of the last block of the inner dimension are C's
-            last = np.int64(1 if check and p0 + depth == k else 0)
-            for i0 in range(row_first, row_end, ROWS):
-                bad |= _tile(C, i0 * ldc + j0, ldc, A, i0 * a_row + p0 * a_step, a_row, a_step, pack, 0, width,
-                             depth, min(ROWS, row_end - i0), cols, alpha, block_beta, last)
+    if packs_a:
+        for r0 in range(row_first, row_end, BLOCK_ROWS):
+            r_end = min(row_end, r0 + BLOCK_ROWS)
+            for p0 in range(0, k, DEPTH):
+                depth = min(DEPTH, k - p0)
+                _pack_rows(a_pack, A, r0, r_end, p0, depth)
+                for j0 in range(column_first, column_end, width):
+                    bad |= _panel_tiles(C, ldc, a_pack, -r0 * depth, depth, np.int64(1), np.int64(ROWS), B,
+                                        b_row, b_column, pack, width, alpha, beta, check, k, p0, depth, r0, r_end,
+                                        j0, column_end)
+    else:
+        # a panel of C's columns at a time, over every depth of A in place:
+        # the panel's strip of C stays in cache between the depths
+        for j0 in range(column_first, column_end, width):
+            for p0 in range(0, k, DEPTH):
+                bad |= _panel_tiles(C, ldc, A, p0 * a_step, a_row, a_row, a_step, B, b_row, b_column, pack, width,
+                                    alpha, beta, check, k, p0, min(DEPTH, k - p0), row_first, row_end, j0,
+                                    column_end)
     return bad == 0
+
+
+@inline_jit
+def _panel_tiles(C, ldc, A, a_start, a_tile, a_row, a_step, B, b_row, b_column, pack, width, alpha, beta, check,
+                 k, p0, depth, row_first, row_end, j0, column_end):
+    """The tiles of rows ``row_first:row_end`` and the panel of columns
+    from ``j0`` over the depth ``p0:p0 + depth``, with that panel of op(B)
+    packed first; the tile of op(A)'s rows from ``i`` starts at
+    ``a_start + i * a_tile``, its elements ``a_row`` and ``a_step`` apart.
+    Returns 1 if ``check`` found a value written non-finite."""
+    cols = min(width, column_end - j0)
+    _pack_panel(pack, B, p0 * b_row + j0 * b_column, b_row, b_column, depth, cols)
+    block_beta = beta if p0 == 0 else 1.0
+    # the values of the last depth are C's
+    last = np.int64(1 if check and p0 + depth == k else 0)
+    bad = 0
+    for i0 in range(row_first, row_end, ROWS):
+        bad |= _tile(C, i0 * ldc + j0, ldc, A, a_start + i0 * a_tile, a_row, a_step, pack, 0, width, depth,
+                     min(ROWS, row_end - i0), cols, alpha, block_beta, last)
+    return bad
+
+
+@inline_jit
+def _pack_rows(a_pack, A, r0, r_end, p0, depth):
+    """``a_pack[(i - r0) * depth + p * ROWS + r] = op(A)[i + r, p0 + p]``
+    for the tiles ``i`` of rows ``r0:r_end``, where op(A) is ``A.T``
+    (the only A that ``tile_gemm`` packs): each tile's steps in order,
+    its rows side by side."""
+    for i in range(r0, r_end, ROWS):
+        rows = min(ROWS, r_end - i)
+        start = (i - r0) * depth
+        for p in range(depth):
+            for r in range(rows):
+                a_pack[start + p * ROWS + r] = A[p0 + p, i + r]
 
 
 @jit

@@ -43,6 +43,10 @@ def assert_close(C, expected, dtype, k):
 # panel's (64 or 32), depths across a packed panel's (256)
 SHAPES = [(1, 1, 1), (5, 15, 3), (6, 16, 7), (7, 17, 8), (13, 63, 255), (12, 64, 256), (19, 65, 257),
           (64, 128, 784), (10, 784, 64), (3, 129, 515), (200, 33, 16)]
+# a transposed A whose steps are a multiple of 4 KiB is packed, in blocks
+# of BLOCK_ROWS rows: several blocks, a partial one, several depths and
+# panels; rows given in 4 KiB of elements (1024 floats, 512 doubles)
+PACKED = [(1, 70, 300), (2, 33, 257), (1, 17, 5)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -50,6 +54,19 @@ SHAPES = [(1, 1, 1), (5, 15, 3), (6, 16, 7), (7, 17, 8), (13, 63, 255), (12, 64,
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("m, n, k", SHAPES)
 def test_tiles_match_float64_numpy_at_every_edge(m, n, k, trans_a, trans_b, dtype):
+    _product_matches(m, n, k, trans_a, trans_b, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("pages, n, k", PACKED)
+def test_a_packed_transposed_a_matches_float64_numpy(pages, n, k, trans_b, dtype):
+    m = pages * 4096 // np.dtype(dtype).itemsize
+    assert m > tiles.BLOCK_ROWS
+    _product_matches(m, n, k, True, trans_b, dtype)
+
+
+def _product_matches(m, n, k, trans_a, trans_b, dtype):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     A, B, C = operands(rng, m, n, k, trans_a, trans_b, dtype)
     expected = reference(A, B, C, trans_a, trans_b, 0.5, 2.0)
@@ -92,7 +109,7 @@ def test_a_block_leaves_the_rest_of_c_alone():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m, n, k", [(64, 128, 784), (130, 40, 500), (5, 1000, 300)])
+@pytest.mark.parametrize("m, n, k", [(64, 128, 784), (130, 40, 500), (5, 1000, 300), (1024, 70, 300)])
 @pytest.mark.parametrize("parts", [2, 3])
 def test_threads_compute_what_one_thread_computes_bit_for_bit(m, n, k, parts, dtype):
     rng = np.random.default_rng(5)
@@ -192,3 +209,23 @@ def test_products_off_the_tiles_check_c_too(dtype):
         A[-1, -1] = np.inf
         assert not _checked_gemm(C, A, B, False, False, 1.0, 0.0)
         assert np.isinf(C[-1]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("parts", [1, 2])
+def test_a_packed_a_is_checked_as_it_is_written(parts, dtype):
+    m, n, k = 512 * 8 // np.dtype(dtype).itemsize, 70, 300
+    rng = np.random.default_rng(10)
+    A, B, C = operands(rng, m, n, k, True, False, dtype)
+
+    def product(C):
+        if parts == 1:
+            return tiles.tile_gemm(C, A, B, True, False, 1.0, 0.0, 0, m, 0, n, True)
+        return tiles.tile_gemm_parallel(C, A, B, True, False, 1.0, 0.0, parts, True)
+    assert product(C.copy())
+    for i in (0, tiles.BLOCK_ROWS + 1, m - 1):  # a row in the first, second and last block
+        A[k - 1, i] = np.nan  # op(A)[i, k - 1]: C[i, :] NaN, no other row
+        out = C.copy()
+        assert not product(out)
+        assert np.isnan(out[i]).all() and np.isfinite(np.delete(out, i, axis=0)).all()
+        A[k - 1, i] = 0.5
