@@ -129,6 +129,9 @@ def _bench(args, parser):
         None: "", "none": "; fastbp forced to its no-tile path (FASTBP_ISA=none): products through BLAS",
         "avx2": "; forced to AVX2 (FASTBP_ISA=avx2, Numba without AVX-512, and the peers' AVX2 settings)",
         "avx512": "; FASTBP_ISA=avx512"}.get(isa, ""))
+    if isa == "avx2" and "jax" in peers:
+        print("note: XLA's own code is held to AVX2, but its matrix products go through XNNPACK, which picks "
+              "its kernels from the CPU itself: JAX may run faster here than on an AVX2 machine")
     # the CPU's sgemm rate is no ceiling for a GPU
     ceiling = None if on_gpu else benchmark.sgemm_ceiling(threads, isa)
     if ceiling:

@@ -461,12 +461,14 @@ def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column
     # op(A) read down its unit-step dimension (dout.T of a weight gradient)
     # puts each step's broadcasts a row of A apart: where that is a multiple
     # of 4 KiB (a width of 1024 floats, say), every step's line falls in one
-    # cache set, and every panel of B reads A again. Such an A is packed
-    # BLOCK_ROWS rows at a time (192 x 256 floats: 192 KiB, in L2), once for
-    # all the panels that read it (measured on AVX2, one thread: 4096 x 4096
-    # x 256 from 80 to 115 GFLOP/s; at a 2 KiB step the copy costs 5%).
+    # cache set, and every panel of B reads A again. Where eight panels or
+    # more read it, such an A is packed BLOCK_ROWS rows at a time (192 x 256
+    # floats: 192 KiB, in L2), once for all of them. Measured on AVX2, one
+    # thread: 4096 x 4096 x 256 from 60-80 to 105-115 GFLOP/s, 1024 x 1024
+    # x 512 from 80 to 100; with four panels (1024 x 64 x 512) the copy
+    # costs more than it saves (88 -> 74), and at a 2 KiB step 5%.
     packs_a = (a_row == 1 and a_step != 1 and (a_step * itemsize) % 4096 == 0
-               and column_end - column_first > width)
+               and column_end - column_first > 7 * width)
     bad = 0
     if packs_a:
         for r0 in range(row_first, row_end, BLOCK_ROWS):

@@ -97,6 +97,33 @@ def test_thread_environment_sets_every_library():
     assert "intra_op_parallelism_threads=3" in env["XLA_FLAGS"]
 
 
+def test_an_avx2_run_holds_every_framework_to_avx2():
+    env = benchmark.thread_environment(2, "avx2")
+    assert env["FASTBP_ISA"] == "avx2" and "--xla_cpu_max_isa=AVX2" in env["XLA_FLAGS"]
+    assert all(env[name] == value for name, value in benchmark.AVX2_PEERS.items())
+    assert "+avx512f" not in env["NUMBA_CPU_FEATURES"].split(",")
+    assert "intra_op_parallelism_threads=2" in env["XLA_FLAGS"] and env["NUMBA_NUM_THREADS"] == "2"
+    none = benchmark.thread_environment(2, "none")
+    assert none["FASTBP_ISA"] == "none" and "--xla_cpu_max_isa" not in none["XLA_FLAGS"]
+
+
+def test_bench_without_tiles_says_so_and_names_the_cpu(tmp_path, capsys, short_rounds):
+    code = cli.main(["bench", "--configs", "tiny", "--optimizer", "sgd", "--rounds", "1", "--threads", "1",
+                     "--isa", "none", "--quiet", "--json", str(tmp_path / "b.json"), "--png", str(tmp_path / "b.png")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"CPU: {benchmark.cpu_description()}; fastbp forced to its no-tile path")
+    (fastbp_vector,) = [line for line in out.splitlines() if line.startswith("  fastbp: tiles")]
+    assert "tiles none (products through BLAS)" in fastbp_vector
+    assert json.loads((tmp_path / "b.json").read_text())["isa"] == "none"
+
+
+def test_bench_refuses_an_isa_this_cpu_cannot_run(monkeypatch, capsys):
+    monkeypatch.setattr(cli.kernels_isa, "host_features", lambda: {"sse2", "avx2", "fma"})
+    assert cli.main(["bench", "--isa", "avx512", "--configs", "tiny"]) == 2
+    assert "--isa avx512: this CPU cannot run it (it runs: avx2, none)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--configs", "tiny,nosuch"], "unknown config 'nosuch'; valid names: tiny, small, narrow, medium, wide"),
     (["--batch", "32"], "--batch sets the batch of a custom config: give --sizes too"),
@@ -128,8 +155,10 @@ def test_bench_prints_the_table_and_threads_and_writes_every_round(tmp_path, cap
     assert code == 0
     out = capsys.readouterr().out
     assert "threads: 1 for every framework" in out
+    assert out.startswith("CPU: ") and "vector code each process reported:" in out
     # fastbp's own threads (Numba's OpenMP pool) and the BLAS's, both capped
-    (fastbp_pools,) = [line for line in out.splitlines() if line.startswith("  fastbp: ")]
+    fastbp_pools, fastbp_vector = [line for line in out.splitlines() if line.startswith("  fastbp: ")]
+    assert fastbp_vector.startswith("  fastbp: tiles ")
     assert set(fastbp_pools[len("  fastbp: "):].split(", ")) == {"openmp 1", "openblas 1"}
     assert "median [min-max] of the rounds' medians" in out
     result = json.loads(json_path.read_text())

@@ -44,9 +44,10 @@ def assert_close(C, expected, dtype, k):
 SHAPES = [(1, 1, 1), (5, 15, 3), (6, 16, 7), (7, 17, 8), (13, 63, 255), (12, 64, 256), (19, 65, 257),
           (64, 128, 784), (10, 784, 64), (3, 129, 515), (200, 33, 16)]
 # a transposed A whose steps are a multiple of 4 KiB is packed, in blocks
-# of BLOCK_ROWS rows: several blocks, a partial one, several depths and
-# panels; rows given in 4 KiB of elements (1024 floats, 512 doubles)
-PACKED = [(1, 70, 300), (2, 33, 257), (1, 17, 5)]
+# of BLOCK_ROWS rows, where eight panels or more read it: several blocks, a
+# partial one, several depths, a partial panel; rows given in 4 KiB of
+# elements (1024 floats, 512 doubles)
+PACKED = [(1, 520, 300), (2, 530, 257), (1, 515, 5)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -109,7 +110,7 @@ def test_a_block_leaves_the_rest_of_c_alone():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("m, n, k", [(64, 128, 784), (130, 40, 500), (5, 1000, 300), (1024, 70, 300)])
+@pytest.mark.parametrize("m, n, k", [(64, 128, 784), (130, 40, 500), (5, 1000, 300), (1024, 1040, 300)])
 @pytest.mark.parametrize("parts", [2, 3])
 def test_threads_compute_what_one_thread_computes_bit_for_bit(m, n, k, parts, dtype):
     rng = np.random.default_rng(5)
@@ -214,7 +215,7 @@ def test_products_off_the_tiles_check_c_too(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("parts", [1, 2])
 def test_a_packed_a_is_checked_as_it_is_written(parts, dtype):
-    m, n, k = 512 * 8 // np.dtype(dtype).itemsize, 70, 300
+    m, n, k = 512 * 8 // np.dtype(dtype).itemsize, 1040, 300
     rng = np.random.default_rng(10)
     A, B, C = operands(rng, m, n, k, True, False, dtype)
 
