@@ -15,6 +15,8 @@ Layer ``i`` owns ``W = params[w:w + n_out*n_in]`` viewed as (n_out, n_in) and
 (batch, n_out) views ``store[batch*u : batch*(u + n_out)]`` of two flat
 buffers, ``u`` its unit offset.
 """
+import numpy as np
+
 from kernels.activations import IDENTITY, N_ACTIVATIONS, activate, derivative
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
 from kernels.config import inline_jit, jit
@@ -45,7 +47,7 @@ def layer_units(store, layers, i, batch):
 @jit
 def scratch_view(scratch, parity, batch, width):
     """A (batch, width) view of one of the two rows of the backward scratch."""
-    return matrix_view(scratch[parity], 0, batch, width)
+    return matrix_view(scratch[parity], np.int64(0), batch, width)
 
 
 @jit

@@ -207,7 +207,7 @@ def update(code, params, grads, state0, state1, state2, hyper, step, parts):
     if parts > 1:
         split_pass(bool(True), code, params, grads, state0, state1, state2, hyper, step, parts)
     else:
-        update_slice(code, params, grads, state0, state1, state2, hyper, step, 0, params.shape[0])
+        update_slice(code, params, grads, state0, state1, state2, hyper, step, np.int64(0), params.shape[0])
 
 
 @jit
@@ -353,7 +353,7 @@ def batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, act
     last = layers.shape[0] - 1
     _network_forward(z_store, a_store, x, params, layers, activation_params)
     prediction = layer_units(a_store, layers, last, rows)
-    dprediction = scratch_view(scratch, 0, rows, layers[last, N_OUT])
+    dprediction = scratch_view(scratch, np.int64(0), rows, layers[last, N_OUT])
     return scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
 
 
