@@ -48,8 +48,6 @@ ACTIVATIONS = {
 SGD_LR, ADAM_LR = 0.01, 1e-3
 # at least this many timed blocks per round, whatever their length
 MIN_BLOCKS = 3
-# what the runner found of its framework's vector code (set by each runner)
-vector = [{}]
 
 
 def initial_parameters(sizes, dtype, seed=0):
@@ -139,7 +137,7 @@ def _fastbp(spec, X, y, initial):
     loss = fastbp.BCEWithLogitsLoss() if spec["sizes"][-1] == 1 else fastbp.CrossEntropyLoss()
     trainer = fastbp.Trainer(model, loss, optimizer)
     threads = limit_threads(spec["threads"])
-    vector[0] = fastbp_vector()
+    vector = fastbp_vector()
     if model.device == "cuda":
         from fastbp.cuda import DeviceFit
 
@@ -151,12 +149,12 @@ def _fastbp(spec, X, y, initial):
         def run(record=False):
             loss_sum = device_fit.epoch(order)
             return loss_sum / X.shape[0] if record else None
-        return run, threads
+        return run, threads, vector
 
     def run(record=False):
         trainer.fit(X, y, epochs=1, batch_size=spec["batch"], shuffle=False)
         return trainer.history.loss[-1] if record else None
-    return run, threads
+    return run, threads, vector
 
 
 def _torch(spec, X, y, initial):
@@ -166,7 +164,7 @@ def _torch(spec, X, y, initial):
     device, on_gpu = configuration["device"], configuration["device"] == "cuda"
     torch.set_num_threads(spec["threads"])
     threads = {"torch intra-op": torch.get_num_threads(), **limit_threads(spec["threads"])}
-    vector[0] = {"capability": torch.backends.cpu.get_cpu_capability(), **blas_kernels(),
+    vector = {"capability": torch.backends.cpu.get_cpu_capability(), **blas_kernels(),
                  **{name: os.environ[name] for name in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
                     if name in os.environ}}
     layers = []
@@ -198,7 +196,7 @@ def _torch(spec, X, y, initial):
         if on_gpu:
             torch.cuda.synchronize()  # the kernels launched so far have run when the timer stops
         return total / spec["n_steps"]
-    return run, threads
+    return run, threads, vector
 
 
 def _jax(spec, X, y, initial):
@@ -245,8 +243,7 @@ def _jax(spec, X, y, initial):
         return float(loss) if record else None
     threads = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **limit_threads(spec["threads"])}
     isa_flag = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag.startswith("--xla_cpu_max_isa")]
-    vector[0] = {"XLA": isa_flag[0] if isa_flag else "host ISA", **blas_kernels()}
-    return run, threads
+    return run, threads, {"XLA": isa_flag[0] if isa_flag else "host ISA", **blas_kernels()}
 
 
 def time_training(spec):
@@ -258,11 +255,11 @@ def time_training(spec):
     initial = initial_parameters(spec["sizes"], dtype)
     framework = spec["framework"]
     if framework == "fastbp":
-        run, threads = _fastbp(spec, X, y, initial)
+        run, threads, vector = _fastbp(spec, X, y, initial)
     elif framework.startswith("torch"):
-        run, threads = _torch(spec, X, y, initial)
+        run, threads, vector = _torch(spec, X, y, initial)
     else:
-        run, threads = _jax(spec, X, y, initial)
+        run, threads, vector = _jax(spec, X, y, initial)
     start = time.perf_counter()
     loss = run(record=True)
     first_call = time.perf_counter() - start
@@ -274,7 +271,7 @@ def time_training(spec):
     # CPU time over wall time: the cores the framework kept busy, whatever it was told
     cores_busy = (_cpu_seconds() - cpu_begun) / (time.perf_counter() - begun)
     return {"first_call_s": first_call, "first_call_loss": loss, "step_seconds": step_seconds,
-            "threads": threads, "cores_busy": cores_busy, "device": spec.get("device", "cpu"), "vector": vector[0]}
+            "threads": threads, "cores_busy": cores_busy, "device": spec.get("device", "cpu"), "vector": vector}
 
 
 def _cpu_seconds():

@@ -162,9 +162,8 @@ def cpu_description():
                     break
     except OSError:
         pass
-    flags = set(fields.get("flags", "").split())
-    vector = ("AVX-512" if "avx512f" in flags else "AVX2 + FMA" if {"avx2", "fma"} <= flags
-              else "no AVX2" if flags else "")
+    vector = {"avx512": "AVX-512", "avx2": "AVX2 + FMA", "neon": "NEON"}.get(
+        next(iter(kernels_isa.supported(kernels_isa.host_features())), None), "no AVX2 or NEON")
     name = fields.get("model name") or platform.processor() or "unknown CPU"
     family = f" (family {fields['cpu family']}, model {fields['model']})" if "cpu family" in fields else ""
     return ", ".join(part for part in (name + family, platform.machine(), vector) if part)

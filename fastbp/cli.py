@@ -121,9 +121,10 @@ def _bench(args, parser):
     elif "jax" not in peers:
         print("note: JAX is not installed, so it is not timed (pip install 'fastbp[bench]')")
     isa = None if args.isa == "auto" else args.isa
-    if isa is not None and isa not in ("none", *kernels_isa.supported(kernels_isa.host_features())):
-        print(f"fastbp: error: --isa {isa}: this CPU cannot run it (it runs: "
-              f"{', '.join(kernels_isa.supported(kernels_isa.host_features())) or 'no tiles'}, none)", file=sys.stderr)
+    runnable = kernels_isa.supported(kernels_isa.host_features())
+    if isa is not None and isa not in ("none", *runnable):
+        print(f"fastbp: error: --isa {isa}: this CPU cannot run it (it runs: {', '.join(runnable) or 'no tiles'}, "
+              "none)", file=sys.stderr)
         return 2
     print(f"CPU: {benchmark.cpu_description()}" + {
         None: "", "none": "; fastbp forced to its no-tile path (FASTBP_ISA=none): products through BLAS",

@@ -400,7 +400,7 @@ def _panel_buffer(typingctx, like):
     def codegen(context, builder, signature, args):
         element = context.get_value_type(like.dtype)
         itemsize = context.get_abi_sizeof(element)
-        size = panel_size(itemsize) + BLOCK_ROWS * DEPTH
+        size = panel_size.py_func(itemsize) + BLOCK_ROWS * DEPTH
         data = cgutils.alloca_once(builder, element, size=ir.Constant(ir.IntType(64), size))
         data.align = VECTOR_BYTES
         array = make_array(result)(context, builder)
@@ -412,9 +412,10 @@ def _panel_buffer(typingctx, like):
     return result(like), codegen
 
 
+@inline_jit
 def panel_size(itemsize):
     """Elements of a packed panel's buffer."""
-    width = lanes(itemsize)
+    width = VECTOR_BYTES // itemsize  # lanes
     return (DEPTH + width) * VECTORS * width
 
 
@@ -456,8 +457,7 @@ def tile_gemm(C, A, B, trans_a, trans_b, alpha, beta, row_first, row_end, column
         b_row, b_column = b_column, b_row
     buffer = _panel_buffer(C)
     width = VECTORS * (VECTOR_BYTES // itemsize)
-    # as panel_size
-    pack, a_pack = buffer[:(DEPTH + width // VECTORS) * width], buffer[(DEPTH + width // VECTORS) * width:]
+    pack, a_pack = buffer[:panel_size(itemsize)], buffer[panel_size(itemsize):]
     # op(A) read down its unit-step dimension (dout.T of a weight gradient)
     # puts each step's broadcasts a row of A apart: where that is a multiple
     # of 4 KiB (a width of 1024 floats, say), every step's line falls in one
