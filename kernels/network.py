@@ -217,6 +217,23 @@ def _network_backward(grads, scratch, x, params, layers, activation_params, z_st
 
 
 @jit
+def buffer_sizes(layers):
+    """(n_params, total_units, max_width) of a layer table: the length of
+    the flat parameter (and gradient) buffer, the activation buffers'
+    units per sample, and the widest input or output, the backward
+    scratch's width per sample. Every buffer of a network is sized from
+    these: ``z_store`` and ``a_store`` hold ``batch * total_units`` values,
+    ``scratch`` is ``(2, batch * max_width)``."""
+    n_params, units, max_width = 0, 0, layers[0, N_IN]
+    for i in range(layers.shape[0]):
+        n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
+        n_params = max(n_params, layers[i, WEIGHT_OFFSET] + n_out * n_in, layers[i, BIAS_OFFSET] + n_out)
+        units += n_out
+        max_width = max(max_width, n_out)
+    return n_params, units, max_width
+
+
+@jit
 def all_small(layers, batch):
     """Whether every layer of a ``batch``-row step runs as plain loops
     (``kernels.fused.is_small``), and so does every smaller batch."""

@@ -1,0 +1,1 @@
+"""Where the steps run: the CPU epochs, the CUDA device, several processes."""

@@ -1,0 +1,1 @@
+"""fastbp from other libraries: scikit-learn estimators."""
