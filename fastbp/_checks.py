@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from fastbp.data import release
-from kernels.training import all_finite_parallel
+from kernels.step import all_finite_parallel
 
 FLOAT_DTYPES = {"float32": np.float32, "float64": np.float64}
 # elements per block of the finite check, and the fewest it runs compiled

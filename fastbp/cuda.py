@@ -77,7 +77,9 @@ class DeviceFit:
         rows = min(batch_size, X.shape[0])
         check_device_memory(cuda, model, optimizer, X, targets, labels, rows)
         self.device_params, self.device_grads = cuda.to_device(model._params), cuda.to_device(model._grads)
-        self.device_state = [cuda.to_device(state) for state in optimizer._state]
+        # the device epoch takes the three buffers of kernels.optimizers' kernels, empty where unused
+        self.device_state = [cuda.to_device(optimizer._state[i] if i < len(optimizer._state)
+                                            else np.zeros(0, dtype=model.dtype)) for i in range(3)]
         self.device_X, self.device_targets, self.device_labels = (cuda.to_device(a) for a in (X, targets, labels))
         self.device_order = cuda.device_array(X.shape[0], dtype=np.int64)
         dtype = model.dtype

@@ -22,10 +22,9 @@ import time
 
 import numpy as np
 
-from kernels import training
+from kernels import step as stages
 from kernels.losses import mean_scale
 from kernels.network import N_OUT, WEIGHT_OFFSET, network_backward_layers
-from kernels.optimizers import optimizer_step
 from fastbp._checks import as_float, as_int, describe
 from fastbp.trainer import Trainer
 
@@ -244,49 +243,47 @@ class DistributedTrainer(Trainer):
             return super()._epoch_function(rows)
         return self._train_epoch, contextlib.nullcontext
 
-    def _train_epoch(self, params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step, loss_sum,
-                     X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params,
-                     loss_code, loss_param, loss_mean, batch_x, batch_targets, batch_labels, z_store, a_store,
-                     scratch):
+    def _train_epoch(self, network, optimizer, loss, data, work, step, loss_sum, batch_size, max_grad_norm):
         """``kernels.train_epoch`` (same arguments and result, ``batch_size``
-        the global batch) over this rank's shard of ``order``, the gradients
-        averaged across the ranks after each backward (bucket by bucket
-        during it, with ``bucket_bytes``). The non-finite check is on the
-        averaged gradients, which every rank holds alike, so the ranks stop
-        (or skip) at the same step."""
-        mine = shard(order, self.rank, self.world_size)
+        the global batch) over this rank's shard of ``data.order``: the
+        stages of ``kernels.step``, with the gradients averaged across the
+        ranks after each backward (bucket by bucket during it, with
+        ``bucket_bytes``). The finite check is of the averaged gradients,
+        which every rank holds alike, so the ranks stop (or skip) at the same
+        step."""
+        samples = data.order.shape[0]
+        mine = shard(data.order, self.rank, self.world_size)
+        data = data._replace(order=mine)
         local_batch = batch_size // self.world_size
-        n_out = layers[-1, N_OUT]
-        plan = None if self.bucket_bytes is None else buckets(layers, grads.shape[0], grads.itemsize,
+        n_out = network.layers[-1, N_OUT]
+        grads = network.grads
+        plan = None if self.bucket_bytes is None else buckets(network.layers, grads.shape[0], grads.itemsize,
                                                               self.bucket_bytes)
         gradients = _as_tensor(grads)
         epoch_sum, loss_sum = loss_sum, 0.0
         for start in range(0, mine.shape[0], local_batch):
             rows = min(local_batch, mine.shape[0] - start)
-            xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels,
-                                               mine, start, rows)
-            scale = mean_scale(loss_code, rows, n_out, loss_mean)
+            x, target, labels = stages.gather_batch(work.batch_x, work.batch_targets, work.batch_labels, data,
+                                                    start, rows)
+            scale = mean_scale(loss.code, rows, n_out, loss.mean)
             if plan is None:
-                # checked below, once all-reduced
-                value = training.batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
-                                                 activation_params, loss_code, loss_param, scale)[0]
+                # checked by take_step, once all-reduced
+                value = stages.batch_gradients(grads, work.z_store, work.a_store, work.scratch, x, target, labels,
+                                               network, loss, scale)[0]
                 self._all_reduce(gradients, step + 1)
             else:
-                value = self._bucketed_gradients(plan, step + 1, grads, z_store, a_store, scratch, xb, tb, lb,
-                                                 params, layers, activation_params, loss_code, loss_param, scale)
-            if loss_mean:
+                value = self._bucketed_gradients(plan, step + 1, work, x, target, labels, network, loss, scale)
+            if loss.mean:
                 # every rank's share is equally large: the mean of the ranks'
                 # gradients is the global batch's
                 grads /= self.world_size
-            if not training.all_finite(grads):
+            # this rank's loss is its own: the ranks decide on the gradients alone
+            if not stages.take_step(network, optimizer, 0.0, step, max_grad_norm, 1, True, False):
                 done = start // local_batch * batch_size
                 return self._epoch_loss(epoch_sum, loss_sum, start, step, done) + (done,)
-            loss_sum += value * rows if loss_mean else value
+            loss_sum += value * rows if loss.mean else value
             step += 1
-            if max_grad_norm > 0.0:
-                training.clip_grad_norm(grads, max_grad_norm)
-            optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step)
-        return self._epoch_loss(epoch_sum, loss_sum, mine.shape[0], step, order.shape[0]) + (order.shape[0],)
+        return self._epoch_loss(epoch_sum, loss_sum, mine.shape[0], step, samples) + (samples,)
 
     def _epoch_loss(self, epoch_sum, loss_sum, rows, step, samples):
         """(loss sum, step) as fit counts them: ``epoch_sum`` plus, for the
@@ -297,17 +294,17 @@ class DistributedTrainer(Trainer):
         self._all_reduce(_as_tensor(totals), step)
         return epoch_sum + (totals[0] / totals[1] * samples if rows else 0.0), step
 
-    def _bucketed_gradients(self, plan, step, grads, z_store, a_store, scratch, x, target, labels, params, layers,
-                            activation_params, loss_code, loss_param, loss_scale):
-        """``kernels.training.batch_gradients`` with each bucket's all-reduce
+    def _bucketed_gradients(self, plan, step, work, x, target, labels, network, loss, loss_scale):
+        """``kernels.step.batch_gradients`` with each bucket's all-reduce
         started as soon as the backward has written it; returns once all are
         done."""
-        value = training.batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
-                                    loss_code, loss_param, loss_scale)
+        params, grads, layers, layer_params = network
+        value = stages.batch_loss(work.z_store, work.a_store, work.scratch, x, target, labels, network, loss,
+                                  loss_scale)
         pending = []
         for first, end, start, stop in plan:
-            network_backward_layers(grads, scratch, x, params, layers, activation_params, z_store, a_store,
-                                    first, end)
+            network_backward_layers(grads, work.scratch, x, params, layers, layer_params, work.z_store,
+                                    work.a_store, first, end)
             pending.append(self._all_reduce(_as_tensor(grads[start:stop]), step, async_op=True))
         self._wait(pending, step)
         return value

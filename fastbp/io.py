@@ -55,6 +55,8 @@ import zipfile
 
 import numpy as np
 
+import kernels
+
 from fastbp._checks import as_path
 from fastbp.activations import Activation
 from fastbp.history import History
@@ -155,7 +157,8 @@ def save_checkpoint(trainer, path):
     atomic_savez(path, format=np.array(CHECKPOINT_FORMAT), format_version=np.array(CHECKPOINT_VERSION),
                  **_model_arrays(trainer.model), optimizer=np.array(optimizer.name),
                  optimizer_hyper=optimizer._hyper, optimizer_step=np.array(optimizer.step_count),
-                 **{f"optimizer_state_{i}": state for i, state in enumerate(optimizer._state)},
+                 **{f"optimizer_state_{i}": optimizer._state[i] if i < len(optimizer._state)
+                    else np.zeros(0, dtype=optimizer._state.dtype) for i in range(3)},
                  rng_state=rng_state, training=np.array(training),
                  epoch_rng_state=np.zeros(0, dtype=np.uint64) if in_epoch is None else in_epoch["rng_state"],
                  best_params=empty if best is None else best[1],
@@ -244,12 +247,13 @@ def _trainer(path, contents):
         optimizer = OPTIMIZERS[str(contents["optimizer"])](model)
         optimizer._hyper[...] = _fitting(path, "optimizer_hyper", contents["optimizer_hyper"],
                                          {optimizer._hyper.size}, np.float64)
-        optimizer._state = [_fitting(path, f"optimizer_state_{i}", contents[f"optimizer_state_{i}"], {0, n}, dtype)
-                            for i in range(3)]
-        used = optimizer._state_used(dict(zip(optimizer.hyperparameters, optimizer._hyper)))
-        for i, (state, needed) in enumerate(zip(optimizer._state, used)):
-            if needed and state.size != n:
+        rows = [_fitting(path, f"optimizer_state_{i}", contents[f"optimizer_state_{i}"], {0, n}, dtype)
+                for i in range(3)]
+        k = kernels.state_rows(optimizer.code, optimizer._hyper)
+        for i in range(k):
+            if rows[i].size != n:
                 raise ValueError(f"optimizer_state_{i} is empty but {optimizer!r} updates it")
+        optimizer._state = np.stack(rows[:k]) if k else np.zeros((0, n), dtype=dtype)
         optimizer.step_count = int(contents["optimizer_step"])
         loss_name, loss_arguments = training["loss"]
         trainer = Trainer(model, LOSSES[loss_name](**loss_arguments), optimizer,

@@ -59,6 +59,10 @@ class _Loss:
                             hint=f"for class labels use CrossEntropyLoss, and {ENCODE_LABELS}")
         return targets, np.empty(0, dtype=np.int64)
 
+    def _bundle(self):
+        """The loss as the compiled epoch takes it (``kernels.Loss``)."""
+        return kernels.Loss(self.code, self.param, self.reduction == "mean")
+
     def __call__(self, pred, target):
         original_shape = np.shape(pred)
         pred = self._prediction(pred)

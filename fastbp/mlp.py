@@ -4,6 +4,7 @@ import warnings
 
 import numpy as np
 
+import kernels
 from kernels.network import layer_units, network_backward, network_forward
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
@@ -89,6 +90,10 @@ class MLP:
         self._capacity = 0
         self._forward_rows = None
         self.reset_parameters(seed)
+
+    def _bundle(self):
+        """The network as the compiled epoch takes it (``kernels.Network``)."""
+        return kernels.Network(self._params, self._grads, self._layers, self._activation_params)
 
     def _views(self, flat):
         views = []

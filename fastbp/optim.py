@@ -9,7 +9,12 @@ from fastbp.mlp import MLP
 
 class Optimizer:
     """Base class: owns the state buffers and the step count; ``step()``
-    applies one update from the gradients in ``model.grads``."""
+    applies one update from the gradients in ``model.grads``.
+
+    A subclass names its kernel (``code``) and the kernel's scalar
+    arguments (``hyperparameters``); its state is one (k, n_params) array,
+    ``k`` the buffers the kernel reads in this configuration
+    (``kernels.state_rows``)."""
 
     code = None
     # names of the kernel's scalar arguments, in the kernel's order
@@ -21,12 +26,7 @@ class Optimizer:
         self.model = model
         self._hyper = np.array([float(hyper[name]) for name in self.hyperparameters], dtype=np.float64)
         self.step_count = 0
-        n, dtype = model.n_params, model.dtype
-        self._state = [np.zeros(n if used else 0, dtype=dtype) for used in self._state_used(hyper)]
-
-    def _state_used(self, hyper):
-        """Which of the kernel's three state buffers this configuration reads."""
-        raise NotImplementedError
+        self._state = np.zeros((kernels.state_rows(self.code, self._hyper), model.n_params), dtype=model.dtype)
 
     _flags = ("nesterov", "amsgrad", "decoupled", "centered")
 
@@ -59,8 +59,12 @@ class Optimizer:
     def step(self):
         """One update of every parameter from its gradient."""
         self.step_count += 1
-        kernels.optimizer_step(self.code, self.model._params, self.model._grads, *self._state,
-                               self._hyper, self.step_count)
+        kernels.optimizer_step(self.code, self.model._params, self.model._grads, self._state, self._hyper,
+                               self.step_count)
+
+    def _bundle(self):
+        """The optimizer as the compiled epoch takes it (``kernels.Optimizer``)."""
+        return kernels.Optimizer(self.code, self._hyper, self._state)
 
     def zero_grad(self):
         self.model.zero_grad()
@@ -88,8 +92,6 @@ class SGD(Optimizer):
                              f"{hyper['momentum']}, dampening={hyper['dampening']}")
         super().__init__(model, **hyper)
 
-    def _state_used(self, hyper):
-        return (hyper["momentum"] != 0, False, False)
 
 
 class Adam(Optimizer):
@@ -110,8 +112,6 @@ class Adam(Optimizer):
     def betas(self):
         return (self.beta1, self.beta2)
 
-    def _state_used(self, hyper):
-        return (True, True, hyper["amsgrad"])
 
 
 class AdamW(Adam):
@@ -136,8 +136,6 @@ class RMSprop(Optimizer):
                          momentum=as_float("momentum", momentum, low=0.0),
                          centered=as_bool("centered", centered))
 
-    def _state_used(self, hyper):
-        return (True, hyper["momentum"] > 0, hyper["centered"])
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}

@@ -35,8 +35,8 @@ def _fused_epoch(model, batch_size):
         small = True if all_small.py_func(model._layers, batch_size) else None
         # and without the argument checks: fit has checked the data and
         # built every buffer itself
-        return lambda *args: kernels.train_epoch(*args, threaded, small, None), contextlib.nullcontext
-    return (lambda *args: kernels.train_epoch_data_parallel(*args, chunks),
+        return lambda *args: kernels.train_epoch(*args, None, threaded, small, None), contextlib.nullcontext
+    return (lambda *args: kernels.train_epoch(*args, chunks, None, None, None),
             lambda: _blas_controller().limit(limits=1, user_api="blas"))
 
 
@@ -252,6 +252,8 @@ class Trainer:
         keep_best = patience is not None and restore_best
         self.stop_training = False
         train_epoch, blas_threads = self._epoch_function(rows)
+        network = model._bundle()
+        work = kernels.Work(batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
         device_fit = None
         for _ in range(epochs):
             start = time.perf_counter()
@@ -282,11 +284,8 @@ class Trainer:
                         _gather(gathered, X, targets, labels, order)
                     with blas_threads():
                         loss_sum, optimizer.step_count, done = train_epoch(
-                            model._params, model._grads, optimizer.code, optimizer._hyper, *optimizer._state,
-                            optimizer.step_count, loss_sum, *data_part, batch_size, self.max_grad_norm or 0.0,
-                            model._layers, model._activation_params, loss.code, loss.param,
-                            loss.reduction == "mean", batch_x, batch_targets, batch_labels, model._z, model._a,
-                            model._scratch)
+                            network, optimizer._bundle(), loss._bundle(), kernels.Data(*data_part), work,
+                            optimizer.step_count, loss_sum, batch_size, self.max_grad_norm or 0.0)
                     return loss_sum, done
 
                 loss_sum, skipped = self._epoch_steps(steps, order, position, loss_sum, skipped, batch_size,

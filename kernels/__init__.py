@@ -14,7 +14,8 @@ from kernels.losses import (
     cross_entropy_loss, loss_value_and_grad, pointwise_loss,
 )
 from kernels.network import network_backward, network_backward_layers, network_forward
-from kernels.optimizers import ADAM, RMSPROP, SGD, adam_step, optimizer_step, rmsprop_step, sgd_step
-from kernels.training import all_finite, clip_grad_norm, random_permutation, train_epoch
+from kernels.optimizers import ADAM, RMSPROP, SGD, adam_step, optimizer_step, rmsprop_step, sgd_step, state_rows
+from kernels.bundles import Data, Loss, Network, Optimizer, Work
+from kernels.step import all_finite, clip_grad_norm
+from kernels.training import random_permutation, train_epoch, train_epoch_data_parallel
 from kernels.config import data_parallel_chunks
-from kernels.data_parallel import train_epoch_data_parallel

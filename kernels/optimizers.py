@@ -182,43 +182,72 @@ def _rmsprop_step(params, grads, square_avg, momentum_buffer, grad_avg, lr, alph
             params[i] = params[i] - lr * grad / denominator
 
 
+# An optimizer's state is one (k, n) array: row i is the i-th buffer
+# argument of its kernel above. ``k`` is one past the last row its
+# configuration uses, so an optimizer configured without momentum or
+# amsgrad allocates no buffer for it.
+def state_rows(code, hyper):
+    """``k``, the rows of state an optimizer with these hyperparameters
+    keeps: its moment buffers in use, in the order of its kernel's arguments,
+    up to the last one it reads."""
+    used = _state_used(code, hyper)
+    return max([i + 1 for i in range(len(used)) if used[i]] + [0])
+
+
 @jit
-def optimizer_step(code, params, grads, state0, state1, state2, hyper, step):
+def _state_used(code, hyper):
+    if code == SGD:
+        return (hyper[1] != 0.0, False, False)
+    if code == ADAM:
+        return (True, True, hyper[5] != 0.0)
+    return (True, hyper[4] > 0.0, hyper[5] != 0.0)
+
+
+@inline_jit
+def state_row(state, i, first, end):
+    """Row ``i`` of the (k, n) ``state``, elements ``first:end``; an empty
+    array for a row past ``k`` (one the optimizer does not read)."""
+    if i < state.shape[0]:
+        return state[i][first:end]
+    return state.reshape(state.size)[:0]
+
+
+@jit
+def optimizer_step(code, params, grads, state, hyper, step):
     """Dispatch on ``code`` with the state and hyperparameters packed in arrays.
 
     Parameters
     ----------
     code : SGD, ADAM or RMSPROP
     params, grads : (n,) arrays
-    state0, state1, state2 : the optimizer's (n,) buffers in the order of
-        its kernel's arguments; a buffer it does not use may be empty
+    state : (k, n) array, the optimizer's buffers in the order of its
+        kernel's arguments (``state_rows`` says how many it keeps)
     hyper : float64 array of the kernel's scalar arguments, in the order of
         the kernel's signature (booleans as 0.0 / 1.0)
     step : int, 1-based
     """
-    check_optimizer("optimizer_step", code, params, grads, state0, state1, state2, hyper)
-    _optimizer_step(code, params, grads, state0, state1, state2, hyper, step)
+    check_optimizer("optimizer_step", code, params, grads, state, hyper)
+    _optimizer_step(code, params, grads, state, hyper, step, np.int64(0), params.shape[0])
 
 
 @jit
-def check_optimizer(kernel, code, params, grads, state0, state1, state2, hyper):
+def check_optimizer(kernel, code, params, grads, state, hyper):
     """``optimizer_step``'s arguments agree: a known code, enough
-    hyperparameters, and each buffer the optimizer updates as long as
-    ``params``."""
+    hyperparameters, and a state of ``params``'s dtype with a row as long as
+    ``params`` for each buffer the optimizer updates."""
     if code < 0 or code >= len(HYPER_LENGTHS):
         raise ValueError(kernel + ": the optimizer code must be kernels.SGD, ADAM or RMSPROP (0 to 2), got "
                          + str(code))
     check_size(kernel, "hyper", hyper, 0, HYPER_LENGTHS[code], "the optimizer's hyperparameter count")
     check_buffer(kernel, "grads", grads, params, True)
-    if code == SGD:
-        used = (hyper[1] != 0.0, False, False)
-    elif code == ADAM:
-        used = (True, True, hyper[5] != 0.0)
-    else:
-        used = (True, hyper[4] > 0.0, hyper[5] != 0.0)
-    check_buffer(kernel, "state0", state0, params, used[0])
-    check_buffer(kernel, "state1", state1, params, used[1])
-    check_buffer(kernel, "state2", state2, params, used[2])
+    check_dtype(kernel, "state", state, "params", params)
+    used = _state_used(code, hyper)
+    for i in range(len(used)):
+        if used[i]:
+            if state.shape[0] <= i:
+                raise ValueError(kernel + ": state must have a row for each buffer the optimizer updates, "
+                                 "expected at least " + str(i + 1) + " rows, got " + str(state.shape[0]))
+            check_size(kernel, "state", state, 1, params.shape[0], "params.shape[0] (n)")
 
 
 # Adam's loop written into its caller, for the steps of tiny networks only:
@@ -227,21 +256,24 @@ def check_optimizer(kernel, code, params, grads, state0, state1, state2, hyper):
 _adam_step_inlined = inline_jit(_adam_step.py_func)
 
 
+# The update of elements ``first:end`` of the flat buffers: the one place
+# that knows which row of ``state`` is which argument of which kernel.
 # Inlined into the epoch with _sgd_step, so that a tiny network's step reads
 # the hyperparameters without a call; ``small`` says the step is one of those
 # (see above). RMSprop's loop stays a call.
 @inline_jit
-def _optimizer_step(code, params, grads, state0, state1, state2, hyper, step, small=False):
+def _optimizer_step(code, params, grads, state, hyper, step, first, end, small=False):
+    params, grads = params[first:end], grads[first:end]
+    s0, s1, s2 = state_row(state, 0, first, end), state_row(state, 1, first, end), state_row(state, 2, first, end)
     if code == SGD:
-        _sgd_step(params, grads, state0, hyper[0], hyper[1], hyper[2], hyper[3],
-                 hyper[4] != 0.0, step)
+        _sgd_step(params, grads, s0, hyper[0], hyper[1], hyper[2], hyper[3], hyper[4] != 0.0, step)
     elif code == ADAM:
         if small:
-            _adam_step_inlined(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
+            _adam_step_inlined(params, grads, s0, s1, s2, hyper[0], hyper[1], hyper[2],
                                hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, step)
         else:
-            _adam_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
+            _adam_step(params, grads, s0, s1, s2, hyper[0], hyper[1], hyper[2],
                       hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, step)
     else:
-        _rmsprop_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
+        _rmsprop_step(params, grads, s0, s1, s2, hyper[0], hyper[1], hyper[2],
                      hyper[3], hyper[4], hyper[5] != 0.0)

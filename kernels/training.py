@@ -1,23 +1,20 @@
-"""Whole training epochs in compiled code: shuffle, gather each minibatch,
-forward, loss, backward and the optimizer update, over the flat buffers of
-``kernels.network``. The per-step kernels are the very ones the Python API
-calls one at a time, so a fused epoch computes what the step-by-step loop
-computes.
+"""Whole training epochs in compiled code: shuffle, then for each
+minibatch the stages of ``kernels.step`` (gather, gradients, finite check,
+clip, update), over the flat buffers of ``kernels.network``. The per-step
+kernels are the very ones the Python API calls one at a time, so a fused
+epoch computes what the step-by-step loop computes.
 """
 import numpy as np
 
 from kernels.checks import check_at_least, check_dtype, check_indices, check_size
-from numba import prange
-
-from kernels.blas import all_finite
-from kernels.config import inline_jit, jit, parallel_jit, split_passes, thread_count
-from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale, scaled_loss_value_and_grad
-from kernels.network import (
-    N_IN, N_OUT, UNIT_OFFSET, _network_backward, _network_forward, _small_network_backward, _small_network_forward,
-    all_small, check_network, check_units, layer_units, scratch_view,
-)
-from kernels.optimizers import _optimizer_step, check_optimizer
-from kernels.views import borrowed, rows_view, unchecked_view
+from kernels.bundles import Data, Network, Optimizer, Work
+from kernels.config import PARALLEL_UPDATE, jit, split_passes, thread_count
+from kernels.data_parallel import parallel_gradients
+from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale
+from kernels.network import N_IN, N_OUT, all_small, check_network, check_units
+from kernels.optimizers import check_optimizer
+from kernels.step import batch_gradients, gather_batch, gather_rows, small_batch_gradients, take_step
+from kernels.views import borrowed
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -56,56 +53,31 @@ def random_permutation(order, rng_state):
 
 
 @jit
-def clip_grad_norm(grads, max_norm):
-    """Scale ``grads`` so that their global L2 norm is at most ``max_norm``
-    (torch.nn.utils.clip_grad_norm_'s rule); returns the norm before scaling."""
-    total = 0.0
-    for i in range(grads.shape[0]):
-        total += float(grads[i]) * float(grads[i])
-    norm = np.sqrt(total)
-    scale = max_norm / (norm + 1e-6)
-    if scale < 1.0:
-        for i in range(grads.shape[0]):
-            grads[i] = grads[i] * scale
-    return norm
-
-
-@jit
-def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, state2, step, loss_sum,
-                X, targets, labels, order, batch_size, max_grad_norm,
-                layers, activation_params, loss_code, loss_param, loss_mean,
-                batch_x, batch_targets, batch_labels, z_store, a_store, scratch, threaded_update=True,
-                small_steps=True, check_arguments=True):
-    """Train over the samples ``order`` names, in minibatches taken in that
-    order: a whole epoch, or any stretch of one.
+def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size, max_grad_norm, n_chunks=None,
+                threaded_update=True, small_steps=True, check_arguments=True):
+    """Train over the samples ``data.order`` names, in minibatches taken in
+    that order: a whole epoch, or any stretch of one.
 
     A step whose loss or gradient is NaN or infinite is not taken: the epoch
     stops before its update, so the parameters and optimizer state stay those
-    of the last finite step, and ``grads`` holds the offending gradients.
+    of the last finite step, and ``network.grads`` holds the offending
+    gradients.
 
     Parameters
     ----------
-    params, grads : (n_params,) arrays; params updated, grads left holding
-        the last step's gradients
-    optimizer_code, optimizer_hyper, state0, state1, state2 : as in
-        ``kernels.optimizers.optimizer_step``
+    network, optimizer, loss, data, work : the bundles of ``kernels.bundles``;
+        ``network.params`` and ``optimizer.state`` are updated,
+        ``network.grads`` is left holding the last step's gradients
     step : int, updates taken before this call
     loss_sum : float, the epoch's loss sum before this call (0.0 at its start;
         carried in so that an epoch trained in several calls sums its batch
         losses in the order one call would)
-    X : (n, n_in) array
-    targets : (n, n_out) array for the pointwise losses, else (0, 0)
-    labels : (n,) int64 array for cross-entropy, else (0,)
-    order : (m,) int64 array, the rows of X to train on, in order (any
-        number of them, each in 0..n-1)
     batch_size : int; the last batch may be smaller
     max_grad_norm : float, clip the global gradient norm to it (0: no clipping)
-    layers, activation_params : the layer table of ``kernels.network``
-    loss_code, loss_param, loss_mean : as in ``kernels.losses.loss_value_and_grad``
-    batch_x : (>= batch_size * n_in,) gather buffer
-    batch_targets : (>= batch_size * n_out,) gather buffer
-    batch_labels : (>= batch_size,) int64 gather buffer
-    z_store, a_store, scratch : the buffers of ``kernels.network``
+    n_chunks : None, or the number of parts each minibatch is split into,
+        run in parallel (``kernels.data_parallel``; the gradients then
+        match the serial epoch's up to float rounding). BLAS, where it is
+        used, must run single-threaded inside (the caller's job).
     threaded_update : bool or None, True (the default) to split each
         step's finite check and optimizer update between threads where
         ``kernels.config.split_passes`` says so; False or None to keep them
@@ -128,138 +100,89 @@ def train_epoch(params, grads, optimizer_code, optimizer_hyper, state0, state1, 
     -------
     (loss_sum, step, done) : ``loss_sum`` plus, over the samples trained on,
         each sample's share of its batch loss (batch loss times batch size for
-        ``mean``), the number
-        of updates taken so far, and how many entries of ``order`` were
-        trained on: ``m``, or the start of the batch that went non-finite
+        ``mean``), the number of updates taken so far, and how many entries
+        of ``order`` were trained on: ``m``, or the start of the batch that
+        went non-finite
 
     Arguments that disagree (shapes, dtypes, an order or labels out of
     range, buffers too small) raise ValueError or TypeError before any
     update.
     """
     if check_arguments is not None:
-        check_epoch("train_epoch", params, grads, optimizer_code, optimizer_hyper, state0, state1, state2,
-                    X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params, loss_code,
-                    batch_x, batch_targets, batch_labels, z_store, a_store, scratch)
+        check_epoch("train_epoch", network, optimizer, loss.code, data, work, batch_size, max_grad_norm, n_chunks)
     # Every kernel below is handed these arrays dozens of times per step;
     # without their reference counts, those hand-overs cost nothing.
-    params, grads, optimizer_hyper = borrowed(params), borrowed(grads), borrowed(optimizer_hyper)
-    state0, state1, state2 = borrowed(state0), borrowed(state1), borrowed(state2)
-    X, targets, labels, order = borrowed(X), borrowed(targets), borrowed(labels), borrowed(order)
-    layers, activation_params = borrowed(layers), borrowed(activation_params)
-    batch_x, batch_targets, batch_labels = borrowed(batch_x), borrowed(batch_targets), borrowed(batch_labels)
-    z_store, a_store, scratch = borrowed(z_store), borrowed(a_store), borrowed(scratch)
-    n = order.shape[0]
+    network = Network(borrowed(network.params), borrowed(network.grads), borrowed(network.layers),
+                      borrowed(network.layer_params))
+    optimizer = Optimizer(optimizer.code, borrowed(optimizer.hyper), borrowed(optimizer.state))
+    data = Data(borrowed(data.X), borrowed(data.targets), borrowed(data.labels), borrowed(data.order))
+    work = Work(borrowed(work.batch_x), borrowed(work.batch_targets), borrowed(work.batch_labels),
+                borrowed(work.z_store), borrowed(work.a_store), borrowed(work.scratch))
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
+    layers, n_params = network.layers, network.params.shape[0]
+    n = data.order.shape[0]
     n_out = layers[layers.shape[0] - 1, N_OUT]
-    # A None small_steps or threaded_update drops the branches that test it
-    # before compilation; small_steps is tested again where the small steps
-    # are taken, which drops them before they are even inlined.
-    small = small_steps is not None and small_steps and all_small(layers, min(batch_size, n))
-    # passes over the flat buffers split between threads where that pays
-    parts = (thread_count() if threaded_update is not None and threaded_update and
-             split_passes(params.shape[0], min(batch_size, n)) else 1)
+    # A None small_steps, threaded_update or n_chunks drops the branches
+    # that test it before compilation; small_steps is tested again where the
+    # small steps are taken, which drops them before they are even inlined.
+    small = (n_chunks is None and small_steps is not None and small_steps and
+             all_small(layers, min(batch_size, n)))
+    # passes over the flat buffers split between threads where that pays:
+    # the sum of a data-parallel step's parts and its update are memory
+    # passes, and on small models a parallel launch costs more than it saves
+    if n_chunks is not None:
+        parts = n_chunks if n_params >= PARALLEL_UPDATE else 1
+        chunk_grads = np.empty((n_chunks - 1, n_params), dtype=network.grads.dtype)
+        values = np.zeros(n_chunks)
+    else:
+        parts = (thread_count() if threaded_update is not None and threaded_update and
+                 split_passes(n_params, min(batch_size, n)) else 1)
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        scale = mean_scale(loss_code, rows, n_out, loss_mean)
-        if small_steps is not None and small:
-            gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
-            value = small_batch_gradients(grads, z_store, a_store, scratch, batch_x, batch_targets, batch_labels,
-                                          params, layers, activation_params, loss_code, loss_param, scale, rows)
+        scale = mean_scale(loss.code, rows, n_out, loss.mean)
+        # the gradients, checked as they are written (checked) or by take_step
+        checked = False
+        if n_chunks is not None:
+            value = parallel_gradients(chunk_grads, values, network, loss, data, work, start, rows, scale, parts)
+        elif small_steps is not None and small:
+            gather_rows(batch_x, batch_targets, batch_labels, data, start, rows)
+            value = small_batch_gradients(work, network, loss, scale, rows)
         else:
-            xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
-            value, checked = batch_gradients(grads, z_store, a_store, scratch, xb, tb, lb, params, layers,
-                                             activation_params, loss_code, loss_param, scale)
-            # the backward checked the gradients as it wrote them
+            xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, data, start, rows)
+            value, checked = batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss,
+                                             scale)
             if not checked:
                 return loss_sum, step, start
-        if not finite_step(value, grads, parts, optimizer_hyper, small_steps is not None and small):
+        if not take_step(network, optimizer, value, step, max_grad_norm, parts, not checked,
+                         small_steps is not None and small):
             return loss_sum, step, start
-        loss_sum += value * rows if loss_mean else value
-        if max_grad_norm > 0.0:
-            clip_grad_norm(grads, max_grad_norm)
+        loss_sum += value * rows if loss.mean else value
         step += 1
-        if small_steps is not None and small:
-            _optimizer_step(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, True)
-        else:
-            update(optimizer_code, params, grads, state0, state1, state2, optimizer_hyper, step, parts)
     return loss_sum, step, n
 
 
-@inline_jit
-def finite_step(loss_value, grads, parts, hyper, check_grads=True):
-    """Whether a step may be taken: its loss and every gradient finite (the
-    gradients checked in ``parts`` slices on as many threads, unless not
-    ``check_grads``; ``hyper``, the optimizer's, only gives ``split_pass``
-    the argument types of the update)."""
-    if not loss_value - loss_value == 0.0:
-        return False
-    if not check_grads:
-        return True
-    if parts == 1:
-        return all_finite(grads)
-    empty = grads[:0]
-    return split_pass(bool(False), np.int64(0), empty, grads, empty, empty, empty, hyper, np.int64(0), parts)
-
-
-@inline_jit
-def update(code, params, grads, state0, state1, state2, hyper, step, parts):
-    """A step's optimizer update, split into ``parts`` slices on as many
-    threads (``split_pass``) or on this one."""
-    if parts > 1:
-        split_pass(bool(True), code, params, grads, state0, state1, state2, hyper, step, parts)
-    else:
-        update_slice(code, params, grads, state0, state1, state2, hyper, step, np.int64(0), params.shape[0])
+@jit
+def train_epoch_data_parallel(network, optimizer, loss, data, work, step, loss_sum, batch_size, max_grad_norm,
+                              n_chunks):
+    """``train_epoch`` with each minibatch split into ``n_chunks`` parts run
+    in parallel; same arguments, same results up to rounding."""
+    return train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size, max_grad_norm, n_chunks)
 
 
 @jit
-def update_slice(code, params, grads, state0, state1, state2, hyper, step, first, end):
-    """The optimizer update of the elements ``first:end`` of the flat buffers
-    (a thread's share of ``split_pass``, or all of a serial step's): one
-    compiled copy of the optimizers' loops for both."""
-    _optimizer_step(code, params[first:end], grads[first:end], state0[first:end], state1[first:end],
-                    state2[first:end], hyper, step)
-
-
-@parallel_jit
-def split_pass(update, code, params, grads, state0, state1, state2, hyper, step, parts):
-    """One of a step's passes over the flat buffers, cut into ``parts``
-    slices on as many threads: the optimizer update (``update``; arguments
-    as in ``kernels.optimizers.optimizer_step``), else the finite check of
-    ``grads``. Returns whether every gradient checked was finite. One
-    function serves both because each parallel function costs about half a
-    second of compilation of its own."""
-    n = grads.shape[0]
-    bad = 0
-    for c in prange(parts):
-        first, end = n * c // parts, n * (c + 1) // parts
-        if update:
-            update_slice(code, params, grads, state0, state1, state2, hyper, step, first, end)
-        elif not all_finite(grads[first:end]):
-            bad += 1
-    return bad == 0
-
-
-@parallel_jit
-def all_finite_parallel(values, parts):
-    """``all_finite`` over ``parts`` slices of ``values`` on as many threads."""
-    n = values.shape[0]
-    bad = 0
-    for c in prange(parts):
-        if not all_finite(values[n * c // parts:n * (c + 1) // parts]):
-            bad += 1
-    return bad == 0
-
-
-@jit
-def check_epoch(kernel, params, grads, optimizer_code, optimizer_hyper, state0, state1, state2,
-                X, targets, labels, order, batch_size, max_grad_norm, layers, activation_params, loss_code,
-                batch_x, batch_targets, batch_labels, z_store, a_store, scratch):
+def check_epoch(kernel, network, optimizer, loss_code, data, work, batch_size, max_grad_norm, n_chunks=None):
     """The arguments of ``train_epoch`` agree with each other."""
-    check_optimizer(kernel, optimizer_code, params, grads, state0, state1, state2, optimizer_hyper)
-    total_units, max_width = check_network(kernel, X, params, layers, activation_params)
+    params, grads, layers, layer_params = network
+    X, targets, labels, order = data
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
+    check_optimizer(kernel, optimizer.code, params, grads, optimizer.state, optimizer.hyper)
+    total_units, max_width = check_network(kernel, X, params, layers, layer_params)
     n, n_in, n_out = order.shape[0], layers[0, N_IN], layers[layers.shape[0] - 1, N_OUT]
     if batch_size < 1 or not max_grad_norm >= 0.0:
         raise ValueError(kernel + ": batch_size must be at least 1 and max_grad_norm at least 0 (0: no clipping), "
                          "got batch_size = " + str(batch_size))
+    if n_chunks is not None and n_chunks < 1:
+        raise ValueError(kernel + ": n_chunks must be at least 1, got " + str(n_chunks))
     if loss_code < 0 or loss_code >= N_LOSSES:
         raise ValueError(kernel + ": loss_code must be one of kernels.MSE ... BCE_WITH_LOGITS, got " + str(loss_code))
     rows = min(batch_size, n)  # the largest batch gathered
@@ -280,95 +203,3 @@ def check_epoch(kernel, params, grads, optimizer_code, optimizer_hyper, state0, 
     check_size(kernel, "scratch", scratch, 0, 2, "two")
     check_at_least(kernel, "scratch", scratch, 1, rows * max_width, "min(batch_size, n) * the widest layer")
     check_dtype(kernel, "scratch", scratch, "params", params)
-
-
-@inline_jit
-def gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
-    """The samples ``order[start:start + rows]`` as (x, targets, labels) of
-    ``rows`` rows (targets or labels empty, as in the data): copied to the
-    front of the gather buffers, or, when they are consecutive rows of the
-    data (an unshuffled epoch), views of the data itself, with nothing to
-    copy."""
-    first = order[start]
-    consecutive = True
-    for r in range(1, rows):
-        consecutive &= order[start + r] == first + r
-    if consecutive:
-        # order's entries are in range (checked at entry, or built so by a caller that
-        # turned the checks off), so these slices are whole
-        return (rows_view(X, first, rows, batch_x), rows_view(targets, first, rows, batch_targets),
-                rows_view(labels, first, rows, batch_labels))
-    gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
-    n_in, n_out = X.shape[1], targets.shape[1]
-    # unchecked: the copy has just written these rows, so the caller had
-    # made sure they fit (and nothing inlined may raise: see batch_gradients)
-    return (unchecked_view(batch_x, 0, rows, n_in),
-            unchecked_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out),
-            batch_labels[:rows if labels.shape[0] > 0 else 0])
-
-
-@inline_jit
-def gather_rows(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
-    """``gather_batch``'s copy alone, for a caller that reads the flat buffers."""
-    n_in, n_out = X.shape[1], targets.shape[1]
-    for r in range(rows):
-        sample = order[start + r]
-        for j in range(n_in):
-            batch_x[r * n_in + j] = X[sample, j]
-        for j in range(n_out):
-            batch_targets[r * n_out + j] = targets[sample, j]
-        if labels.shape[0] > 0:
-            batch_labels[r] = labels[sample]
-
-
-# Inlined, with batch_loss: as functions of their own between the epoch and
-# the network, they would have all of the network's code linked, optimized
-# and emitted twice more. Nothing inlined here may raise: in the parallel
-# loop of the data-parallel epoch, a raise is a second exit from the loop,
-# which then runs on one thread.
-@inline_jit
-def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
-                    loss_code, loss_param, loss_scale):
-    """Forward, loss and backward over a minibatch, or a part of one.
-
-    ``grads`` is written (not accumulated); ``loss_scale`` is the whole
-    minibatch's ``kernels.losses.mean_scale``. The other arguments are as in
-    ``train_epoch``, with ``x``, ``target``, ``labels`` the gathered rows.
-    Returns this part's share of the minibatch loss, and whether every
-    gradient it wrote is finite.
-    """
-    value = batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
-                       loss_code, loss_param, loss_scale)
-    finite = _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, False, False)
-    return value, finite
-
-
-@inline_jit
-def batch_loss(z_store, a_store, scratch, x, target, labels, params, layers, activation_params,
-               loss_code, loss_param, loss_scale):
-    """The forward pass and loss of ``batch_gradients``: returns the loss
-    share and leaves d(loss)/d(prediction) in ``scratch`` row 0, where the
-    backward starts."""
-    rows = x.shape[0]
-    last = layers.shape[0] - 1
-    _network_forward(z_store, a_store, x, params, layers, activation_params)
-    prediction = layer_units(a_store, layers, last, rows)
-    dprediction = scratch_view(scratch, np.int64(0), rows, layers[last, N_OUT])
-    return scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_scale)
-
-
-@inline_jit
-def small_batch_gradients(grads, z_store, a_store, scratch, batch_x, batch_targets, batch_labels, params, layers,
-                          activation_params, loss_code, loss_param, loss_scale, rows):
-    """``batch_gradients`` for a network that is ``kernels.network.all_small``,
-    over the first ``rows`` rows of the flat gather buffers."""
-    last = layers.shape[0] - 1
-    n_out = layers[last, N_OUT]
-    _small_network_forward(z_store, a_store, batch_x, params, layers, activation_params, rows)
-    prediction = unchecked_view(a_store, rows * layers[last, UNIT_OFFSET], rows, n_out)
-    dprediction = unchecked_view(scratch[0], 0, rows, n_out)
-    target = unchecked_view(batch_targets, 0, rows if batch_targets.shape[0] > 0 else 0, n_out)
-    value = scaled_loss_value_and_grad(dprediction, prediction, target, batch_labels[:rows], loss_code, loss_param,
-                                       loss_scale)
-    _small_network_backward(grads, scratch, batch_x, params, layers, activation_params, z_store, a_store, rows)
-    return value

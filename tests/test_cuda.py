@@ -225,10 +225,10 @@ def test_optimizer_steps(code, hyper, n, dtype):
     params = rng.standard_normal(n).astype(dtype)
     state = [np.zeros(n, dtype) for _ in range(3)]
     device_params, *device_state = device(params, *state)
-    hyper = np.array(hyper)
+    hyper, state = np.array(hyper), np.stack(state)
     for step in (1, 2, 3):
         grads = rng.standard_normal(n).astype(dtype)
-        kernels.optimizer_step(code, params, grads, *state, hyper, step)
+        kernels.optimizer_step(code, params, grads, state, hyper, step)
         device_kernels.optimizer_step(code, device_params, device(grads)[0], *device_state, hyper, step)
     assert_close("cuda optimizer params", dtype, host(device_params), params, TOLERANCE[dtype])
     for ours, expected in zip(device_state, state):

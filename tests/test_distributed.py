@@ -45,7 +45,7 @@ def worker(out, mode):
     """One rank's run; launched by the tests below as its own process."""
     rank, world_size = distributed.init(timeout=10.0)
     if mode in ("crash", "stall") and rank == 1:
-        real, calls = distributed.training.batch_gradients, []
+        real, calls = distributed.stages.batch_gradients, []
 
         def failing(*args):
             calls.append(None)
@@ -55,7 +55,7 @@ def worker(out, mode):
                 raise RuntimeError("this rank fails on purpose")
             return real(*args)
 
-        distributed.training.batch_gradients = failing
+        distributed.stages.batch_gradients = failing
     for optimizer, shuffle in CONFIGS if mode == "train" else CONFIGS[:1]:
         # a different seed per rank: the broadcast must make them start equal
         model, opt, history = _train(distributed.DistributedTrainer, optimizer, shuffle, model_seed=rank)

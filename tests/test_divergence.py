@@ -169,9 +169,11 @@ def test_train_epoch_over_parts_of_the_order_is_one_call_over_the_whole():
         model._ensure_capacity(BATCH)
         for a, b in zip(cuts, cuts[1:]):
             loss_sum, step, done = kernels.train_epoch(
-                model._params, model._grads, opt.code, opt._hyper, *opt._state, step, loss_sum, X,
-                np.zeros((0, 0), np.float32), y, order[a:b], BATCH, 0.0, model._layers, model._activation_params,
-                loss.code, loss.param, True, bx, np.zeros(0, np.float32), bl, model._z, model._a, model._scratch)
+                kernels.Network(model._params, model._grads, model._layers, model._activation_params),
+                kernels.Optimizer(opt.code, opt._hyper, opt._state), kernels.Loss(loss.code, loss.param, True),
+                kernels.Data(X, np.zeros((0, 0), np.float32), y, order[a:b]),
+                kernels.Work(bx, np.zeros(0, np.float32), bl, model._z, model._a, model._scratch),
+                step, loss_sum, BATCH, 0.0)
             assert done == b - a
         results.append((model._params.copy(), loss_sum, step))
     np.testing.assert_array_equal(results[0][0], results[1][0])

@@ -101,13 +101,14 @@ FAMILIES = {
                                                                           1e-8, 0.0, 0.0, False),
             "rmsprop_step centered without grad_avg": lambda: kernels.rmsprop_step(z(n), z(n), z(n), z(0), z(0), 1e-2,
                                                                                    0.99, 1e-8, 0.0, 0.0, True),
-            "optimizer_step grads short": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(1), z(n), z(n), z(0),
-                                                                         adam, 1),
-            "optimizer_step hyper short": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(n), z(n), z(n), z(0),
-                                                                         adam[:3], 1),
-            "optimizer_step unknown code": lambda: kernels.optimizer_step(7, z(n), z(n), z(n), z(n), z(0), adam, 1),
-            "optimizer_step state float32": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(n), z(n, dtype=f32),
-                                                                           z(n), z(0), adam, 1),
+            "optimizer_step grads short": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(1), z(2, n), adam, 1),
+            "optimizer_step hyper short": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(n), z(2, n), adam[:3], 1),
+            "optimizer_step unknown code": lambda: kernels.optimizer_step(7, z(n), z(n), z(2, n), adam, 1),
+            "optimizer_step state float32": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(n),
+                                                                           z(2, n, dtype=f32), adam, 1),
+            "optimizer_step state short": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(n), z(2, n - 1), adam, 1),
+            "optimizer_step state rows missing": lambda: kernels.optimizer_step(kernels.ADAM, z(n), z(n), z(1, n),
+                                                                                adam, 1),
         }
     """,
     "network": """
@@ -122,11 +123,12 @@ FAMILIES = {
         X, y, order = z(20, 4), np.zeros(20, np.int64), np.arange(20)
         t = z(20, 3)
         adam = np.array([1e-3, 0.9, 0.999, 1e-8, 0.0, 0.0, 0.0])
-        state = (z(p.size), z(p.size), z(0))
+        state = z(2, p.size)
         def epoch(X=X, t=z(0, 0), y=y, order=order, batch_size=5, state=state, params=p, bx=z(5 * 4),
                   bt=z(0), bl=np.zeros(5, np.int64), loss=kernels.CROSS_ENTROPY, fn=kernels.train_epoch, extra=()):
-            return fn(params, g, kernels.ADAM, adam, *state, 0, 0.0, X, t, y, order, batch_size, 0.0, L, A, loss, 0.0,
-                      True, bx, bt, bl, za, aa, sc, *extra)
+            return fn(kernels.Network(params, g, L, A), kernels.Optimizer(kernels.ADAM, adam, state),
+                      kernels.Loss(loss, 0.0, True), kernels.Data(X, t, y, order), kernels.Work(bx, bt, bl, za, aa, sc),
+                      0, 0.0, batch_size, 0.0, *extra)
         cases = {
             "network_forward x short a column": lambda: kernels.network_forward(za, aa, z(5, 3), p, L, A),
             "network_forward x float32": lambda: kernels.network_forward(za, aa, z(5, 4, dtype=f32), p, L, A),
@@ -154,7 +156,8 @@ FAMILIES = {
             "train_epoch order out of range": lambda: epoch(order=np.full(20, 1000000)),
             "train_epoch order negative": lambda: epoch(order=order[:5] - 3),
             "train_epoch batch larger than buffers": lambda: epoch(batch_size=20),
-            "train_epoch state short": lambda: epoch(state=(z(3), z(p.size), z(0))),
+            "train_epoch state short": lambda: epoch(state=z(2, 3)),
+            "train_epoch state rows missing": lambda: epoch(state=z(1, p.size)),
             "train_epoch targets short": lambda: epoch(t=z(20, 2), bt=z(15), loss=kernels.MSE),
             "train_epoch targets float32": lambda: epoch(t=z(20, 3, dtype=f32), bt=z(15), loss=kernels.MSE),
             "train_epoch_data_parallel X short a column": lambda: epoch(X=z(20, 3), fn=kernels.train_epoch_data_parallel,

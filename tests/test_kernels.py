@@ -420,7 +420,7 @@ def test_optimizer_step_dispatch_matches_direct_kernels():
     ]:
         params, state = rng.standard_normal(11), np.abs(rng.standard_normal((3, 11)))
         p1, s1, p2, s2 = params.copy(), state.copy(), params.copy(), state.copy()
-        kernels.optimizer_step(code, p1, grads, s1[0], s1[1], s1[2], np.array(hyper), 2)
+        kernels.optimizer_step(code, p1, grads, s1, np.array(hyper), 2)
         call(p2, s2)
         np.testing.assert_array_equal(p1, p2)
         np.testing.assert_array_equal(s1, s2)

@@ -145,20 +145,20 @@ def _reference_epoch(params, grads, code, hyper, states, X, targets, labels, bat
     """train_epoch's steps taken one call at a time through the general path
     (views, BLAS-or-loops dense kernels), as the fused epoch took them before
     it had a path of its own for small networks."""
-    from kernels import training
+    from kernels import step as stages
     n, n_out, step = X.shape[0], layers[-1, 1], 0
     batch_x, batch_targets = np.empty(batch_size * X.shape[1], X.dtype), np.empty(batch_size * n_out, X.dtype)
-    batch_labels, order = np.empty(batch_size, np.int64), np.arange(n)
+    batch_labels, data = np.empty(batch_size, np.int64), kernels.Data(X, targets, labels, np.arange(n))
+    network, loss = kernels.Network(params, grads, layers, activation_params), kernels.Loss(loss_code, loss_param, True)
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        xb, tb, lb = training.gather_batch(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows)
+        xb, tb, lb = stages.gather_batch(batch_x, batch_targets, batch_labels, data, start, rows)
         scale = kernels.losses.mean_scale(loss_code, rows, n_out, True)
-        training.batch_gradients(grads, z, a, scratch, xb, tb, lb, params, layers, activation_params, loss_code,
-                                 loss_param, scale)
+        stages.batch_gradients(grads, z, a, scratch, xb, tb, lb, network, loss, scale)
         if max_grad_norm > 0.0:
             kernels.clip_grad_norm(grads, max_grad_norm)
         step += 1
-        kernels.optimizer_step(code, params, grads, *states, hyper, step)
+        kernels.optimizer_step(code, params, grads, states, hyper, step)
 
 
 _OPTIMIZERS = {
@@ -210,15 +210,16 @@ def test_small_network_epochs_match_the_general_path_bit_for_bit(sizes, loss_cod
         # general path one call at a time
         for small_steps in (True, False, None, "reference"):
             params, grads = initial.copy(), np.zeros(offset, dtype)
-            states = [np.zeros(offset, dtype) for _ in range(3)]
+            states = np.zeros((3, offset), dtype)
             z, a = np.empty(batch_size * units, dtype), np.empty(batch_size * units, dtype)
             scratch = np.empty((2, batch_size * max(sizes)), dtype)
             if small_steps != "reference":
-                kernels.train_epoch(params, grads, code, hyper, *states, 0, 0.0, X, targets, labels,
-                                    np.arange(n), batch_size, max_grad_norm, layers, activation_params, loss_code,
-                                    loss_param, True, np.empty(batch_size * sizes[0], dtype),
-                                    np.empty(batch_size * sizes[-1], dtype), np.empty(batch_size, np.int64), z, a,
-                                    scratch, True, small_steps)
+                kernels.train_epoch(
+                    kernels.Network(params, grads, layers, activation_params), kernels.Optimizer(code, hyper, states),
+                    kernels.Loss(loss_code, loss_param, True), kernels.Data(X, targets, labels, np.arange(n)),
+                    kernels.Work(np.empty(batch_size * sizes[0], dtype), np.empty(batch_size * sizes[-1], dtype),
+                                 np.empty(batch_size, np.int64), z, a, scratch),
+                    0, 0.0, batch_size, max_grad_norm, None, True, small_steps)
             else:
                 _reference_epoch(params, grads, code, hyper, states, X, targets, labels, batch_size,
                                  max_grad_norm, layers, activation_params, loss_code, loss_param, z, a, scratch)
@@ -287,7 +288,7 @@ def test_adam_bias_correction_is_the_power_it_skips():
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 def test_a_batch_of_consecutive_rows_is_read_in_place(loss):
-    from kernels.training import gather_batch
+    from kernels.step import gather_batch
     rng = np.random.default_rng(0)
     X = rng.standard_normal((20, 3))
     targets = rng.standard_normal((20, 2)) if loss == "mse" else np.empty((0, 0))
@@ -296,7 +297,7 @@ def test_a_batch_of_consecutive_rows_is_read_in_place(loss):
     for order in (np.arange(20), np.arange(20)[::-1].copy(), np.array([4, 5, 6, 8, 9, 10, 11, 12, 13, 14]),
                   np.array([9, 9, 9])):
         for start, rows in ((0, 3), (2, 1), (len(order) - 3, 3)):
-            xb, tb, lb = gather_batch(*buffers, X, targets, labels, order, start, rows)
+            xb, tb, lb = gather_batch(*buffers, kernels.Data(X, targets, labels, order), start, rows)
             picked = order[start:start + rows]
             assert np.shares_memory(xb, X) == bool(np.all(np.diff(picked) == 1))
             np.testing.assert_array_equal(xb, X[picked])
