@@ -5,7 +5,9 @@ import warnings
 import numpy as np
 
 import kernels
-from kernels.network import layer_units, network_backward, network_forward
+from kernels.layers import DENSE, layer_table
+from kernels.layers.table import BIAS_OFFSET
+from kernels.network import buffer_sizes, layer_units, network_backward, network_forward
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
 from fastbp.cuda import as_device
@@ -74,17 +76,12 @@ class MLP:
         seed = as_seed("seed", seed)
         self.device = as_device("device", device)
 
-        layers, offset, units = [], 0, 0
-        for n_in, n_out, act in zip(sizes[:-1], sizes[1:], self.activations):
-            bias_offset = offset + n_out * n_in if self.bias else -1
-            layers.append((n_in, n_out, offset, bias_offset, act.code, units))
-            offset += n_out * n_in + (n_out if self.bias else 0)
-            units += n_out
-        self._layers = np.array(layers, dtype=np.int64)
+        self._layers = layer_table([(DENSE, n_in, n_out, act.code, self.bias)
+                                    for n_in, n_out, act in zip(sizes[:-1], sizes[1:], self.activations)])
         self._activation_params = np.array([(a.p1, a.p2) for a in self.activations], dtype=np.float64)
-        self._total_units = units
-        self._params = np.zeros(offset, dtype=self.dtype)
-        self._grads = np.zeros(offset, dtype=self.dtype)
+        n_params, self._total_units, self._max_width = buffer_sizes(self._layers)
+        self._params = np.zeros(n_params, dtype=self.dtype)
+        self._grads = np.zeros(n_params, dtype=self.dtype)
         self.params = self._views(self._params)
         self.grads = self._views(self._grads)
         self._capacity = 0
@@ -97,7 +94,7 @@ class MLP:
 
     def _views(self, flat):
         views = []
-        for n_in, n_out, w_offset, b_offset, _, _ in self._layers:
+        for n_in, n_out, w_offset, b_offset in self._layers[:, :BIAS_OFFSET + 1]:
             W = flat[w_offset:w_offset + n_out * n_in].reshape(n_out, n_in)
             b = flat[b_offset:b_offset + n_out] if b_offset >= 0 else None
             views.append((W, b))
@@ -144,7 +141,7 @@ class MLP:
             return
         self._z = np.empty(rows * self._total_units, dtype=self.dtype)
         self._a = np.empty(rows * self._total_units, dtype=self.dtype)
-        self._scratch = np.empty((2, rows * max(self.sizes)), dtype=self.dtype)
+        self._scratch = np.empty((2, rows * self._max_width), dtype=self.dtype)
         self._inputs = np.empty(rows * self.sizes[0], dtype=self.dtype)
         self._capacity = rows
         self._forward_rows = None

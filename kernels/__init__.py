@@ -8,7 +8,7 @@ from kernels.activations import (
     activation_backward, activation_forward,
 )
 from kernels.blas import gemm
-from kernels.dense import dense_backward, dense_forward
+from kernels.layers.dense import dense_backward, dense_forward
 from kernels.losses import (
     BCE_WITH_LOGITS, CROSS_ENTROPY, HUBER, L1, MSE,
     cross_entropy_loss, loss_value_and_grad, pointwise_loss,

@@ -1,53 +1,29 @@
 """A whole multi-layer perceptron, forward and backward, over flat buffers.
 
-The network is described by a layer table, so one compiled function serves
-every depth and width:
+The network is described by a layer table (``kernels.layers.table``), so
+one compiled function serves every depth, width and kind of layer: the
+loops here run the layers in order and backwards, each by its kind
+(``kernels.layers``).
 
-``layers`` : (n_layers, 6) int64 array, one row per dense layer:
-    ``n_in, n_out, weight_offset, bias_offset (-1: no bias), activation_code,
-    unit_offset`` where the offsets index the flat parameter buffer and
-    ``unit_offset`` is the sum of ``n_out`` over the layers before.
-``activation_params`` : (n_layers, 2) float64 array, ``p1, p2`` per layer.
-
-Layer ``i`` owns ``W = params[w:w + n_out*n_in]`` viewed as (n_out, n_in) and
-``b = params[b:b + n_out]``; ``grads`` has the same layout. For a batch of
-``batch`` rows, layer ``i``'s pre-activations ``z`` and outputs ``a`` are the
-(batch, n_out) views ``store[batch*u : batch*(u + n_out)]`` of two flat
-buffers, ``u`` its unit offset.
+Layer ``i`` owns a stretch of the flat parameter buffer (a dense layer
+``W = params[w:w + n_out*n_in]`` viewed as (n_out, n_in) and
+``b = params[b:b + n_out]``); ``grads`` has the same layout. For a batch of
+``batch`` rows, layer ``i``'s outputs are the (batch, n_out) view
+``a_store[batch*u : batch*(u + n_out)]``, ``u`` its unit offset, and its
+cache (a dense layer's pre-activations) the same stretch of ``z_store`` at
+its cache offset. ``buffer_sizes`` gives the sizes of every buffer.
 """
 import numpy as np
 
 from kernels.activations import IDENTITY, N_ACTIVATIONS, activate, derivative
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
 from kernels.config import inline_jit, jit
-from kernels.fused import dense_activation_backward, dense_activation_forward, is_small
-from kernels.views import matrix_view
-
-N_IN, N_OUT, WEIGHT_OFFSET, BIAS_OFFSET, ACTIVATION, UNIT_OFFSET = range(6)
-
-
-@jit
-def layer_weights(params, layers, i):
-    """(W, b) views of layer ``i`` in a flat buffer; ``b`` is empty without bias."""
-    n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
-    start = layers[i, WEIGHT_OFFSET]
-    W = matrix_view(params, start, n_out, n_in)
-    bias_start = layers[i, BIAS_OFFSET]
-    if bias_start < 0:
-        return W, params[start:start]
-    return W, params[bias_start:bias_start + n_out]
-
-
-@jit
-def layer_units(store, layers, i, batch):
-    """The (batch, n_out) view of layer ``i`` in a flat activation buffer."""
-    return matrix_view(store, batch * layers[i, UNIT_OFFSET], batch, layers[i, N_OUT])
-
-
-@jit
-def scratch_view(scratch, parity, batch, width):
-    """A (batch, width) view of one of the two rows of the backward scratch."""
-    return matrix_view(scratch[parity], np.int64(0), batch, width)
+from kernels.layers import N_KINDS, layer_backward, layer_forward, sizes
+from kernels.layers.dense import is_small
+from kernels.layers.table import (
+    ACTIVATION, BIAS_OFFSET, CACHE_OFFSET, KIND, N_COLUMNS, N_IN, N_OUT, UNIT_OFFSET, WEIGHT_OFFSET, layer_units,
+    scratch_view,
+)
 
 
 @jit
@@ -76,14 +52,14 @@ def check_network(kernel, x, params, layers, activation_params):
     """Check a layer table against ``params`` and the input ``x``; returns
     (total_units, max_width), the widest of the inputs and layer outputs."""
     check_dtype(kernel, "x", x, "params", params)
-    check_size(kernel, "layers", layers, 1, 6, "the layer table's width")
+    check_size(kernel, "layers", layers, 1, N_COLUMNS, "the layer table's width")
     n_layers = layers.shape[0]
     if n_layers == 0:
         raise ValueError(kernel + ": layers must have one row per layer, got none")
     check_size(kernel, "activation_params", activation_params, 0, n_layers, "layers.shape[0] (n_layers)")
     check_size(kernel, "activation_params", activation_params, 1, 2, "p1, p2")
     check_size(kernel, "x", x, 1, layers[0, N_IN], "layers[0, N_IN] (n_in)")
-    units, max_width = 0, x.shape[1]
+    units, cache, max_width = 0, 0, x.shape[1]
     for i in range(n_layers):
         n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
         if n_out < 1 or (i > 0 and n_in != layers[i - 1, N_OUT]):
@@ -98,9 +74,15 @@ def check_network(kernel, x, params, layers, activation_params):
                              + str(layers[i, UNIT_OFFSET]))
         if layers[i, ACTIVATION] < 0 or layers[i, ACTIVATION] >= N_ACTIVATIONS:
             raise ValueError(kernel + ": layer " + str(i) + " has an unknown activation code " + str(layers[i, ACTIVATION]))
+        if layers[i, KIND] < 0 or layers[i, KIND] >= N_KINDS:
+            raise ValueError(kernel + ": layer " + str(i) + " has an unknown kind " + str(layers[i, KIND]))
+        if layers[i, CACHE_OFFSET] != cache:
+            raise ValueError(kernel + ": layer " + str(i) + " must have cache_offset " + str(cache) + " (the caches of the layers before), got "
+                             + str(layers[i, CACHE_OFFSET]))
         units += n_out
+        cache += sizes(layers[i, KIND], n_in, n_out, bias >= 0)[1]
         max_width = max(max_width, n_out)
-    return units, max_width
+    return max(units, cache), max_width
 
 
 @jit
@@ -117,12 +99,8 @@ def _network_forward(z_store, a_store, x, params, layers, activation_params):
     batch = x.shape[0]
     inputs = x
     for i in range(layers.shape[0]):
-        W, b = layer_weights(params, layers, i)
-        z = layer_units(z_store, layers, i, batch)
-        a = layer_units(a_store, layers, i, batch)
-        dense_activation_forward(z, a, inputs, W, b, layers[i, ACTIVATION], activation_params[i, 0],
-                                 activation_params[i, 1])
-        inputs = a
+        layer_forward(z_store, a_store, inputs, params, layers, activation_params, i)
+        inputs = layer_units(a_store, layers, i, batch)
 
 
 @jit
@@ -149,7 +127,7 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
     Returns
     -------
     bool : whether every element of ``grads`` is finite, checked as it is
-        written (see ``kernels.fused.dense_activation_backward``)
+        written (see ``kernels.layers.layer_backward``)
     """
     check_backward("network_backward", grads, scratch, x, params, layers, activation_params, z_store, a_store)
     return _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store,
@@ -194,49 +172,48 @@ def check_backward(kernel, grads, scratch, x, params, layers, activation_params,
 def _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx,
                       accumulate=True, first=0, end=-1):
     # layers end - 1 down to first; end -1 stands for n_layers. Returns
-    # whether every gradient written is finite (dense_activation_backward)
+    # whether every gradient written is finite (kernels.layers.layer_backward)
     batch = x.shape[0]
     n_layers = layers.shape[0]
     finite = True
     for i in range((n_layers if end < 0 else end) - 1, first - 1, -1):
         parity = (n_layers - 1 - i) % 2
-        n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
-        # d(loss)/d(a) arrives in this buffer and becomes d(loss)/d(z) in place
-        delta = scratch_view(scratch, parity, batch, n_out)
-        z = layer_units(z_store, layers, i, batch)
-        a = layer_units(a_store, layers, i, batch)
-        W, _ = layer_weights(params, layers, i)
-        dW, db = layer_weights(grads, layers, i)
+        # d(loss)/d(a) arrives in this buffer, the layer's d(loss)/d(inputs) leaves in the other
+        delta = scratch_view(scratch, parity, batch, layers[i, N_OUT])
         inputs = layer_units(a_store, layers, i - 1, batch) if i > 0 else x
         # zero rows skips d(loss)/d(x) of the first layer
         rows = batch if i > 0 or need_dx else 0
-        dinputs = scratch_view(scratch, 1 - parity, rows, n_in)
-        finite &= dense_activation_backward(dinputs, dW, db, delta, inputs, W, z, a, layers[i, ACTIVATION],
-                                            activation_params[i, 0], activation_params[i, 1], accumulate)
+        dinputs = scratch_view(scratch, 1 - parity, rows, layers[i, N_IN])
+        finite &= layer_backward(dinputs, grads, delta, inputs, params, layers, activation_params, z_store, a_store,
+                                 i, accumulate)
     return finite
 
 
 @jit
 def buffer_sizes(layers):
     """(n_params, total_units, max_width) of a layer table: the length of
-    the flat parameter (and gradient) buffer, the activation buffers'
-    units per sample, and the widest input or output, the backward
-    scratch's width per sample. Every buffer of a network is sized from
-    these: ``z_store`` and ``a_store`` hold ``batch * total_units`` values,
-    ``scratch`` is ``(2, batch * max_width)``."""
-    n_params, units, max_width = 0, 0, layers[0, N_IN]
+    the flat parameter (and gradient) buffer, the units per sample of the
+    activation buffers (the layers' outputs in ``a_store``, their caches in
+    ``z_store``: the larger of the two sums, so one size serves both), and
+    the widest input or output, the backward scratch's width per sample.
+    Every buffer of a network is sized from these: ``z_store`` and
+    ``a_store`` hold ``batch * total_units`` values, ``scratch`` is
+    ``(2, batch * max_width)``."""
+    n_params, units, cache, max_width = 0, 0, 0, layers[0, N_IN]
     for i in range(layers.shape[0]):
         n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
-        n_params = max(n_params, layers[i, WEIGHT_OFFSET] + n_out * n_in, layers[i, BIAS_OFFSET] + n_out)
+        layer_params, layer_cache = sizes(layers[i, KIND], n_in, n_out, layers[i, BIAS_OFFSET] >= 0)
+        n_params += layer_params
         units += n_out
+        cache += layer_cache
         max_width = max(max_width, n_out)
-    return n_params, units, max_width
+    return n_params, max(units, cache), max_width
 
 
 @jit
 def all_small(layers, batch):
     """Whether every layer of a ``batch``-row step runs as plain loops
-    (``kernels.fused.is_small``), and so does every smaller batch."""
+    (``kernels.layers.dense.is_small``), and so does every smaller batch."""
     for i in range(layers.shape[0]):
         if not is_small(batch, layers[i, N_IN], layers[i, N_OUT]):
             return False

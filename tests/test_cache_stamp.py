@@ -12,7 +12,7 @@ _RUN = """
 import numpy as np
 from kernels.network import network_forward
 from kernels.activations import RELU
-layers = np.array([[1, 1, 0, -1, RELU, 0]], dtype=np.int64)
+layers = np.array([[1, 1, 0, -1, RELU, 0, 0, 0]], dtype=np.int64)  # a dense layer, see kernels.layers.table
 z, a = np.zeros(1), np.zeros(1)
 network_forward(z, a, np.array([[3.0]]), np.array([1.0]), layers, np.zeros((1, 2)))
 print(a[0])

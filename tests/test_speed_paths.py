@@ -5,7 +5,10 @@ import pytest
 import fastbp
 import kernels
 from kernels.config import jit
-from kernels.fused import dense_activation_backward, dense_activation_forward
+from kernels.layers import DENSE, layer_table
+from kernels.layers.dense import _dense_backward as dense_activation_backward, \
+    _dense_forward as dense_activation_forward
+from kernels.network import buffer_sizes
 from kernels.views import borrowed, matrix_view
 
 
@@ -185,16 +188,15 @@ def test_small_network_epochs_match_the_general_path_bit_for_bit(sizes, loss_cod
     those of the general path, for full and ragged last batches."""
     rng = np.random.default_rng(len(sizes) * 100 + loss_code)
     n_layers, n = len(sizes) - 1, 11
-    rows, offset, units = [], 0, 0
+    rows, scalars = [], []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         code, p1, p2 = _ACTIVATIONS[(i + loss_code) % len(_ACTIVATIONS)] if i < n_layers - 1 else (0, 0.0, 0.0)
         # the last layer has a bias, an inner one of two-layer networks none
-        bias = offset + n_out * n_in if i != 0 or n_layers == 1 else -1
-        rows.append(([n_in, n_out, offset, bias, code, units], [p1, p2]))
-        offset += n_out * n_in + (n_out if bias >= 0 else 0)
-        units += n_out
-    layers = np.array([r[0] for r in rows], np.int64)
-    activation_params = np.array([r[1] for r in rows], np.float64)
+        rows.append((DENSE, n_in, n_out, code, i != 0 or n_layers == 1))
+        scalars.append([p1, p2])
+    layers = layer_table(rows)
+    activation_params = np.array(scalars, np.float64)
+    offset, units, _ = buffer_sizes(layers)
     X = rng.standard_normal((n, sizes[0])).astype(dtype)
     labels = rng.integers(0, sizes[-1], n) if loss_code == kernels.CROSS_ENTROPY else np.empty(0, np.int64)
     targets = (np.empty((0, 0), dtype) if loss_code == kernels.CROSS_ENTROPY else
