@@ -13,7 +13,9 @@ model's keys (``params``: the weights the model predicts with, the best
 epoch's when a fit restored them) and what a run needs to go on exactly where
 it stopped: ``optimizer`` (its name), ``optimizer_hyper`` (float64, the
 kernel's scalars, the current learning rate first), ``optimizer_state_0..2``
-(the moment buffers; empty when unused), ``optimizer_step``, ``rng_state``
+(the rows of the optimizer's state in order, empty beyond its
+rows; a row it does not update is zeros, or empty in files from before
+state dicts), ``optimizer_step``, ``rng_state``
 (uint64, the shuffling stream), ``best_params`` (the best epoch's parameters;
 empty before any epoch), ``last_params`` (the last epoch's parameters, which
 training goes on from, when ``params`` holds restored best ones; else empty),
