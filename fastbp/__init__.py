@@ -2,7 +2,7 @@
 backpropagation, validated number for number against PyTorch autograd."""
 from fastbp.activations import Activation
 from fastbp.history import History
-from fastbp.io import load, load_checkpoint
+from fastbp.files import load, load_checkpoint
 from fastbp.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
 from fastbp.mlp import MLP
 from fastbp.optim import SGD, Adam, AdamW, Optimizer, RMSprop

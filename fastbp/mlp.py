@@ -8,7 +8,9 @@ import kernels
 from kernels.layers import DENSE, layer_table
 from kernels.layers.table import BIAS_OFFSET
 from kernels.network import buffer_sizes, layer_units, network_backward, network_forward
+from fastbp import archive
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
+from fastbp._state import as_state_array, check_equal, check_keys
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
 from fastbp.cuda import as_device
 
@@ -206,12 +208,43 @@ class MLP:
         """Set every gradient to zero (gradients accumulate until then, as in torch)."""
         self._grads[...] = 0
 
+    def state_dict(self):
+        """The layer table (``sizes``, ``activations`` as [name, params] per
+        layer, ``bias``, ``dtype``) and a copy of the flat ``params``
+        (layer by layer: W (n_out, n_in) row-major, then b)."""
+        return {"sizes": list(self.sizes), "activations": [[a.name, dict(a.params)] for a in self.activations],
+                "bias": self.bias, "dtype": self.dtype.name, "params": self._params.copy()}
+
+    @classmethod
+    def from_state_dict(cls, state):
+        """The model of ``state``'s layer table, holding its parameters."""
+        check_keys("state", state, ("sizes", "activations", "bias", "dtype", "params"))
+        if not isinstance(state["activations"], (list, tuple)) or not state["activations"]:
+            raise TypeError(f"state['activations'] must be a list of [name, params] per layer, got "
+                            f"{describe(state['activations'])}")
+        activations = [Activation(name, **params) for name, params in state["activations"]]
+        model = cls(state["sizes"], activation=activations[:-1], output_activation=activations[-1],
+                    bias=state["bias"], dtype=state["dtype"])
+        model.load_state_dict(state)
+        return model
+
+    def load_state_dict(self, state):
+        """Copy in the parameters of ``state`` (from ``state_dict()`` of a
+        model with these layers); checks everything before changing anything."""
+        check_keys("state", state, ("sizes", "activations", "bias", "dtype", "params"))
+        advice = "build a model with these layers to take this state (fastbp.load does from a file)"
+        check_equal("state['sizes']", list(state["sizes"]) if isinstance(state["sizes"], (list, tuple)) else
+                    state["sizes"], list(self.sizes), advice)
+        check_equal("state['activations']", state["activations"],
+                    [[a.name, dict(a.params)] for a in self.activations], advice)
+        check_equal("state['bias']", state["bias"], self.bias, advice)
+        check_equal("state['dtype']", state["dtype"], self.dtype.name, advice)
+        self._params[...] = as_state_array("state['params']", state["params"], self._params.shape, self.dtype)
+
     def save(self, path):
         """Write the model (sizes, activations, dtype, parameters) to an .npz
         file, atomically; read it back with ``fastbp.load``."""
-        from fastbp.io import save_model
-
-        save_model(self, path)
+        archive.write_model(path, self.state_dict())
 
     def to_torch(self):
         """A torch.nn.Sequential computing the same function (copies the weights)."""

@@ -3,7 +3,8 @@ rules, each one loop over the model's flat parameter buffer."""
 import numpy as np
 
 import kernels
-from fastbp._checks import as_bool, as_float, describe
+from fastbp._checks import as_bool, as_float, as_int, describe
+from fastbp._state import as_state_array, check_equal, check_keys
 from fastbp.mlp import MLP
 
 
@@ -11,14 +12,17 @@ class Optimizer:
     """Base class: owns the state buffers and the step count; ``step()``
     applies one update from the gradients in ``model.grads``.
 
-    A subclass names its kernel (``code``) and the kernel's scalar
-    arguments (``hyperparameters``); its state is one (k, n_params) array,
-    ``k`` the buffers the kernel reads in this configuration
-    (``kernels.state_rows``)."""
+    ``state_dict()`` holds ``kind`` (the name in OPTIMIZERS), the
+    ``hyperparameters`` by name, ``step_count`` and ``state``, the
+    ``(n_state, n_params)`` array of the state buffers in the kernel's order
+    (a row this configuration does not update, see ``state_in_use``, is
+    zeros)."""
 
     code = None
     # names of the kernel's scalar arguments, in the kernel's order
     hyperparameters = ()
+    # rows of the state array: the buffers the update kernel may use
+    n_state = 0
 
     def __init__(self, model, **hyper):
         if not isinstance(model, MLP):
@@ -26,7 +30,77 @@ class Optimizer:
         self.model = model
         self._hyper = np.array([float(hyper[name]) for name in self.hyperparameters], dtype=np.float64)
         self.step_count = 0
+        # one (k, n_params) array, k the buffers the kernel reads in this configuration
         self._state = np.zeros((kernels.state_rows(self.code, self._hyper), model.n_params), dtype=model.dtype)
+
+    def _check_hyper(self, hyper):
+        """Refuse a combination of hyperparameters the update rule does not define."""
+
+    @property
+    def state_in_use(self):
+        """Per row of ``state_dict()["state"]``, whether this configuration updates it."""
+        return tuple(bool(used) for used in kernels.optimizers.state_used(self.code, self._hyper))[:self.n_state]
+
+    def _state_array(self):
+        """The state buffers as one (n_state, n_params) array (a copy), the
+        rows this configuration keeps no buffer for zeros."""
+        rows = np.zeros((self.n_state, self.model.n_params), dtype=self.model.dtype)
+        rows[:len(self._state)] = self._state
+        return rows
+
+    def _set_state_array(self, rows):
+        """Copy ``rows`` (n_state, n_params), checked, into the state buffers
+        this configuration (the hyperparameters already taken) keeps."""
+        self._state = rows[:kernels.state_rows(self.code, self._hyper)].copy()
+
+    def state_dict(self):
+        """Everything ``load_state_dict`` restores, as plain values and a copy of the state."""
+        return {"kind": self.name,
+                "hyperparameters": {name: bool(value) if name in FLAGS else float(value)
+                                    for name, value in zip(self.hyperparameters, self._hyper)},
+                "step_count": self.step_count, "state": self._state_array()}
+
+    @classmethod
+    def from_state_dict(cls, model, state):
+        """The optimizer of ``state``'s kind and hyperparameters on ``model``, holding its state."""
+        check_keys("state", state, ("kind", "hyperparameters", "step_count", "state"))
+        if state["kind"] not in OPTIMIZERS:
+            raise ValueError(f"state['kind'] must be one of {', '.join(map(repr, OPTIMIZERS))}, got "
+                             f"{describe(state['kind'])}")
+        kind = OPTIMIZERS[state["kind"]]
+        check_keys("state['hyperparameters']", state["hyperparameters"], kind.hyperparameters)
+        # the constructor's arguments: Adam takes betas, and its class decides decoupled
+        arguments = {name: value for name, value in state["hyperparameters"].items() if name != "decoupled"}
+        if "beta1" in arguments:
+            arguments["betas"] = (arguments.pop("beta1"), arguments.pop("beta2"))
+        optimizer = kind(model, **arguments)
+        optimizer.load_state_dict(state)
+        return optimizer
+
+    def load_state_dict(self, state):
+        """Take the hyperparameters, step count and state of ``state``
+        (from ``state_dict()`` of an optimizer of this kind and configuration
+        on a model of this size); checks everything before changing anything."""
+        check_keys("state", state, ("kind", "hyperparameters", "step_count", "state"))
+        check_equal("state['kind']", state["kind"], self.name, f"load it into a {state['kind']!r} optimizer")
+        given = state["hyperparameters"]
+        check_keys("state['hyperparameters']", given, self.hyperparameters)
+        hyper = self._hyper.copy()
+        for i, name in enumerate(self.hyperparameters):
+            key = f"state['hyperparameters'][{name!r}]"
+            if name in FLAGS:
+                # a flag decides which state rows are in use and the rule itself
+                check_equal(key, as_bool(key, given[name]), bool(hyper[i]),
+                            f"build the optimizer with {name}={given[name]} to take this state")
+            else:
+                hyper[i] = as_float(key, given[name], **_RANGES.get(name, {}))
+        self._check_hyper(dict(zip(self.hyperparameters, hyper)))
+        step_count = as_int("state['step_count']", state["step_count"], minimum=0)
+        rows = as_state_array("state['state']", state["state"], (self.n_state, self.model.n_params),
+                              self.model.dtype)
+        self._hyper[...] = hyper
+        self.step_count = step_count
+        self._set_state_array(rows)
 
     _flags = ("nesterov", "amsgrad", "decoupled", "centered")
 
@@ -70,6 +144,14 @@ class Optimizer:
         self.model.zero_grad()
 
 
+# the hyperparameters that are switches (0.0 / 1.0 in the kernel's array)
+FLAGS = ("nesterov", "amsgrad", "decoupled", "centered")
+# the ranges the constructors accept, for the hyperparameters of a loaded state
+_RANGES = {"lr": dict(low=0.0), "momentum": dict(low=0.0), "weight_decay": dict(low=0.0),
+           "beta1": dict(low=0.0, high=1.0, high_open=True), "beta2": dict(low=0.0, high=1.0, high_open=True),
+           "eps": dict(low=0.0, low_open=True), "alpha": dict(low=0.0, high=1.0)}
+
+
 def _check_betas(betas):
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"betas must be a pair (beta1, beta2), got {describe(betas)}")
@@ -81,16 +163,20 @@ class SGD(Optimizer):
 
     code = kernels.SGD
     hyperparameters = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+    n_state = 1  # the momentum buffer
 
     def __init__(self, model, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         hyper = dict(lr=as_float("lr", lr, low=0.0), momentum=as_float("momentum", momentum, low=0.0),
                      dampening=as_float("dampening", dampening),
                      weight_decay=as_float("weight_decay", weight_decay, low=0.0),
                      nesterov=as_bool("nesterov", nesterov))
+        self._check_hyper(hyper)
+        super().__init__(model, **hyper)
+
+    def _check_hyper(self, hyper):
         if hyper["nesterov"] and (hyper["momentum"] <= 0 or hyper["dampening"] != 0):
             raise ValueError(f"nesterov=True requires momentum > 0 and dampening = 0, got momentum="
                              f"{hyper['momentum']}, dampening={hyper['dampening']}")
-        super().__init__(model, **hyper)
 
 
 
@@ -99,6 +185,7 @@ class Adam(Optimizer):
 
     code = kernels.ADAM
     hyperparameters = ("lr", "beta1", "beta2", "eps", "weight_decay", "amsgrad", "decoupled")
+    n_state = 3  # first and second moments, the second's running maximum
     decoupled_weight_decay = False
 
     def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
@@ -128,6 +215,7 @@ class RMSprop(Optimizer):
 
     code = kernels.RMSPROP
     hyperparameters = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered")
+    n_state = 3  # square average, momentum buffer, gradient average
 
     def __init__(self, model, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
         super().__init__(model, lr=as_float("lr", lr, low=0.0), alpha=as_float("alpha", alpha, low=0.0, high=1.0),

@@ -8,6 +8,7 @@ checkpoint can store it and a resumed run sets the same rates.
 import math
 
 from fastbp._checks import as_choice, as_float, as_int, describe
+from fastbp._state import check_keys
 from fastbp.optim import Optimizer
 
 
@@ -43,12 +44,24 @@ class Schedule:
         return {name: getattr(self, name) for name in self._arguments}
 
     def state_dict(self):
+        """Where the schedule stands (not its arguments: a schedule re-planned
+        with other arguments takes the state of the old one)."""
         names = ("last_epoch", "base_lr") + self._state_names
         return {name: getattr(self, name) for name in names}
 
     def load_state_dict(self, state):
-        for name, value in state.items():
+        """Take the position of ``state`` (from ``state_dict()`` of a schedule
+        of this kind); checks everything before changing anything."""
+        check_keys("state", state, ("last_epoch", "base_lr") + self._state_names)
+        checked = {"last_epoch": as_int("state['last_epoch']", state["last_epoch"], minimum=0),
+                   "base_lr": as_float("state['base_lr']", state["base_lr"], low=0.0)}
+        checked.update(self._checked_state(state))
+        for name, value in checked.items():
             setattr(self, name, value)
+
+    def _checked_state(self, state):
+        """The values of ``_state_names`` in ``state``, checked."""
+        return {}
 
 
 class StepLR(Schedule):
@@ -105,6 +118,15 @@ class ReduceLROnPlateau(Schedule):
         self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
+
+    def _checked_state(self, state):
+        best = state["best"]
+        # the best metric starts at an infinity, which as_float refuses
+        if not (isinstance(best, (int, float)) and not isinstance(best, bool) and best == best):
+            raise TypeError(f"state['best'] must be a number (or an infinity), got {describe(best)}")
+        return {"best": float(best),
+                "num_bad_epochs": as_int("state['num_bad_epochs']", state["num_bad_epochs"], minimum=0),
+                "cooldown_counter": as_int("state['cooldown_counter']", state["cooldown_counter"], minimum=0)}
 
     def _improves(self, metric):
         if self.mode == "min":

@@ -20,6 +20,7 @@ from fastbp.metrics import metric_name, score
 from fastbp.mlp import MLP
 from fastbp.optim import Optimizer
 from fastbp.schedules import Schedule
+from fastbp.trainer_state import TrainerState
 
 
 def _fused_epoch(model, batch_size):
@@ -67,7 +68,7 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-class Trainer:
+class Trainer(TrainerState):
     """Fits an MLP with a loss and an optimizer.
 
     Args:
@@ -83,7 +84,8 @@ class Trainer:
     The trainer keeps everything a run needs to go on: ``epoch``, the
     ``history`` of every epoch, the shuffling stream, the best epoch so far;
     ``fit`` continues from there, and ``save``/``Trainer.load`` carry it
-    through a checkpoint file.
+    through a checkpoint file; ``state_dict``/``load_state_dict`` carry it
+    in memory (see ``fastbp.trainer_state``).
 
     Training always goes on from the last epoch's weights. When a fit ends by
     restoring the best epoch's weights (``early_stopping`` with
@@ -445,21 +447,6 @@ class Trainer:
         if callable(callback):
             return callback
         raise TypeError(f"callbacks[{index}] must be callable or have on_epoch_end, got {describe(callback)}")
-
-    def save(self, path):
-        """Write a checkpoint (model, optimizer state, schedule, epoch,
-        shuffling stream, history) to ``path`` atomically; ``Trainer.load``
-        resumes from it exactly."""
-        from fastbp.io import save_checkpoint
-
-        save_checkpoint(self, path)
-
-    @classmethod
-    def load(cls, path):
-        """The Trainer a checkpoint written by ``Trainer.save`` holds."""
-        from fastbp.io import load_checkpoint
-
-        return load_checkpoint(path)
 
     def predict(self, X):
         """The model's outputs for X (n_samples, n_in), computed in chunks."""

@@ -190,12 +190,14 @@ def state_rows(code, hyper):
     """``k``, the rows of state an optimizer with these hyperparameters
     keeps: its moment buffers in use, in the order of its kernel's arguments,
     up to the last one it reads."""
-    used = _state_used(code, hyper)
+    used = state_used(code, hyper)
     return max([i + 1 for i in range(len(used)) if used[i]] + [0])
 
 
 @jit
-def _state_used(code, hyper):
+def state_used(code, hyper):
+    """Which of the three buffer arguments of the kernel of ``code`` these
+    hyperparameters have it update."""
     if code == SGD:
         return (hyper[1] != 0.0, False, False)
     if code == ADAM:
@@ -241,7 +243,7 @@ def check_optimizer(kernel, code, params, grads, state, hyper):
     check_size(kernel, "hyper", hyper, 0, HYPER_LENGTHS[code], "the optimizer's hyperparameter count")
     check_buffer(kernel, "grads", grads, params, True)
     check_dtype(kernel, "state", state, "params", params)
-    used = _state_used(code, hyper)
+    used = state_used(code, hyper)
     for i in range(len(used)):
         if used[i]:
             if state.shape[0] <= i:

@@ -517,7 +517,7 @@ def test_the_console_command_reports_bad_input_without_a_traceback(cli_files, ar
 @pytest.fixture
 def estimators():
     """A fitted classifier and regressor, with the data they were fitted on."""
-    from fastbp.sklearn import MLPClassifier, MLPRegressor
+    from fastbp.interop.sklearn import MLPClassifier, MLPRegressor
     X = np.random.default_rng(0).standard_normal((30, 3))
     y = np.arange(30) % 3
     with pytest.warns(Warning):  # max_iter reached
@@ -532,7 +532,7 @@ def _refit(**params):
 
 
 def _new(**params):
-    from fastbp.sklearn import MLPClassifier
+    from fastbp.interop.sklearn import MLPClassifier
     return lambda e: MLPClassifier(**params).fit(e.X, e.y)
 
 

@@ -1,4 +1,4 @@
-"""fastbp.sklearn against sklearn.neural_network: the same parameters, the same
+"""fastbp.interop.sklearn against sklearn.neural_network: the same parameters, the same
 stopping rules, the same fitted attributes, and warm starts that honour
 changed parameters."""
 import inspect
@@ -12,8 +12,8 @@ import sklearn.neural_network  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.metrics import accuracy_score, log_loss  # noqa: E402
 
-import fastbp.sklearn  # noqa: E402
-from fastbp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+import fastbp.interop.sklearn_base  # noqa: E402
+from fastbp.interop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 PAIRS = [(MLPClassifier, sklearn.neural_network.MLPClassifier), (MLPRegressor, sklearn.neural_network.MLPRegressor)]
@@ -161,12 +161,12 @@ def test_warm_start_refuses_a_new_architecture_and_keeps_the_model():
 
 def test_early_stopping_follows_scikit_learns_rule_and_keeps_the_best_scoring_weights(monkeypatch):
     X, y = blobs(300, seed=1)
-    splits, split = [], fastbp.sklearn.train_test_split
+    splits, split = [], fastbp.interop.sklearn_base.train_test_split
 
     def recording_split(*arrays, **kwargs):
         splits.append(split(*arrays, **kwargs))
         return splits[-1]
-    monkeypatch.setattr(fastbp.sklearn, "train_test_split", recording_split)
+    monkeypatch.setattr(fastbp.interop.sklearn_base, "train_test_split", recording_split)
     params = dict(hidden_layer_sizes=(32,), early_stopping=True, n_iter_no_change=4, tol=1e-3,
                   learning_rate_init=0.01, max_iter=300, random_state=0)
     classifier = MLPClassifier(**params).fit(X, y)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import io
+from fastbp import archive
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def test_a_failed_write_leaves_the_old_file(model, tmp_path, monkeypatch):
     def broken_savez(stream, **arrays):
         stream.write(b"partial")
         raise OSError("disk full")
-    monkeypatch.setattr(io.np, "savez", broken_savez)
+    monkeypatch.setattr(archive.np, "savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
         fastbp.MLP([2, 2]).save(path)
     assert path.read_bytes() == before
@@ -59,8 +59,8 @@ def test_bad_files_give_clear_errors(model, tmp_path):
     np.savez(foreign, x=np.ones(3))
     with pytest.raises(ValueError, match="not a fastbp model or checkpoint file"):
         fastbp.load(foreign)
-    with np.load(good) as archive:
-        contents = dict(archive)
+    with np.load(good) as stored:
+        contents = dict(stored)
     newer = tmp_path / "newer.npz"
     np.savez(newer, **{**contents, "format_version": np.array(2)})
     with pytest.raises(ValueError, match="format version 2; this fastbp reads version 1"):

@@ -1,4 +1,4 @@
-"""fastbp.sklearn: scikit-learn's own estimator checks, and the estimators in
+"""fastbp.interop.sklearn: scikit-learn's own estimator checks, and the estimators in
 Pipeline, GridSearchCV and cross_val_score."""
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("sklearn")
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from fastbp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from fastbp.interop.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 # max_iter is kept short on purpose in these tests
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -1,0 +1,185 @@
+"""What a Trainer carries from one fit to the next, as a state dict, and the
+checkpoint files that store it (``Trainer.save`` / ``Trainer.load``)."""
+import copy
+
+import numpy as np
+
+from fastbp import archive
+from fastbp._checks import as_bool, as_float, as_int, describe
+from fastbp._state import as_state_array, check_equal, check_keys
+from fastbp.history import History
+from fastbp.losses import LOSSES
+from fastbp.mlp import MLP
+from fastbp.optim import FLAGS, OPTIMIZERS, Optimizer
+from fastbp.schedules import SCHEDULES
+
+KEYS = ("model", "optimizer", "loss", "schedule", "max_grad_norm", "epoch", "history", "metadata", "rng_state",
+        "best", "best_params", "last_params", "in_epoch")
+IN_EPOCH_KEYS = ("rng_state", "position", "loss_sum", "skipped", "batch_size", "n_samples", "shuffle")
+
+
+def optimizer_layout(kind):
+    """(hyperparameter names, those that are flags, state rows) of an optimizer kind."""
+    optimizer = OPTIMIZERS[kind]
+    return optimizer.hyperparameters, FLAGS, optimizer.n_state
+
+
+def _or_none(value, check):
+    return None if value is None else check(value)
+
+
+class TrainerState:
+    """``state_dict`` / ``load_state_dict``, ``save`` / ``load`` of Trainer.
+
+    The state dict holds ``model``, ``optimizer`` (their state dicts),
+    ``loss`` and ``schedule`` (``kind``, ``arguments``, and for the schedule
+    its ``state``; None without one), ``max_grad_norm``, ``epoch``,
+    ``history`` (``History.as_dict``), ``metadata``, ``rng_state`` (the
+    shuffling stream, (1,) uint64, or None before any fit), ``best``
+    ([epoch, monitored loss] of the best epoch, or None), ``best_params``
+    (``epoch`` and ``params`` of the best epoch kept, or None),
+    ``last_params`` (the last epoch's parameters while the model holds
+    restored best ones, else None) and ``in_epoch`` (None at the end of an
+    epoch; else where in the next one the run stopped: the ``rng_state``
+    before that epoch drew its order, ``position``, ``loss_sum``,
+    ``skipped``, ``batch_size``, ``n_samples``, ``shuffle``).
+    """
+
+    def state_dict(self):
+        """Everything ``load_state_dict`` restores, as plain values and copies of arrays."""
+        schedule, best, in_epoch = self.schedule, self._best_params, self._epoch_state
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "loss": {"kind": self.loss.name, "arguments": self.loss.arguments()},
+            "schedule": None if schedule is None else {"kind": schedule.name, "arguments": schedule.arguments(),
+                                                       "state": schedule.state_dict()},
+            "max_grad_norm": self.max_grad_norm, "epoch": self.epoch, "history": self.history.as_dict(),
+            "metadata": copy.deepcopy(self.metadata),
+            "rng_state": None if self._rng_state is None else self._rng_state.copy(),
+            "best": None if self._best is None else list(self._best),
+            "best_params": None if best is None else {"epoch": best[0], "params": best[1].copy()},
+            "last_params": None if self._last_params is None else self._last_params.copy(),
+            # a position set before skipped batches were counted has none
+            "in_epoch": None if in_epoch is None else {**in_epoch, "rng_state": in_epoch["rng_state"].copy(),
+                                                       "skipped": list(in_epoch.get("skipped", (0, 0)))},
+        }
+
+    @classmethod
+    def from_state_dict(cls, state):
+        """The trainer (and its model, optimizer, loss, schedule) of ``state``."""
+        check_keys("state", state, KEYS)
+        model = MLP.from_state_dict(state["model"])
+        optimizer = Optimizer.from_state_dict(model, state["optimizer"])
+        check_keys("state['loss']", state["loss"], ("kind", "arguments"))
+        loss = LOSSES[state["loss"]["kind"]](**state["loss"]["arguments"])
+        schedule = state["schedule"]
+        if schedule is not None:
+            check_keys("state['schedule']", schedule, ("kind", "arguments", "state"))
+            schedule = SCHEDULES[schedule["kind"]](optimizer, **schedule["arguments"])
+        trainer = cls(model, loss, optimizer, max_grad_norm=state["max_grad_norm"], schedule=schedule)
+        trainer.load_state_dict(state)
+        return trainer
+
+    def _checked_state(self, state):
+        """The trainer's own entries of ``state``, checked and copied."""
+        check_keys("state", state, KEYS)
+        model, loss, schedule = self.model, self.loss, self.schedule
+        n, dtype = model.n_params, model.dtype
+        check_keys("state['loss']", state["loss"], ("kind", "arguments"))
+        advice = "build the trainer with the loss and schedule of this state (Trainer.from_state_dict does)"
+        check_equal("state['loss']", state["loss"], {"kind": loss.name, "arguments": loss.arguments()}, advice)
+        if (state["schedule"] is None) != (schedule is None):
+            raise ValueError(f"state['schedule']: expected {'None' if schedule is None else 'a schedule'}, got "
+                             f"{describe(state['schedule'])}; {advice}")
+        if schedule is not None:
+            check_keys("state['schedule']", state["schedule"], ("kind", "arguments", "state"))
+            check_equal("state['schedule']['kind']", state["schedule"]["kind"], schedule.name, advice)
+            check_equal("state['schedule']['arguments']", state["schedule"]["arguments"], schedule.arguments(),
+                        advice)
+        try:
+            history = History.from_dict(state["history"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"state['history'] must be a History.as_dict(), got {describe(state['history'])} "
+                             f"({type(error).__name__}: {error})") from None
+        if not isinstance(state["metadata"], dict):
+            raise TypeError(f"state['metadata'] must be a dict, got {describe(state['metadata'])}")
+        best = state["best"]
+        if best is not None and (not isinstance(best, (list, tuple)) or len(best) != 2):
+            raise TypeError(f"state['best'] must be None or [epoch, monitored loss], got {describe(best)}")
+        best_params = state["best_params"]
+        if best_params is not None:
+            check_keys("state['best_params']", best_params, ("epoch", "params"))
+            best_params = (as_int("state['best_params']['epoch']", best_params["epoch"], minimum=1),
+                           as_state_array("state['best_params']['params']", best_params["params"], (n,), dtype))
+        return {
+            "max_grad_norm": _or_none(state["max_grad_norm"],
+                                      lambda v: as_float("state['max_grad_norm']", v, low=0.0, low_open=True)),
+            "epoch": as_int("state['epoch']", state["epoch"], minimum=0), "history": history,
+            "metadata": copy.deepcopy(state["metadata"]),
+            "_rng_state": _or_none(state["rng_state"],
+                                   lambda v: as_state_array("state['rng_state']", v, (1,), np.uint64)),
+            "_best": _or_none(best, lambda b: (as_int("state['best'][0]", b[0], minimum=1),
+                                               float(as_float("state['best'][1]", b[1])))),
+            "_best_params": best_params,
+            "_last_params": _or_none(state["last_params"],
+                                     lambda v: as_state_array("state['last_params']", v, (n,), dtype)),
+            "_epoch_state": _or_none(state["in_epoch"], self._checked_in_epoch),
+        }
+
+    @staticmethod
+    def _checked_in_epoch(in_epoch):
+        check_keys("state['in_epoch']", in_epoch, IN_EPOCH_KEYS)
+        skipped = in_epoch["skipped"]
+        if not isinstance(skipped, (list, tuple)) or len(skipped) != 2:
+            raise TypeError(f"state['in_epoch']['skipped'] must be [batches, samples], got {describe(skipped)}")
+        key = "state['in_epoch'][{!r}]".format
+        return {"rng_state": as_state_array(key("rng_state"), in_epoch["rng_state"], (1,), np.uint64),
+                "position": as_int(key("position"), in_epoch["position"], minimum=0),
+                "loss_sum": as_float(key("loss_sum"), in_epoch["loss_sum"]),
+                "skipped": tuple(as_int(key("skipped"), count, minimum=0) for count in skipped),
+                "batch_size": as_int(key("batch_size"), in_epoch["batch_size"], minimum=1),
+                "n_samples": as_int(key("n_samples"), in_epoch["n_samples"], minimum=1),
+                "shuffle": as_bool(key("shuffle"), in_epoch["shuffle"])}
+
+    def load_state_dict(self, state):
+        """Take the whole state of ``state`` (from ``state_dict()`` of a
+        trainer with the same kinds of model, optimizer, loss and schedule);
+        checks everything first and leaves the trainer unchanged on bad input."""
+        checked = self._checked_state(state)
+        parts = [(self.model, state["model"]), (self.optimizer, state["optimizer"])]
+        if self.schedule is not None:
+            parts.append((self.schedule, state["schedule"]["state"]))
+        before = [part.state_dict() for part, _ in parts]
+        try:
+            for part, part_state in parts:
+                part.load_state_dict(part_state)
+        except BaseException:
+            # a part that refused its state leaves the ones before it as they were
+            for (part, _), kept in zip(parts, before):
+                part.load_state_dict(kept)
+            raise
+        for name, value in checked.items():
+            setattr(self, name, value)
+
+    def save(self, path):
+        """Write a checkpoint (model, optimizer state, schedule, epoch,
+        shuffling stream, history) to ``path`` atomically; ``Trainer.load``
+        resumes from it exactly."""
+        archive.write_checkpoint(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path):
+        """The Trainer a checkpoint written by ``Trainer.save`` holds, ready
+        to ``fit`` on exactly as the run that wrote it would have; a missing,
+        truncated, corrupt or foreign file, or one of another format version,
+        raises a ValueError that says which."""
+        path, contents = archive.read(path, archive.CHECKPOINT)
+        state, empty = archive.checkpoint_state(path, contents, optimizer_layout)
+        try:
+            trainer = cls.from_state_dict(state)
+            for row in empty:
+                if trainer.optimizer.state_in_use[row]:
+                    raise ValueError(f"optimizer_state_{row} is empty but {trainer.optimizer!r} updates it")
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            raise ValueError(f"{path!r} is a damaged fastbp checkpoint ({type(error).__name__}: {error})") from None
+        return trainer
