@@ -7,7 +7,7 @@ import numpy as np
 from kernels.network import layer_units, network_backward, network_forward
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
-from fastbp.cuda import as_device
+from fastbp.backends.cuda import as_device
 
 # rows per forward call in predict: bounds the activation memory
 _INFERENCE_ROWS = 4096
