@@ -139,7 +139,7 @@ def _fastbp(spec, X, y, initial):
     threads = limit_threads(spec["threads"])
     vector = fastbp_vector()
     if model.device == "cuda":
-        from fastbp.cuda import DeviceFit
+        from fastbp.backends.cuda import DeviceFit
 
         # The data goes to the GPU once, as torch's does (each Trainer.fit
         # would copy it again); a run is then one fused device epoch.
@@ -147,7 +147,7 @@ def _fastbp(spec, X, y, initial):
         order = np.arange(X.shape[0], dtype=np.int64)
 
         def run(record=False):
-            loss_sum = device_fit.epoch(order)
+            loss_sum = device_fit.steps(order, 0.0)[0]
             return loss_sum / X.shape[0] if record else None
         return run, threads, vector
 

@@ -212,7 +212,7 @@ def rows(device="cpu"):
     torch = _require_torch("fastbp check")
     sizes = SIZES["full"]
     if device == "cuda":
-        from fastbp.cuda import require_cuda
+        from fastbp.backends.cuda import require_cuda
 
         require_cuda()
         from kernels.cuda.config import SIMULATED

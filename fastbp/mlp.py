@@ -12,7 +12,7 @@ from fastbp import archive
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
 from fastbp._state import as_state_array, check_equal, check_keys
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
-from fastbp.cuda import as_device
+from fastbp.backends.cuda import as_device
 
 # rows per forward call in predict: bounds the activation memory
 _INFERENCE_ROWS = 4096

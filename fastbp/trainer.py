@@ -267,19 +267,14 @@ class Trainer(TrainerState):
             if shuffle:
                 kernels.random_permutation(order, self._rng_state)
             if model.device == "cuda":
-                from fastbp.cuda import DeviceFit
+                from fastbp.backends.cuda import DeviceFit
 
                 device_fit = device_fit or DeviceFit(model, optimizer, loss, X, targets, labels, batch_size,
                                                      self.max_grad_norm or 0.0)
-                # the device checks the loss once per epoch, not each step:
-                # a diverging epoch is undone whole
-                kept = (model._params.copy(), [state.copy() for state in optimizer._state], optimizer.step_count)
-                loss_sum = device_fit.epoch(order)
-                if not np.isfinite(loss_sum):
-                    model._params[...] = kept[0]
-                    for state, kept_state in zip(optimizer._state, kept[1]):
-                        state[...] = kept_state
-                    optimizer.step_count = kept[2]
+                # the device holds all of X: its stretches need no gathering
+                loss_sum, skipped = self._epoch_steps(device_fit.steps, order, position, loss_sum, skipped,
+                                                      batch_size, shuffle, on_nonfinite, checkpoint_every,
+                                                      checkpoint_path, epoch_rng_state, n)
             else:
                 def steps(order, loss_sum):
                     data_part = (X, targets, labels, order) if gathered is None else \
@@ -347,9 +342,6 @@ class Trainer(TrainerState):
             raise ValueError(f"checkpoint_path: folder {folder!r} does not exist; create it first (os.makedirs)")
         if os.path.isdir(checkpoint_path):
             raise ValueError(f"checkpoint_path: {checkpoint_path!r} is a folder; give a file name in it")
-        if self.model.device == "cuda":
-            raise ValueError("checkpoint_every works on the CPU, where an epoch can stop between any two steps; "
-                             "on the GPU, save after epochs with a callback")
         return checkpoint_every, checkpoint_path
 
     def _stopped_epoch(self, n, batch_size, shuffle, seed):
@@ -371,9 +363,6 @@ class Trainer(TrainerState):
         if seed is not None:
             raise ValueError(f"seed={seed}: {where}, in the order its shuffling stream drew; continue with "
                              f"seed=None")
-        if self.model.device == "cuda":
-            raise ValueError(f"model.device='cuda': {where}, which only the CPU can go on from; finish that epoch "
-                             f"with model.to('cpu')")
         self._rng_state = state["rng_state"].copy()
         return state["position"], state["loss_sum"], tuple(state["skipped"])
 
@@ -417,8 +406,8 @@ class Trainer(TrainerState):
 
     def _diverged(self, skipped, n, batch_size, position=None):
         """The FloatingPointError's message for a step that went non-finite at
-        entry ``position`` of the epoch's order (None: the epoch's loss, on a
-        path that checks only that, or every batch skipped)."""
+        entry ``position`` of the epoch's order (None: the epoch's loss, every
+        batch skipped or the sum of finite batch losses overflowed)."""
         model, optimizer = self.model, self.optimizer
         epoch, lr = self.epoch + 1, optimizer.lr
         lower = f"lower the learning rate (lr={lr}), set max_grad_norm"
@@ -427,9 +416,8 @@ class Trainer(TrainerState):
             if skipped[1] == n:
                 return (f"training diverged: every batch of epoch {epoch} ({skipped[0]}) had a non-finite loss or "
                         f"gradient and was skipped; the model is unchanged since; {lower}")
-            return (f"training diverged: the loss is not finite in epoch {epoch} on the GPU, which checks it once "
-                    f"an epoch; the model and optimizer hold the weights and state of the end of epoch {epoch - 1}; "
-                    f"{lower}")
+            return (f"training diverged: the loss summed over epoch {epoch} overflowed, though every batch's was "
+                    f"finite; {lower}")
         where = next((f"layer {i}'s {part} gradient holds NaN or infinity (the first layer that does)"
                       for i, (W, b) in enumerate(model.grads) for part, grad in (("weight", W), ("bias", b))
                       if grad is not None and not np.isfinite(grad).all()),

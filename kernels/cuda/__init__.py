@@ -4,7 +4,7 @@ is tested against.
 
 Arguments are device arrays (``numba.cuda.to_device``); the functions here
 launch kernels on them and return nothing, except the losses and
-``train_epoch``, which read back one number. Importing this package imports
+``train_epoch``, which read back what they return. Importing this package imports
 ``numba.cuda``: ``import kernels`` does not.
 """
 from kernels.cuda.activations import activation_backward, activation_forward
@@ -12,4 +12,6 @@ from kernels.cuda.dense import column_sums, dense_backward, dense_forward
 from kernels.cuda.losses import cross_entropy_loss, loss_value_and_grad, pointwise_loss
 from kernels.cuda.network import network_backward, network_forward
 from kernels.cuda.optimizers import adam_step, optimizer_step, rmsprop_step, sgd_step
-from kernels.cuda.training import clip_grad_norm, gather_rows, train_epoch
+from kernels.cuda.training import (
+    add_loss, batch_gradients, clip_grad_norm, finite_step, gather_rows, train_epoch, update,
+)

@@ -11,6 +11,8 @@ are rounded once when stored, as the CPU kernels' scalar arithmetic does.
 """
 import types
 
+import numpy as np
+
 from numba import cuda
 from numba.cuda.core import config as _cuda_config
 
@@ -54,3 +56,10 @@ def block_sum(partial):
         cuda.syncthreads()
         width //= 2
     return partial[0]
+
+
+def no_stop():
+    """A (2,) int64 device array ``[0, 0]``: the ``status`` of
+    ``kernels.cuda.finite_step`` for a caller outside an epoch, whose
+    updates are never stopped."""
+    return cuda.to_device(np.zeros(2, dtype=np.int64))

@@ -4,12 +4,19 @@ the matrix product, the backward pass multiplies ``dout`` by its derivative
 as each tile of ``dout`` is loaded.
 
 Weights follow torch.nn.Linear, as in ``kernels.dense``: ``W`` is (n_out, n_in).
+
+The layer has two schedules, with the same sums in the same order (float64,
+k ascending): tiled products, a launch each (``dense_forward``,
+``dense_backward``), and row blocks, device functions that the fused network
+kernels of ``kernels.cuda.network`` call layer after layer within one launch
+(``dense_rows_forward``, ``dense_rows_backward``, ``dense_tile_gradients``).
 """
 from numba import cuda, float64
 
 from kernels.activations import IDENTITY
+from kernels.network import ACTIVATION, BIAS_OFFSET, N_IN, N_OUT, UNIT_OFFSET, WEIGHT_OFFSET
 from kernels.cuda.activations import activate, derivative
-from kernels.cuda.config import THREADS, TILE, block_sum
+from kernels.cuda.config import FUSED_ROWS, THREADS, TILE, block_sum
 
 
 @cuda.jit
@@ -156,3 +163,107 @@ def column_sums(sums, matrix):
     matrix : (rows, n) device array
     """
     _column_sums[matrix.shape[1], THREADS](sums, matrix, matrix, matrix, IDENTITY, 0.0, 0.0)
+
+
+# The row-block schedule. A block holds FUSED_ROWS samples of a layer's
+# input (or gradient) in ``held`` (2, FUSED_ROWS, FUSED_WIDTH), shared,
+# thread j computing unit j, so the units of a layer meet each other's
+# results without a trip through global memory or a launch. Every value the
+# tiled schedule rounds to the array's dtype (a, d(loss)/d(a)) is rounded
+# here too, by a store to and load from the global buffer it has. Layer
+# ``i``'s sizes and offsets come from the device copy of the layer table.
+
+
+@cuda.jit(device=True)
+def dense_rows_forward(held, i, z_store, a_store, x, params, layers, activation_params):
+    """Layer ``i`` forward over the block's rows: ``a = f(inputs @ W.T + b)``
+    into ``z_store`` and ``a_store`` and ``held[i % 2]``, the inputs ``x``
+    (i == 0) or ``held[(i - 1) % 2]``; every thread of the block calls it."""
+    unit, first, batch = cuda.threadIdx.x, cuda.blockIdx.x * FUSED_ROWS, x.shape[0]
+    n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
+    weights, bias, units = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET], batch * layers[i, UNIT_OFFSET]
+    code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
+    if unit < n_out:
+        for r in range(FUSED_ROWS):
+            row = first + r
+            if row < batch:
+                total = 0.0
+                for k in range(n_in):
+                    value = float(x[row, k]) if i == 0 else held[(i - 1) % 2, r, k]
+                    total += value * float(params[weights + unit * n_in + k])
+                if bias >= 0:
+                    total += float(params[bias + unit])
+                at = units + row * n_out + unit
+                z_store[at] = total
+                a_store[at] = activate(float(z_store[at]), code, p1, p2)
+                held[i % 2, r, unit] = a_store[at]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def dense_rows_backward(held, parity, i, z_store, rounding, params, layers, activation_params, a_store, batch):
+    """Layer ``i`` backward over the block's rows: ``held[parity]`` holds
+    d(loss)/d(a), which becomes d(loss)/d(z) (written over ``z_store`` too,
+    for ``dense_tile_gradients``), then ``held[1 - parity]`` d(loss)/d(inputs)
+    (through ``rounding``), unless ``i`` is the first layer; ``batch`` rows
+    in all. Every thread of the block calls it."""
+    # in the forward pass this was: a = f(z), z = inputs @ W.T + b
+    unit, first = cuda.threadIdx.x, cuda.blockIdx.x * FUSED_ROWS
+    n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
+    weights, units = layers[i, WEIGHT_OFFSET], batch * layers[i, UNIT_OFFSET]
+    code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
+    if unit < n_out:
+        for r in range(FUSED_ROWS):
+            row = first + r
+            if row < batch:
+                at = units + row * n_out + unit
+                delta = held[parity, r, unit] * derivative(float(z_store[at]), float(a_store[at]), code, p1, p2)
+                held[parity, r, unit] = delta
+                z_store[at] = delta
+    cuda.syncthreads()
+    if i > 0 and unit < n_in:
+        for r in range(FUSED_ROWS):
+            row = first + r
+            if row < batch:
+                total = 0.0
+                for j in range(n_out):
+                    total += held[parity, r, j] * float(params[weights + j * n_in + unit])
+                rounding[row * n_in + unit] = total
+                held[1 - parity, r, unit] = rounding[row * n_in + unit]
+    cuda.syncthreads()
+
+
+@cuda.jit(device=True)
+def dense_tile_gradients(grads, tile_delta, tile_input, deltas, a_store, x, layers, i, first_unit, first_input):
+    """One TILE x TILE tile of layer ``i``'s [dW | db] = d(loss)/d(z).T @
+    [inputs | 1], from unit ``first_unit`` and input ``first_input``, summed
+    over the batch in TILE-row slices in row order, as the tiled product
+    sums; written, not added: the tiles of a layer cover its gradients once.
+    ``deltas`` is the ``z_store`` that ``dense_rows_backward`` wrote;
+    ``tile_delta`` and ``tile_input`` (TILE, TILE) are the block's shared
+    staging tiles."""
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    n_in, n_out, bias, batch = layers[i, N_IN], layers[i, N_OUT], layers[i, BIAS_OFFSET], x.shape[0]
+    units = batch * layers[i, UNIT_OFFSET]
+    inputs = batch * layers[i - 1, UNIT_OFFSET] if i > 0 else 0
+    unit, k = first_unit + ty, first_input + tx
+    total = 0.0
+    for r0 in range(0, batch, TILE):
+        row, value = r0 + tx, 0.0
+        if row < batch and first_unit + ty < n_out:
+            value = float(deltas[units + row * n_out + first_unit + ty])
+        tile_delta[ty, tx] = value
+        row, value = r0 + ty, 0.0
+        if row < batch and k < n_in:
+            value = float(x[row, k]) if i == 0 else float(a_store[inputs + row * n_in + k])
+        elif row < batch and k == n_in:
+            value = 1.0
+        tile_input[ty, tx] = value
+        cuda.syncthreads()
+        for t in range(TILE):
+            total += tile_delta[ty, t] * tile_input[t, tx]
+        cuda.syncthreads()
+    if unit < n_out and k < n_in:
+        grads[layers[i, WEIGHT_OFFSET] + unit * n_in + k] = total
+    elif unit < n_out and k == n_in and bias >= 0:
+        grads[bias + unit] = total

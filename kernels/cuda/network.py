@@ -6,9 +6,10 @@ import numpy as np
 from numba import cuda, float64
 
 from kernels.network import ACTIVATION, BIAS_OFFSET, N_IN, N_OUT, UNIT_OFFSET, WEIGHT_OFFSET
-from kernels.cuda.activations import activate, derivative
 from kernels.cuda.config import FUSED_ROWS, FUSED_WIDTH, TILE
-from kernels.cuda.dense import dense_backward, dense_forward
+from kernels.cuda.dense import (
+    dense_backward, dense_forward, dense_rows_backward, dense_rows_forward, dense_tile_gradients,
+)
 
 
 def layer_weights(params, layers, i):
@@ -65,13 +66,9 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
 
 # The fused path: for networks no wider than FUSED_WIDTH, the forward pass,
 # the backward pass and the weight gradients are one launch each, instead of
-# one to three per layer. A block takes FUSED_ROWS samples and
-# walks every layer, thread j computing unit j, with the layer's input (or
-# gradient) held in shared memory, so the units of a layer meet each other's
-# results without a trip through global memory or a launch. Sums run in the
-# order and precision of the tiled kernels (float64, k ascending), and every
-# value the tiled path rounds to the array's dtype (a, d(loss)/d(a)) is
-# rounded here too, by a store to and load from the global buffer it has.
+# one to three per layer. A block takes FUSED_ROWS samples and walks every
+# layer, each layer the row-block schedule of kernels.cuda.dense (the same
+# dense layer as the tiled launches, computed a block of rows at a time).
 
 
 def fits_fused(layers):
@@ -94,61 +91,17 @@ def fused_tables(layers, activation_params):
 @cuda.jit
 def _fused_forward(z_store, a_store, x, params, layers, activation_params):
     held = cuda.shared.array((2, FUSED_ROWS, FUSED_WIDTH), float64)
-    unit, first, batch = cuda.threadIdx.x, cuda.blockIdx.x * FUSED_ROWS, x.shape[0]
     for i in range(layers.shape[0]):
-        n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
-        weights, bias, units = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET], batch * layers[i, UNIT_OFFSET]
-        code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
-        if unit < n_out:
-            for r in range(FUSED_ROWS):
-                row = first + r
-                if row < batch:
-                    total = 0.0
-                    for k in range(n_in):
-                        value = float(x[row, k]) if i == 0 else held[(i - 1) % 2, r, k]
-                        total += value * float(params[weights + unit * n_in + k])
-                    if bias >= 0:
-                        total += float(params[bias + unit])
-                    at = units + row * n_out + unit
-                    z_store[at] = total
-                    a_store[at] = activate(float(z_store[at]), code, p1, p2)
-                    held[i % 2, r, unit] = a_store[at]
-        cuda.syncthreads()
+        dense_rows_forward(held, i, z_store, a_store, x, params, layers, activation_params)
 
 
 @cuda.jit
 def _fused_gradients(grads, deltas, a_store, x, layers, tiles):
-    """Each block one tile of one layer's [dW | db] = d(loss)/d(z).T @ [inputs | 1],
-    summed over the batch in TILE-row slices in row order, as the tiled
-    product sums; written, not added: the tiles cover every gradient once."""
     tile_delta = cuda.shared.array((TILE, TILE), float64)
     tile_input = cuda.shared.array((TILE, TILE), float64)
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    i, first_unit, first_input = tiles[cuda.blockIdx.x, 0], tiles[cuda.blockIdx.x, 1], tiles[cuda.blockIdx.x, 2]
-    n_in, n_out, bias, batch = layers[i, N_IN], layers[i, N_OUT], layers[i, BIAS_OFFSET], x.shape[0]
-    units = batch * layers[i, UNIT_OFFSET]
-    inputs = batch * layers[i - 1, UNIT_OFFSET] if i > 0 else 0
-    unit, k = first_unit + ty, first_input + tx
-    total = 0.0
-    for r0 in range(0, batch, TILE):
-        row, value = r0 + tx, 0.0
-        if row < batch and first_unit + ty < n_out:
-            value = float(deltas[units + row * n_out + first_unit + ty])
-        tile_delta[ty, tx] = value
-        row, value = r0 + ty, 0.0
-        if row < batch and k < n_in:
-            value = float(x[row, k]) if i == 0 else float(a_store[inputs + row * n_in + k])
-        elif row < batch and k == n_in:
-            value = 1.0
-        tile_input[ty, tx] = value
-        cuda.syncthreads()
-        for t in range(TILE):
-            total += tile_delta[ty, t] * tile_input[t, tx]
-        cuda.syncthreads()
-    if unit < n_out and k < n_in:
-        grads[layers[i, WEIGHT_OFFSET] + unit * n_in + k] = total
-    elif unit < n_out and k == n_in and bias >= 0:
-        grads[bias + unit] = total
+    tile = cuda.blockIdx.x
+    dense_tile_gradients(grads, tile_delta, tile_input, deltas, a_store, x, layers, tiles[tile, 0], tiles[tile, 1],
+                         tiles[tile, 2])
 
 
 @cuda.jit
@@ -161,29 +114,8 @@ def _fused_deltas(z_store, rounding, dprediction, params, layers, activation_par
             held[0, r, unit] = dprediction[first + r, unit]
     cuda.syncthreads()
     for i in range(last, -1, -1):
-        parity = (last - i) % 2
-        n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
-        weights, units = layers[i, WEIGHT_OFFSET], batch * layers[i, UNIT_OFFSET]
-        code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
-        if unit < n_out:
-            for r in range(FUSED_ROWS):
-                row = first + r
-                if row < batch:
-                    at = units + row * n_out + unit
-                    delta = held[parity, r, unit] * derivative(float(z_store[at]), float(a_store[at]), code, p1, p2)
-                    held[parity, r, unit] = delta
-                    z_store[at] = delta
-        cuda.syncthreads()
-        if i > 0 and unit < n_in:
-            for r in range(FUSED_ROWS):
-                row = first + r
-                if row < batch:
-                    total = 0.0
-                    for j in range(n_out):
-                        total += held[parity, r, j] * float(params[weights + j * n_in + unit])
-                    rounding[row * n_in + unit] = total
-                    held[1 - parity, r, unit] = rounding[row * n_in + unit]
-        cuda.syncthreads()
+        dense_rows_backward(held, (last - i) % 2, i, z_store, rounding, params, layers, activation_params, a_store,
+                            batch)
 
 
 def fused_network_forward(z_store, a_store, x, params, tables):

@@ -8,11 +8,13 @@ import math
 from numba import cuda
 
 from kernels import optimizers as _cpu
-from kernels.cuda.config import THREADS, blocks_for
+from kernels.cuda.config import THREADS, blocks_for, no_stop
 
 
 @cuda.jit
-def _sgd(params, grads, momentum_buffer, lr, momentum, undamped, weight_decay, nesterov, first):
+def _sgd(params, grads, momentum_buffer, lr, momentum, undamped, weight_decay, nesterov, first, status):
+    if status[0] != 0:
+        return
     use_momentum = momentum != 0.0
     for i in range(cuda.grid(1), params.shape[0], cuda.gridsize(1)):
         grad = grads[i] + weight_decay * params[i]
@@ -25,7 +27,9 @@ def _sgd(params, grads, momentum_buffer, lr, momentum, undamped, weight_decay, n
 
 @cuda.jit
 def _adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, bias_correction2_sqrt,
-          shrink, l2, one_minus_beta1, one_minus_beta2, beta2, eps, amsgrad):
+          shrink, l2, one_minus_beta1, one_minus_beta2, beta2, eps, amsgrad, status):
+    if status[0] != 0:
+        return
     for i in range(cuda.grid(1), params.shape[0], cuda.gridsize(1)):
         grad = grads[i] + l2 * params[i]
         param = params[i] * shrink
@@ -42,7 +46,9 @@ def _adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, step_size, bias_co
 
 @cuda.jit
 def _rmsprop(params, grads, square_avg, momentum_buffer, grad_avg, lr, alpha, one_minus_alpha, eps,
-             weight_decay, momentum, centered):
+             weight_decay, momentum, centered, status):
+    if status[0] != 0:
+        return
     use_momentum = momentum > 0.0
     for i in range(cuda.grid(1), params.shape[0], cuda.gridsize(1)):
         grad = grads[i] + weight_decay * params[i]
@@ -61,43 +67,47 @@ def _rmsprop(params, grads, square_avg, momentum_buffer, grad_avg, lr, alpha, on
             params[i] = params[i] - lr * grad / denominator
 
 
-def _launch(kernel, params, *args):
-    kernel[blocks_for(params.shape[0]), THREADS](params, *args)
+def _launch(kernel, params, *args, status):
+    kernel[blocks_for(params.shape[0]), THREADS](params, *args, no_stop() if status is None else status)
 
 
-def sgd_step(params, grads, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, step):
-    """Twin of ``kernels.sgd_step``; arrays on the device, (n,) each."""
+def sgd_step(params, grads, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, step, status=None):
+    """Twin of ``kernels.sgd_step``; arrays on the device, (n,) each. Every
+    update here is skipped where ``status`` (``kernels.cuda.finite_step``'s
+    flag; None: never) is set."""
     real = params.dtype.type
     _launch(_sgd, params, grads, momentum_buffer, real(lr), real(momentum), real(1.0 - dampening),
-            real(weight_decay), bool(nesterov), step == 1)
+            real(weight_decay), bool(nesterov), step == 1, status=status)
 
 
 def adam_step(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, lr, beta1, beta2, eps,
-              weight_decay, amsgrad, decoupled, step):
+              weight_decay, amsgrad, decoupled, step, status=None):
     """Twin of ``kernels.adam_step`` (AdamW when ``decoupled``); arrays on the device."""
     real = params.dtype.type
     _launch(_adam, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq,
             real(lr / (1.0 - beta1 ** step)), real(math.sqrt(1.0 - beta2 ** step)),
             real(1.0 - lr * weight_decay if decoupled else 1.0), real(0.0 if decoupled else weight_decay),
-            real(1.0 - beta1), real(1.0 - beta2), real(beta2), real(eps), bool(amsgrad))
+            real(1.0 - beta1), real(1.0 - beta2), real(beta2), real(eps), bool(amsgrad), status=status)
 
 
 def rmsprop_step(params, grads, square_avg, momentum_buffer, grad_avg, lr, alpha, eps,
-                 weight_decay, momentum, centered):
+                 weight_decay, momentum, centered, status=None):
     """Twin of ``kernels.rmsprop_step``; arrays on the device."""
     real = params.dtype.type
     _launch(_rmsprop, params, grads, square_avg, momentum_buffer, grad_avg, real(lr), real(alpha),
-            real(1.0) - real(alpha), real(eps), real(weight_decay), real(momentum), bool(centered))
+            real(1.0) - real(alpha), real(eps), real(weight_decay), real(momentum), bool(centered), status=status)
 
 
-def optimizer_step(code, params, grads, state0, state1, state2, hyper, step):
+def optimizer_step(code, params, grads, state, hyper, step, status=None):
     """Twin of ``kernels.optimizer_step``: ``hyper`` is the host float64 array
-    of the optimizer's scalars, the buffers live on the device."""
+    of the optimizer's scalars, ``state`` the (k, n) device array of its
+    buffers (``kernels.state_rows``), the other buffers live on the device."""
+    s0, s1, s2 = (state[i] if i < state.shape[0] else params[:0] for i in range(3))
     if code == _cpu.SGD:
-        sgd_step(params, grads, state0, hyper[0], hyper[1], hyper[2], hyper[3], hyper[4] != 0.0, step)
+        sgd_step(params, grads, s0, hyper[0], hyper[1], hyper[2], hyper[3], hyper[4] != 0.0, step, status)
     elif code == _cpu.ADAM:
-        adam_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
-                  hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, step)
+        adam_step(params, grads, s0, s1, s2, hyper[0], hyper[1], hyper[2],
+                  hyper[3], hyper[4], hyper[5] != 0.0, hyper[6] != 0.0, step, status)
     else:
-        rmsprop_step(params, grads, state0, state1, state2, hyper[0], hyper[1], hyper[2],
-                     hyper[3], hyper[4], hyper[5] != 0.0)
+        rmsprop_step(params, grads, s0, s1, s2, hyper[0], hyper[1], hyper[2],
+                     hyper[3], hyper[4], hyper[5] != 0.0, status)

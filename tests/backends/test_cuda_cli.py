@@ -1,6 +1,6 @@
 """``fastbp check --device cuda`` and ``fastbp bench --device cuda``.
 
-As in test_cuda.py: on a machine with a GPU the device tests run here;
+As in tests/backends/test_cuda.py: on a machine with a GPU the device tests run here;
 without one ``test_under_simulator`` runs this file again under Numba's CUDA
 simulator in a subprocess, and the device tests of this process are skipped.
 torch's CUDA runner cannot run under the simulator: its refusal and its
@@ -14,7 +14,7 @@ import pytest
 
 from fastbp import bench_runners, benchmark, check, cli
 from tests.conftest import TOLERANCE, assert_close
-from tests.test_cuda import SIMULATED, WHERE, _run_python, on_device, run_under_simulator
+from tests.backends.test_cuda import SIMULATED, WHERE, _run_python, on_device, run_under_simulator
 
 pytestmark = pytest.mark.gpu
 

@@ -24,7 +24,7 @@ from tests.conftest import TOLERANCE, assert_close, check_against_torch
 
 pytestmark = pytest.mark.gpu
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SIMULATED = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 
 
@@ -223,16 +223,15 @@ def test_optimizer_steps(code, hyper, n, dtype):
 
     rng = np.random.default_rng(n)
     params = rng.standard_normal(n).astype(dtype)
-    state = [np.zeros(n, dtype) for _ in range(3)]
-    device_params, *device_state = device(params, *state)
-    hyper, state = np.array(hyper), np.stack(state)
+    hyper = np.array(hyper)
+    state = np.zeros((kernels.state_rows(code, hyper), n), dtype)
+    device_params, device_state = device(params, state)
     for step in (1, 2, 3):
         grads = rng.standard_normal(n).astype(dtype)
         kernels.optimizer_step(code, params, grads, state, hyper, step)
-        device_kernels.optimizer_step(code, device_params, device(grads)[0], *device_state, hyper, step)
+        device_kernels.optimizer_step(code, device_params, device(grads)[0], device_state, hyper, step)
     assert_close("cuda optimizer params", dtype, host(device_params), params, TOLERANCE[dtype])
-    for ours, expected in zip(device_state, state):
-        assert_close("cuda optimizer state", dtype, host(ours), expected, TOLERANCE[dtype])
+    assert_close("cuda optimizer state", dtype, host(device_state), state, TOLERANCE[dtype])
 
 
 @on_device
@@ -357,6 +356,96 @@ def test_a_model_on_the_gpu_predicts_scores_and_saves(tmp_path):
     assert model.to("cpu") is model and model.device == "cpu" and "cuda" not in repr(model)
 
 
+def _poisoned_fit(device, sizes, poisoned, **fit):
+    """A model trained on 24 samples in 6 batches of 4, ``poisoned`` rows
+    holding the largest float32, whose products overflow in the first layer
+    (its weights all above 0.5); returns the trainer and what fit raised
+    (None if nothing)."""
+    import fastbp
+
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((24, sizes[0])), rng.integers(0, sizes[-1], 24)
+    X[list(poisoned)] = np.finfo(np.float32).max
+    model = fastbp.MLP(sizes, seed=0).to(device)
+    W = model.params[0][0]
+    W[...] = np.abs(W) + 0.5
+    trainer = fastbp.Trainer(model, "cross_entropy", fastbp.Adam(model, lr=0.05))
+    try:
+        trainer.fit(X, y, batch_size=4, **fit)
+    except FloatingPointError as error:
+        return trainer, str(error)
+    return trainer, None
+
+
+# a network that takes the fused path (every layer at most FUSED_WIDTH wide
+# under the simulator, 8) and one that runs layer by layer
+NETWORKS = pytest.mark.parametrize("sizes", [[3, 5, 2], [3, 9, 2]], ids=["fused", "layer_by_layer"])
+
+
+@on_device
+@NETWORKS
+def test_a_nonfinite_step_on_the_gpu_stops_there_as_on_the_cpu(sizes):
+    # row 13 spoils the fourth batch
+    (gpu, gpu_error), (cpu, cpu_error) = (_poisoned_fit(device, sizes, [13], epochs=3, shuffle=False)
+                                          for device in ("cuda", "cpu"))
+    assert cpu_error is not None and "diverged at step 4 (batch 4 of 6 in epoch 1)" in cpu_error, cpu_error
+    assert gpu_error == cpu_error
+    assert gpu.optimizer.step_count == cpu.optimizer.step_count == 3 and gpu.epoch == cpu.epoch == 0
+    # the parameters and state of step 3, and the offending step's gradients
+    assert_close("cuda params at the last finite step", np.float32, gpu.model._params, cpu.model._params,
+                 TOLERANCE[np.float32])
+    for state, expected in zip(gpu.optimizer._state, cpu.optimizer._state):
+        assert_close("cuda optimizer state at the last finite step", np.float32, state, expected,
+                     TOLERANCE[np.float32])
+    np.testing.assert_array_equal(np.isfinite(gpu.model._grads), np.isfinite(cpu.model._grads))
+
+
+@on_device
+@NETWORKS
+def test_skip_on_the_gpu_skips_the_batches_the_cpu_skips(sizes):
+    # shuffled: rows 1 and 20 spoil a batch or two of every epoch
+    (gpu, gpu_error), (cpu, cpu_error) = (_poisoned_fit(device, sizes, [1, 20], epochs=3, seed=5, on_nonfinite="skip")
+                                          for device in ("cuda", "cpu"))
+    assert gpu_error is cpu_error is None
+    assert gpu.history.skipped == cpu.history.skipped and sum(cpu.history.skipped) >= 4
+    assert gpu.optimizer.step_count == cpu.optimizer.step_count == 18 - sum(cpu.history.skipped)
+    assert_close("cuda loss with skipped batches", np.float32, gpu.history.loss, cpu.history.loss,
+                 TOLERANCE[np.float32])
+    assert_close("cuda params with skipped batches", np.float32, gpu.model._params, cpu.model._params,
+                 TOLERANCE[np.float32])
+
+
+@on_device
+def test_a_checkpoint_in_the_middle_of_a_gpu_epoch_resumes_on_the_gpu(tmp_path):
+    import fastbp
+
+    make = _optimizers()["adam"]
+    straight = _fit("cuda", make, epochs=2)
+    # two steps an epoch: the checkpoint after step 3 is in the middle of epoch 2
+    stopped = _fit("cuda", make, epochs=2, checkpoint_every=3, checkpoint_path=tmp_path / "ck.npz")
+    _assert_same_training(stopped, straight, "float32")
+    resumed = fastbp.Trainer.load(tmp_path / "ck.npz")
+    assert resumed._epoch_state["position"] == 4 and resumed.optimizer.step_count == 3
+    resumed.model.to("cuda")
+    X, y = _data()
+    resumed.fit(X, y, epochs=1, batch_size=4)
+    np.testing.assert_array_equal(resumed.model._params, straight.model._params)
+    assert resumed.history.loss == straight.history.loss
+
+
+def test_the_old_module_name_still_imports_with_a_warning():
+    code = """
+import warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from fastbp.cuda import DeviceFit, as_device
+import fastbp.backends.cuda as backend
+assert DeviceFit is backend.DeviceFit and as_device is backend.as_device
+print([str(w.message) for w in caught if w.category is DeprecationWarning])
+"""
+    assert _run_python(code).strip() == "['fastbp.cuda is deprecated: import fastbp.backends.cuda']"
+
+
 def _run_python(code, **environment):
     """Run ``code`` in a fresh interpreter without the simulator (unless
     asked); returns its stdout, asserting it succeeded."""
@@ -375,8 +464,8 @@ trainer = fastbp.Trainer(model, "mse", fastbp.Adam(model))
 trainer.fit(np.ones((5, 3)), np.zeros((5, 2)), epochs=2, batch_size=2, seed=0)
 model.predict(np.ones((2, 3))); trainer.save({str(tmp_path / 'checkpoint.npz')!r})
 fastbp.Trainer.load({str(tmp_path / 'checkpoint.npz')!r}).model.to("cpu")
-print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda", "kernels.cuda", "fastbp.cuda"))
-             and m != "fastbp.cuda"))
+print(sorted(m for m in sys.modules if m.startswith(("numba.cuda", "numba_cuda", "kernels.cuda",
+                                                     "fastbp.backends.cuda")) and m != "fastbp.backends.cuda"))
 """
     assert _run_python(code).strip() == "[]"
 
