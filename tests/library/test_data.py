@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from fastbp import _checks, cli, data, io, preprocessing
-from fastbp.cli import prepare, settings
+from fastbp.cli import prepare
+from fastbp.cli import settings as cli_settings
 from fastbp.cli import predict as cli_predict
 from fastbp.preprocessing import Preprocessing
 from tests.cli.test_cli import fastbp_cli
@@ -171,7 +172,7 @@ def test_a_memory_mapped_npy_is_never_copied_whole(tmp_path, monkeypatch):
     np.save(tmp_path / "X.npy", rng.standard_normal((n, d)).astype(np.float32) * 3 + 1)
     np.save(tmp_path / "y.npy", rng.integers(0, 3, n))
     monkeypatch.setattr(preprocessing, "BLOCK_VALUES", 4096)
-    settings = settings.resolve({"data": str(tmp_path / "X.npy"), "target": str(tmp_path / "y.npy")})
+    settings = cli_settings.resolve({"data": str(tmp_path / "X.npy"), "target": str(tmp_path / "y.npy")})
     tracemalloc.start()
     prepared = prepare.Prepared(settings)
     X_train, _ = prepared.part("train")
