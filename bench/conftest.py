@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from fastbp import benchmark
+from fastbp.cli.bench import harness
 
 
 @pytest.fixture(scope="session")
@@ -13,4 +13,4 @@ def threads():
 @pytest.fixture(scope="session")
 def ceiling(threads):
     """The sgemm rate, measured once per run in its own process."""
-    return benchmark.sgemm_ceiling(threads)
+    return harness.sgemm_ceiling(threads)

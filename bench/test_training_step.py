@@ -12,22 +12,16 @@ are in each benchmark's extra_info, which --benchmark-json saves.
 """
 import pytest
 
-from fastbp import benchmark
+from fastbp.cli.bench import harness
 
 
-@pytest.mark.parametrize("optimizer", benchmark.OPTIMIZERS)
-@pytest.mark.parametrize("name", list(benchmark.CONFIGS))
-def test_training_step(benchmark_fixture, name, optimizer, threads, ceiling):
-    frameworks = ["fastbp"] + benchmark.peers()
-    row = benchmark_fixture.pedantic(
-        benchmark.measure, args=(benchmark.CONFIGS[name], optimizer, frameworks),
+@pytest.mark.parametrize("optimizer", harness.OPTIMIZERS)
+@pytest.mark.parametrize("name", list(harness.CONFIGS))
+def test_training_step(benchmark, name, optimizer, threads, ceiling):
+    frameworks = ["fastbp"] + harness.peers()
+    row = benchmark.pedantic(
+        harness.measure, args=(harness.CONFIGS[name], optimizer, frameworks),
         kwargs={"rounds": 3, "threads": threads, "ceiling_gflops": ceiling["gflops"]}, rounds=1, iterations=1)
-    benchmark_fixture.extra_info.update(row, ceiling=ceiling)
+    benchmark.extra_info.update(row, ceiling=ceiling)
     print()
-    print(benchmark.format_table([row]))
-
-
-@pytest.fixture
-def benchmark_fixture(benchmark):
-    # pytest-benchmark's fixture is named ``benchmark``, like our module
-    return benchmark
+    print(harness.format_table([row]))

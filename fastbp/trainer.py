@@ -136,6 +136,18 @@ class Trainer(TrainerState):
         # Trainer.load (or while fit writes one), else None: see _stopped_epoch
         self._epoch_state = None
 
+    @property
+    def unfinished_epoch(self):
+        """Where a checkpoint written in the middle of an epoch stopped, or None.
+
+        A dict of ``batch_size`` and ``n_samples`` (the batches and the
+        training rows that epoch ran over), which the next ``fit`` must be given
+        again to go on with it; a copy, so that changing it changes nothing.
+        """
+        if self._epoch_state is None:
+            return None
+        return {key: self._epoch_state[key] for key in ("batch_size", "n_samples")}
+
     def _data(self, X, y, name="X", y_name="y"):
         model = self.model
         X = as_matrix(name, X, model.dtype, model.sizes[0])

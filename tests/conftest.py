@@ -2,7 +2,7 @@
 table of the worst errors seen, printed at the end of the run.
 
 Every element must satisfy ``|ours - torch| <= atol + rtol * |torch|`` with
-the per-dtype tolerances of ``fastbp.check.TOLERANCE`` (the ones ``fastbp
+the per-dtype tolerances of ``fastbp.cli.check.TOLERANCE`` (the ones ``fastbp
 check`` prints); a NaN must meet a NaN and an infinity the same infinity.
 """
 import collections
@@ -10,7 +10,7 @@ import collections
 import numpy as np
 import pytest
 
-from fastbp import check
+from fastbp.cli import check
 
 TOLERANCE = {np.float64: check.TOLERANCE["float64"], np.float32: check.TOLERANCE["float32"]}
 

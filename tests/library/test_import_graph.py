@@ -61,5 +61,5 @@ def test_no_import_circle():
 
 def test_the_walk_sees_function_level_imports():
     known = modules()
-    assert "fastbp.cuda" in imports("fastbp.trainer", known["fastbp.trainer"], known)  # imported inside fit
+    assert "fastbp.backends.cuda" in imports("fastbp.trainer", known["fastbp.trainer"], known)  # imported inside fit
     assert "fastbp.archive" in imports("fastbp.mlp", known["fastbp.mlp"], known)

@@ -12,7 +12,9 @@ import types
 import numpy as np
 import pytest
 
-from fastbp import bench_runners, benchmark, check, cli
+from fastbp import cli
+from fastbp.cli import check
+from fastbp.cli.bench import harness, runners
 from tests.conftest import TOLERANCE, assert_close
 from tests.backends.test_cuda import SIMULATED, WHERE, _run_python, on_device, run_under_simulator
 
@@ -63,14 +65,14 @@ def test_check_on_the_gpu_fails_on_a_broken_device_kernel(monkeypatch, capsys):
 @on_device
 def test_bench_runs_fastbp_on_the_gpu(monkeypatch):
     # two steps a block and no minimum time: tiny under the simulator
-    monkeypatch.setattr(benchmark, "MAX_STEPS", 2)
-    monkeypatch.setattr(benchmark, "ROUND_SECONDS", 0.0)
-    config = benchmark.Config("odd", (3, 5, 2), 3)
-    row, on_cpu = (benchmark.measure(config, "adam", ["fastbp"], rounds=1, threads=1, device=device)
+    monkeypatch.setattr(harness, "MAX_STEPS", 2)
+    monkeypatch.setattr(harness, "ROUND_SECONDS", 0.0)
+    config = harness.Config("odd", (3, 5, 2), 3)
+    row, on_cpu = (harness.measure(config, "adam", ["fastbp"], rounds=1, threads=1, device=device)
                    for device in ("cuda", "cpu"))
     (run,), (cpu_run,) = row["rounds"]["fastbp"], on_cpu["rounds"]["fastbp"]
     assert row["device"] == run["device"] == "cuda" and row["n_steps"] == 2
-    assert len(run["step_seconds"]) >= bench_runners.MIN_BLOCKS
+    assert len(run["step_seconds"]) >= runners.MIN_BLOCKS
     assert "numba_cuda" in run["modules"] and "torch" not in run["modules"]
     # the first epoch's loss: the same training as the CPU's
     assert_close("bench fastbp loss on the gpu", np.float32, run["first_call_loss"], cpu_run["first_call_loss"],
@@ -109,8 +111,8 @@ def test_torch_on_the_gpu_is_refused_without_cuda():
         pytest.skip("torch can use a GPU here")
     spec = {"framework": "torch", "device": "cuda", "sizes": [3, 2], "batch": 2, "n_steps": 2, "seconds": 0.0,
             "optimizer": "sgd", "activation": "relu", "dtype": "float32", "threads": 1}
-    with pytest.raises(benchmark.Refused) as refusal:
-        benchmark.run_process(spec)
+    with pytest.raises(harness.Refused) as refusal:
+        harness.run_process(spec)
     message = str(refusal.value)
     assert message.startswith("the torch runner: torch ") and "\n" not in message
     assert "torch.cuda.is_available() is False" in message and "install a CUDA build of torch" in message
@@ -125,19 +127,19 @@ def _fake_torch(cuda_available):
 
 @pytest.mark.parametrize("framework, tf32", [("torch", False), ("torch_tf32", True), ("torch_compile", False)])
 def test_torch_tf32_switch(framework, tf32):
-    configuration = bench_runners.torch_configuration(framework, "cuda")
+    configuration = runners.torch_configuration(framework, "cuda")
     assert configuration == {"device": "cuda", "compiled": framework == "torch_compile", "allow_tf32": tf32}
     torch = _fake_torch(cuda_available=True)
-    assert bench_runners.configure_torch(torch, framework, "cuda") == configuration
+    assert runners.configure_torch(torch, framework, "cuda") == configuration
     assert torch.backends.cuda.matmul.allow_tf32 is tf32
     refused = _fake_torch(cuda_available=False)
-    with pytest.raises(bench_runners.Refused, match="torch.cuda.is_available"):
-        bench_runners.configure_torch(refused, framework, "cuda")
+    with pytest.raises(runners.Refused, match="torch.cuda.is_available"):
+        runners.configure_torch(refused, framework, "cuda")
     assert refused.backends.cuda.matmul.allow_tf32 is None
 
 
 def test_bench_peers_on_the_gpu_are_torch_without_and_with_tf32(monkeypatch):
-    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: object())
-    assert benchmark.peers(device="cuda") == ["torch", "torch_tf32"]
-    assert benchmark.peers(torch_compile=True, device="cuda") == ["torch", "torch_tf32", "torch_compile"]
-    assert benchmark.peers() == ["torch", "jax"]
+    monkeypatch.setattr(harness.importlib.util, "find_spec", lambda name: object())
+    assert harness.peers(device="cuda") == ["torch", "torch_tf32"]
+    assert harness.peers(torch_compile=True, device="cuda") == ["torch", "torch_tf32", "torch_compile"]
+    assert harness.peers() == ["torch", "jax"]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import cli, run
-from tests.test_cli import fastbp_cli
+from fastbp import cli
+from fastbp.cli import settings, training
+from tests.cli.test_cli import fastbp_cli
 
 pytest.importorskip("sklearn.datasets")
 SMALL = ["--quiet", "--hidden", "8"]
@@ -67,10 +68,10 @@ def test_a_bad_setting_is_one_line_and_exit_2(args, parts, files, tmp_path, caps
 
 
 def test_the_library_checks_settings_the_command_line_does_not(tmp_path, capsys):
-    # run.train is the command line's engine: a value that only the library refuses is still one line
-    given = dict.fromkeys(run.DEFAULTS) | {"epochs": 1, "hidden": [8], "max_grad_norm": -1.0}
+    # training.train is the command line's engine: a value that only the library refuses is still one line
+    given = dict.fromkeys(settings.DEFAULTS) | {"epochs": 1, "hidden": [8], "max_grad_norm": -1.0}
     with pytest.raises(fastbp.data.DataError, match=r"^--max-grad-norm must be a finite number in \(0.0, inf\]"):
-        run.train(given, save=tmp_path / "m.npz", quiet=True)
+        training.train(given, save=tmp_path / "m.npz", quiet=True)
     assert os.listdir(tmp_path) == []
 
 

@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from fastbp import cli, run
-from tests.test_cli import fastbp_cli
+from fastbp import cli
+from fastbp.cli import settings
+from tests.cli.test_cli import fastbp_cli
 
 FEATURES = ["rooms", "area", "age"]
 
@@ -148,7 +149,7 @@ def test_a_regression_on_a_csv_is_standardized_by_default(tmp_path, capsys):
                                              ({"data": "houses.csv", "standardize": False}, False),
                                              ({"dataset": "wine", "standardize": False}, False)])
 def test_standardisation_defaults(given, expected):
-    assert run.resolve(dict.fromkeys(run.DEFAULTS) | given)["standardize"] is expected
+    assert settings.resolve(dict.fromkeys(settings.DEFAULTS) | given)["standardize"] is expected
 
 
 def test_labels_with_commas_and_quotes_are_quoted(tmp_path):

@@ -10,9 +10,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from fastbp import _checks, cli, data, io, preprocessing, run
+from fastbp import _checks, cli, data, io, preprocessing
+from fastbp.cli import prepare
+from fastbp.cli import settings as cli_settings
+from fastbp.cli import predict as cli_predict
 from fastbp.preprocessing import Preprocessing
-from tests.test_cli import fastbp_cli
+from tests.cli.test_cli import fastbp_cli
 
 pa = pytest.importorskip("pyarrow")
 pd = pytest.importorskip("pandas")
@@ -154,9 +157,9 @@ def test_predict_streams_a_file_in_batches(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(data, "batches", counted)
     capsys.readouterr()
-    assert run.predict(str(model), str(tmp_path / "train.csv"), out_path=str(tmp_path / "p.npy")) == 0
+    assert cli_predict.predict(str(model), str(tmp_path / "train.csv"), out_path=str(tmp_path / "p.npy")) == 0
     assert len(sizes) > 1 and sum(sizes) == len(df) and max(sizes) < len(df)
-    trainer = run.load_checkpoint(model)
+    trainer = io.load_checkpoint(model)
     steps = Preprocessing.from_dict(trainer.metadata["preprocessing"])
     table, _ = data.read_table(str(tmp_path / "train.csv"), ".csv", "label")
     whole = steps.decode(trainer.model.predict(steps.transform(table)), "cross_entropy")
@@ -169,9 +172,9 @@ def test_a_memory_mapped_npy_is_never_copied_whole(tmp_path, monkeypatch):
     np.save(tmp_path / "X.npy", rng.standard_normal((n, d)).astype(np.float32) * 3 + 1)
     np.save(tmp_path / "y.npy", rng.integers(0, 3, n))
     monkeypatch.setattr(preprocessing, "BLOCK_VALUES", 4096)
-    settings = run.resolve({"data": str(tmp_path / "X.npy"), "target": str(tmp_path / "y.npy")})
+    settings = cli_settings.resolve({"data": str(tmp_path / "X.npy"), "target": str(tmp_path / "y.npy")})
     tracemalloc.start()
-    prepared = run.Prepared(settings)
+    prepared = prepare.Prepared(settings)
     X_train, _ = prepared.part("train")
     X_train = _checks.as_matrix("X", X_train, np.float32, d)
     peak = tracemalloc.get_traced_memory()[1]

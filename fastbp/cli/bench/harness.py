@@ -13,7 +13,7 @@ peer's time over fastbp's: above 1, fastbp is faster.
 On the GPU (``device="cuda"``) the peers are torch eager with TF32 off and
 on; JAX is not timed there, and there is no sgemm ceiling.
 
-The processes run ``bench_runners.py``; see there what each framework runs.
+The processes run ``runners.py``; see there what each framework runs.
 """
 import dataclasses
 import importlib.util
@@ -25,10 +25,10 @@ import subprocess
 import sys
 import tempfile
 
-from fastbp import bench_runners
+from fastbp.cli.bench import runners
 from kernels import isa as kernels_isa
 
-RUNNER = bench_runners.__file__
+RUNNER = runners.__file__
 # every peer takes its blocks for about this long per round
 ROUND_SECONDS = 0.5
 # a block of n_steps steps should take about this long at the ceiling's rate
@@ -170,14 +170,14 @@ def cpu_description():
 
 
 class Refused(RuntimeError):
-    """A runner that cannot run its framework here (bench_runners.Refused)."""
+    """A runner that cannot run its framework here (runners.Refused)."""
 
 
 def run_process(spec):
     """Run one measurement in a fresh process; its result as a dict."""
     result = subprocess.run([sys.executable, RUNNER], input=json.dumps(spec), capture_output=True, text=True,
                             env=thread_environment(spec["threads"], spec.get("isa")))
-    if result.returncode == bench_runners.REFUSED:
+    if result.returncode == runners.REFUSED:
         raise Refused(f"the {spec['framework']} runner: {result.stderr.strip()}")
     if result.returncode != 0:
         raise RuntimeError(f"the {spec['framework']} runner failed (exit status {result.returncode}):\n"

@@ -1,9 +1,9 @@
 """One framework's timing of a training step, in a process of its own.
 
-``fastbp bench`` runs this file as a script (``python bench_runners.py``) once
+``fastbp bench`` runs this file as a script (``python runners.py``) once
 per framework and round, writes the measurement's spec as JSON to its stdin,
 and reads one JSON object from its stdout. Running the file, not the module
-``fastbp.bench_runners``, keeps ``fastbp/__init__`` (and with it numba and
+``fastbp.cli.bench.runners``, keeps ``fastbp/__init__`` (and with it numba and
 SciPy's BLAS) out of the torch and JAX processes: no two frameworks' thread
 pools are ever alive in one process.
 
@@ -30,8 +30,8 @@ import sys
 import time
 
 if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    # running as a script puts fastbp/ itself on the path, where io.py and
-    # data.py would shadow modules of the same names
+    # running as a script puts this folder on the path, where its modules
+    # would shadow any of the same names
     del sys.path[0]
 
 import numpy as np

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from fastbp import benchmark, cli
+from kernels import isa as kernels_isa
+from fastbp import cli
+from fastbp.cli.bench import command, harness
 
 # what must never be loaded next to each framework (top-level module names)
 _FORBIDDEN = {
@@ -14,17 +16,17 @@ _FORBIDDEN = {
     "torch": {"fastbp", "kernels", "numba", "jax", "jaxlib", "optax"},
     "jax": {"fastbp", "kernels", "numba", "torch"},
 }
-_SMALL = benchmark.Config("test", (4, 8, 3), 5)
+_SMALL = harness.Config("test", (4, 8, 3), 5)
 
 
 @pytest.fixture
 def short_rounds(monkeypatch):
-    monkeypatch.setattr(benchmark, "ROUND_SECONDS", 0.01)
+    monkeypatch.setattr(harness, "ROUND_SECONDS", 0.01)
 
 
 def test_each_framework_runs_alone_in_a_fresh_process_with_the_threads_asked(short_rounds):
-    frameworks = ["fastbp"] + benchmark.peers()
-    row = benchmark.measure(_SMALL, "adam", frameworks, rounds=1, threads=1, ceiling_gflops=1.0)
+    frameworks = ["fastbp"] + harness.peers()
+    row = harness.measure(_SMALL, "adam", frameworks, rounds=1, threads=1, ceiling_gflops=1.0)
     runs = [run for name in frameworks for run in row["rounds"][name]]
     assert len({run["pid"] for run in runs}) == len(runs) == len(frameworks)
     for run in runs:
@@ -38,7 +40,7 @@ def test_each_framework_runs_alone_in_a_fresh_process_with_the_threads_asked(sho
 
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="JAX is not installed")
 def test_jax_is_a_peer_when_installed_and_a_single_output_uses_binary_cross_entropy(short_rounds):
-    row = benchmark.measure(benchmark.CONFIGS["tiny"], "sgd", ["fastbp", "jax"], rounds=1, threads=1,
+    row = harness.measure(harness.CONFIGS["tiny"], "sgd", ["fastbp", "jax"], rounds=1, threads=1,
                             ceiling_gflops=1.0)
     fastbp_loss, jax_loss = (row["rounds"][name][0]["first_call_loss"] for name in ("fastbp", "jax"))
     assert fastbp_loss > 0.1  # a softmax over one class would give 0
@@ -47,16 +49,16 @@ def test_jax_is_a_peer_when_installed_and_a_single_output_uses_binary_cross_entr
 
 def test_flops_per_step_counts_no_input_gradient():
     # 3-4-2, batch 5: forward 2*5*(12+8) = 200, dW 2*5*(12+8) = 200, dx of the second layer only 2*5*8 = 80
-    assert benchmark.Config("x", (3, 4, 2), 5).flops_per_step == 480
+    assert harness.Config("x", (3, 4, 2), 5).flops_per_step == 480
     # 784-128-10, batch 64: 2*64*(3*(100352+1280) - 100352)
-    assert benchmark.CONFIGS["small"].flops_per_step == 26_181_632
+    assert harness.CONFIGS["small"].flops_per_step == 26_181_632
 
 
 def test_summary_is_the_median_and_min_max_of_the_rounds_and_the_ratio_is_over_the_best_peer():
-    assert benchmark.summarize([3.0, 1.0, 2.0, 10.0]) == {"median_s": 2.5, "min_s": 1.0, "max_s": 10.0}
+    assert harness.summarize([3.0, 1.0, 2.0, 10.0]) == {"median_s": 2.5, "min_s": 1.0, "max_s": 10.0}
     summaries = {"fastbp": {"median_s": 2.0}, "torch": {"median_s": 5.0}, "jax": {"median_s": 3.0}}
-    assert benchmark.compare(summaries) == {"ratios": {"torch": 2.5, "jax": 1.5}, "best_peer": "jax", "ratio": 1.5}
-    assert benchmark.compare({"fastbp": {"median_s": 2.0}}) == {"ratios": {}, "best_peer": None, "ratio": None}
+    assert harness.compare(summaries) == {"ratios": {"torch": 2.5, "jax": 1.5}, "best_peer": "jax", "ratio": 1.5}
+    assert harness.compare({"fastbp": {"median_s": 2.0}}) == {"ratios": {}, "best_peer": None, "ratio": None}
 
 
 def test_measure_interleaves_rounds_and_keeps_every_block(monkeypatch):
@@ -68,8 +70,8 @@ def test_measure_interleaves_rounds_and_keeps_every_block(monkeypatch):
         calls.append(spec["framework"])
         round_index = calls.count(spec["framework"]) - 1
         return {"framework": spec["framework"], "step_seconds": blocks[spec["framework"]][round_index]}
-    monkeypatch.setattr(benchmark, "run_process", fake_run)
-    row = benchmark.measure(_SMALL, "sgd", ["fastbp", "torch"], rounds=3, ceiling_gflops=1.0)
+    monkeypatch.setattr(harness, "run_process", fake_run)
+    row = harness.measure(_SMALL, "sgd", ["fastbp", "torch"], rounds=3, ceiling_gflops=1.0)
     assert calls == ["fastbp", "torch"] * 3
     # round medians: fastbp 2, 4, 3; torch 8, 6, 30
     assert row["frameworks"]["fastbp"] == {"median_s": 3.0, "min_s": 2.0, "max_s": 4.0}
@@ -85,25 +87,25 @@ def test_bench_options_parse():
     assert (args.configs, args.optimizer, args.activation, args.dtype, args.threads, args.rounds,
             args.torch_compile) == (["tiny", "wide"], ["adam"], "tanh", "float64", 1, 5, True)
     args = cli.build_parser().parse_args(["bench", "--sizes", "64,32,10", "--batch", "16"])
-    assert cli._bench_configs(args) == [benchmark.Config("custom", (64, 32, 10), 16)]
-    sweep = cli._bench_configs(cli.build_parser().parse_args(["bench", "--sweep"]))
+    assert command.bench_configs(args) == [harness.Config("custom", (64, 32, 10), 16)]
+    sweep = command.bench_configs(cli.build_parser().parse_args(["bench", "--sweep"]))
     assert {(c.sizes, c.batch) for c in sweep} == {((64, w, w, 10), b) for w in (16, 64, 256, 1024)
                                                    for b in (32, 128, 512)}
 
 
 def test_thread_environment_sets_every_library():
-    env = benchmark.thread_environment(3)
+    env = harness.thread_environment(3)
     assert all(env[name] == "3" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"))
     assert "intra_op_parallelism_threads=3" in env["XLA_FLAGS"]
 
 
 def test_an_avx2_run_holds_every_framework_to_avx2():
-    env = benchmark.thread_environment(2, "avx2")
+    env = harness.thread_environment(2, "avx2")
     assert env["FASTBP_ISA"] == "avx2" and "--xla_cpu_max_isa=AVX2" in env["XLA_FLAGS"]
-    assert all(env[name] == value for name, value in benchmark.AVX2_PEERS.items())
+    assert all(env[name] == value for name, value in harness.AVX2_PEERS.items())
     assert "+avx512f" not in env["NUMBA_CPU_FEATURES"].split(",")
     assert "intra_op_parallelism_threads=2" in env["XLA_FLAGS"] and env["NUMBA_NUM_THREADS"] == "2"
-    none = benchmark.thread_environment(2, "none")
+    none = harness.thread_environment(2, "none")
     assert none["FASTBP_ISA"] == "none" and "--xla_cpu_max_isa" not in none["XLA_FLAGS"]
 
 
@@ -112,14 +114,14 @@ def test_bench_without_tiles_says_so_and_names_the_cpu(tmp_path, capsys, short_r
                      "--isa", "none", "--quiet", "--json", str(tmp_path / "b.json"), "--png", str(tmp_path / "b.png")])
     assert code == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"CPU: {benchmark.cpu_description()}; fastbp forced to its no-tile path")
+    assert out.startswith(f"CPU: {harness.cpu_description()}; fastbp forced to its no-tile path")
     (fastbp_vector,) = [line for line in out.splitlines() if line.startswith("  fastbp: tiles")]
     assert "tiles none (products through BLAS)" in fastbp_vector
     assert json.loads((tmp_path / "b.json").read_text())["isa"] == "none"
 
 
 def test_bench_refuses_an_isa_this_cpu_cannot_run(monkeypatch, capsys):
-    monkeypatch.setattr(cli.kernels_isa, "host_features", lambda: {"sse2", "avx2", "fma"})
+    monkeypatch.setattr(kernels_isa, "host_features", lambda: {"sse2", "avx2", "fma"})
     assert cli.main(["bench", "--isa", "avx512", "--configs", "tiny"]) == 2
     assert "--isa avx512: this CPU cannot run it (it runs: avx2, none)" in capsys.readouterr().err
 
@@ -143,7 +145,7 @@ def test_bench_refuses_a_config_too_large_for_memory(capsys, tmp_path):
     code = cli.main(["bench", "--sizes", "100000,100000,100000", "--batch", "4096", "--json", str(json_path)])
     assert code == 2
     message = capsys.readouterr().err
-    needed = benchmark.bytes_needed(benchmark.Config("custom", (100000, 100000, 100000), 4096))
+    needed = harness.bytes_needed(harness.Config("custom", (100000, 100000, 100000), 4096))
     assert f"needs about {needed:,} bytes" in message and "choose smaller --sizes or --batch" in message
     assert not json_path.exists()
 
@@ -164,7 +166,7 @@ def test_bench_prints_the_table_and_threads_and_writes_every_round(tmp_path, cap
     result = json.loads(json_path.read_text())
     (row,) = result["rows"]
     assert row["config"] == "tiny" and row["optimizer"] == "sgd" and result["ceiling"]["gflops"] > 0
-    frameworks = ["fastbp"] + benchmark.peers()
+    frameworks = ["fastbp"] + harness.peers()
     assert list(row["rounds"]) == frameworks
     assert all(len(row["rounds"][name]) == 2 and len(row["rounds"][name][0]["step_seconds"]) >= 3
                for name in frameworks)
@@ -176,15 +178,15 @@ def test_bench_prints_the_table_and_threads_and_writes_every_round(tmp_path, cap
 
 def test_the_ceiling_is_the_faster_gemm_each_timed_in_a_process_of_its_own(monkeypatch):
     seen = []
-    run_process = benchmark.run_process
+    run_process = harness.run_process
 
     def recording(spec):
         result = run_process(spec)
         seen.append(result)
         return result
 
-    monkeypatch.setattr(benchmark, "run_process", recording)
-    ceiling = benchmark.sgemm_ceiling(1)
+    monkeypatch.setattr(harness, "run_process", recording)
+    ceiling = harness.sgemm_ceiling(1)
     blas, own = seen
     assert (blas["framework"], own["framework"]) == ("sgemm", "gemm")
     assert blas["pid"] != own["pid"] and "kernels" in own["modules"] and "kernels" not in blas["modules"]
@@ -193,6 +195,6 @@ def test_the_ceiling_is_the_faster_gemm_each_timed_in_a_process_of_its_own(monke
 
 
 def test_step_times_keep_their_digits_below_a_microsecond():
-    assert benchmark._time(6.8e-8) == "0.068"
-    assert benchmark._time(1.234e-4) == "123.4"
-    assert benchmark._time(0.0812) == "81200"
+    assert harness._time(6.8e-8) == "0.068"
+    assert harness._time(1.234e-4) == "123.4"
+    assert harness._time(0.0812) == "81200"

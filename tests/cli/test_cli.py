@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import cli, run
+from fastbp import cli
+from fastbp.cli import progress, settings, training
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
@@ -61,8 +62,8 @@ def test_resume_continues_bit_identically(tmp_path):
 
 def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, capsys):
     # The checkpoint is written after every epoch; interrupt the run in epoch 4 of 7, then go on.
-    given = dict.fromkeys(run.DEFAULTS) | {"epochs": 7, "hidden": [16], "lr_schedule": "cosine"}
-    run.train(given, save=tmp_path / "straight.npz", quiet=True)
+    given = dict.fromkeys(settings.DEFAULTS) | {"epochs": 7, "hidden": [16], "lr_schedule": "cosine"}
+    training.train(given, save=tmp_path / "straight.npz", quiet=True)
     original_fit = fastbp.Trainer.fit
 
     def fit_interrupted(self, *args, callbacks=(), **kwargs):
@@ -71,10 +72,10 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, c
                 raise KeyboardInterrupt
         return original_fit(self, *args, callbacks=[*callbacks, interrupt], **kwargs)
     monkeypatch.setattr(fastbp.Trainer, "fit", fit_interrupted)
-    assert run.train(given, save=tmp_path / "run.npz", quiet=True) == 130
+    assert training.train(given, save=tmp_path / "run.npz", quiet=True) == 130
     assert "run.npz holds epoch 3: --resume" in capsys.readouterr().err
     monkeypatch.setattr(fastbp.Trainer, "fit", original_fit)
-    assert run.train(dict.fromkeys(run.DEFAULTS) | {"epochs": 7}, resume=tmp_path / "run.npz",
+    assert training.train(dict.fromkeys(settings.DEFAULTS) | {"epochs": 7}, resume=tmp_path / "run.npz",
                      save=tmp_path / "run.npz", quiet=True) == 0
     straight, resumed = fastbp.Trainer.load(tmp_path / "straight.npz"), fastbp.Trainer.load(tmp_path / "run.npz")
     np.testing.assert_array_equal(straight.model._params, resumed.model._params)
@@ -141,7 +142,7 @@ def test_check_prints_the_table_and_passes(capsys):
 
 
 def test_check_fails_on_a_wrong_kernel(monkeypatch, capsys):
-    from fastbp import check
+    from fastbp.cli import check
     original = check._layer
     monkeypatch.setattr(check, "_layer", lambda a, d, t: [e * 1e12 + 1e-3 for e in original(a, d, t)])
     assert cli.main(["check"]) == 1
@@ -234,7 +235,7 @@ def test_without_tqdm_progress_is_a_line_per_epoch(tmp_path):
 
 def test_threads_limits_the_blas_pool_while_training():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    with run.thread_limit(1):
+    with progress.thread_limit(1):
         inside = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
     assert inside and set(inside) == {1}
     assert cli.main(["train", "--threads", "1", "--epochs", "1", "--quiet", "--hidden", "8"]) == 0

@@ -1,18 +1,18 @@
-"""The ``fastbp`` command line: train, predict, check, bench."""
+"""The ``fastbp`` command line's arguments: the parser of every command and
+the argparse types that check each value as it is parsed."""
 import argparse
-import json
 import os
-import sys
 
 import numpy as np
 
 import fastbp
-from fastbp import bench_runners, benchmark, data
+from fastbp import data
 from kernels import isa as kernels_isa
 from fastbp.activations import NAMES as ACTIVATIONS
 from fastbp.losses import LOSSES
 from fastbp.optim import OPTIMIZERS
 from fastbp.preprocessing import IMPUTE, UNKNOWN_CATEGORY
+from fastbp.cli.bench import harness, runners
 
 
 OVERWRITE = ("replace an existing output file that fastbp did not write (without it, only its own checkpoints, "
@@ -78,152 +78,11 @@ _fraction = _number(float, lambda value: 0 <= value < 1, "a fraction in [0, 1)")
 
 def _configs(text):
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in benchmark.CONFIGS]
+    unknown = [name for name in names if name not in harness.CONFIGS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown config {(unknown or [text])[0]!r}; "
-                                         f"valid names: {', '.join(benchmark.CONFIGS)}")
+                                         f"valid names: {', '.join(harness.CONFIGS)}")
     return names
-
-
-def _bench_configs(args):
-    if args.sweep:
-        return benchmark.sweep_configs()
-    if args.sizes:
-        return [benchmark.Config("custom", args.sizes, args.batch or 64)]
-    return [benchmark.CONFIGS[name] for name in args.configs or benchmark.CONFIGS]
-
-
-def _bench(args, parser):
-    from fastbp.run import check_output
-
-    refused = _require_device(args.device)
-    if refused:
-        return refused
-    check_output("--json", args.json, overwrite=args.overwrite)
-    check_output("--png", args.png, {"--json": args.json}, overwrite=args.overwrite)
-    if args.batch and not args.sizes:
-        parser.error("--batch sets the batch of a custom config: give --sizes too (e.g. --sizes 784,128,10)")
-    configs, threads = _bench_configs(args), args.threads or os.cpu_count() or 1
-    itemsize = 8 if args.dtype == "float64" else 4
-    for config in configs:
-        try:
-            benchmark.check_fits_in_memory(config, itemsize)
-        except MemoryError as error:
-            print(f"fastbp: error: {error}", file=sys.stderr)
-            return 2
-    on_gpu = args.device == "cuda"
-    peers = benchmark.peers(args.torch_compile, args.device)
-    if "torch" not in peers:
-        print("note: torch is not installed, so it is not timed (pip install 'fastbp[torch]')")
-    if on_gpu:
-        print("note: on the GPU, torch runs eager with TF32 matmuls off (torch) and on (torch tf32); "
-              "JAX is not timed there")
-    elif "jax" not in peers:
-        print("note: JAX is not installed, so it is not timed (pip install 'fastbp[bench]')")
-    isa = None if args.isa == "auto" else args.isa
-    runnable = kernels_isa.supported(kernels_isa.host_features())
-    if isa is not None and isa not in ("none", *runnable):
-        print(f"fastbp: error: --isa {isa}: this CPU cannot run it (it runs: {', '.join(runnable) or 'no tiles'}, "
-              "none)", file=sys.stderr)
-        return 2
-    print(f"CPU: {benchmark.cpu_description()}" + {
-        None: "", "none": "; fastbp forced to its no-tile path (FASTBP_ISA=none): products through BLAS",
-        "avx2": "; forced to AVX2 (FASTBP_ISA=avx2, Numba without AVX-512, and the peers' AVX2 settings)",
-        "avx512": "; FASTBP_ISA=avx512"}.get(isa, ""))
-    if isa == "avx2" and "jax" in peers:
-        print("note: XLA's own code is held to AVX2, but its matrix products go through XNNPACK, which picks "
-              "its kernels from the CPU itself: JAX may run faster here than on an AVX2 machine")
-    # the CPU's sgemm rate is no ceiling for a GPU
-    ceiling = None if on_gpu else benchmark.sgemm_ceiling(threads, isa)
-    if ceiling:
-        print(f"sgemm ceiling: {ceiling['gflops']:.1f} GFLOP/s, {threads} threads (the faster of SciPy's BLAS, "
-              f"{ceiling['blas_gflops']:.1f}, and fastbp's own gemm, {ceiling['fastbp_gflops']:.1f})")
-    progress = None if args.quiet else (lambda message: print(f"  {message}", end="\r", flush=True))
-    optimizers = ["sgd"] if args.sweep else args.optimizer or benchmark.OPTIMIZERS
-    rows = []
-    for config in configs:
-        for optimizer in optimizers:
-            try:
-                rows.append(benchmark.measure(config, optimizer, ["fastbp"] + peers, rounds=args.rounds,
-                                              threads=threads, activation=args.activation, dtype=args.dtype,
-                                              ceiling_gflops=ceiling and ceiling["gflops"], progress=progress,
-                                              device=args.device, isa=isa))
-            except benchmark.Refused as refusal:
-                print(f"\nfastbp: error: --device {args.device}: {refusal}", file=sys.stderr)
-                return 2
-            if not args.quiet:
-                print(f"\033[K{benchmark.format_table(rows[-1:]).splitlines()[-1]}", flush=True)
-    print(f"\n{args.activation}, {args.dtype}, cross-entropy, on the {'GPU' if on_gpu else 'CPU'}; each framework "
-          f"in its own process, {args.rounds} interleaved rounds; times per step in us, median [min-max] of the "
-          "rounds' medians")
-    print(f"threads: {threads} for every framework; the pools each process reported:")
-    print(benchmark.thread_settings(rows, ceiling))
-    print("vector code each process reported:")
-    print(benchmark.vector_settings(rows, ceiling))
-    print()
-    print(benchmark.format_table(rows))
-    if args.sweep:
-        print(f"\nbest peer's step time / fastbp's, SGD\n{benchmark.format_sweep(rows)}")
-    result = {"ceiling": ceiling, "threads": threads, "rounds": args.rounds, "rows": rows,
-              "cpu": benchmark.cpu_description(), "isa": args.isa}
-    if args.startup:
-        result["startup"] = benchmark.measure_startup(isa)
-        print(f"\nstartup to first step: cold cache {result['startup']['cold_s']:.2f} s, "
-              f"warm cache {result['startup']['warm_s']:.2f} s")
-    with open(args.json, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"\nwrote {args.json}")
-    if benchmark.plot(rows, args.png):
-        print(f"wrote {args.png}")
-    else:
-        print(f"skipped {args.png}: matplotlib is not installed (pip install 'fastbp[plot]')")
-    return 0
-
-
-def _train(args, parser):
-    from fastbp import run
-
-    given = {name: getattr(args, name) for name in run.DEFAULTS}
-    return run.train(given, resume=args.resume, save=args.save, plot=args.plot, quiet=args.quiet,
-                     threads=args.threads, save_every=args.save_every, overwrite=args.overwrite,
-                     device=args.device, distributed=args.distributed, checkpoint_every=args.checkpoint_every)
-
-
-def _predict(args, parser):
-    from fastbp import run
-
-    return run.predict(args.model, args.data, target=args.target, out_path=args.out,
-                       unknown_category=args.unknown_category, overwrite=args.overwrite)
-
-
-def _require_device(device):
-    """None where ``device`` can run kernels here, else exit status 2 after
-    one line on stderr naming what is missing (numba-cuda or a GPU)."""
-    from fastbp.cuda import as_device
-
-    try:
-        as_device("--device", device)
-    except RuntimeError as error:
-        print(f"fastbp: error: --device {device}: {error}", file=sys.stderr)
-        return 2
-    return None
-
-
-def _check(args, parser):
-    from fastbp import check
-
-    refused = _require_device(args.device)
-    if refused:
-        return refused
-    try:
-        results = check.rows(args.device)
-    except ImportError as error:
-        print(f"fastbp: error: {error}", file=sys.stderr)
-        return 2
-    text, passed = check.report(results)
-    print(text)
-    print("all kernels agree with torch" if passed else "MISS: some kernels disagree with torch beyond the limit")
-    return 0 if passed else 1
 
 
 def build_parser():
@@ -319,15 +178,15 @@ def build_parser():
                     "installed peer, every framework in its own process, in interleaved rounds.")
     configs = bench.add_mutually_exclusive_group()
     configs.add_argument("--configs", type=_configs, metavar="NAMES",
-                         help=f"comma-separated configs: {', '.join(benchmark.CONFIGS)} (default all)")
+                         help=f"comma-separated configs: {', '.join(harness.CONFIGS)} (default all)")
     configs.add_argument("--sizes", type=_sizes, help="a custom config's layer widths, e.g. 784,128,10")
     configs.add_argument("--sweep", action="store_true",
-                         help=f"64-w-w-10 for w in {', '.join(map(str, benchmark.SWEEP_WIDTHS))} and batches "
-                              f"{', '.join(map(str, benchmark.SWEEP_BATCHES))}, SGD")
+                         help=f"64-w-w-10 for w in {', '.join(map(str, harness.SWEEP_WIDTHS))} and batches "
+                              f"{', '.join(map(str, harness.SWEEP_BATCHES))}, SGD")
     bench.add_argument("--batch", type=_positive, help="the custom config's batch size (default 64)")
-    bench.add_argument("--optimizer", action="append", choices=benchmark.OPTIMIZERS,
+    bench.add_argument("--optimizer", action="append", choices=harness.OPTIMIZERS,
                        help="sgd or adam (repeatable); default both")
-    bench.add_argument("--activation", choices=bench_runners.ACTIVATIONS, default="relu",
+    bench.add_argument("--activation", choices=runners.ACTIVATIONS, default="relu",
                        help="hidden activation (default relu)")
     bench.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -348,35 +207,3 @@ def build_parser():
     bench.add_argument("--quiet", action="store_true", help="print only the final table")
     bench.add_argument("--overwrite", action="store_true", help=OVERWRITE)
     return parser
-
-
-COMMANDS = {"train": _train, "predict": _predict, "check": _check, "bench": _bench}
-
-
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        print(f"fastbp: error: choose a command: {', '.join(list(COMMANDS)[:-1])} or {list(COMMANDS)[-1]}",
-              file=sys.stderr)
-        return 2
-    try:
-        return COMMANDS[args.command](args, parser)
-    except data.DataError as error:
-        print(f"fastbp: error: {error}", file=sys.stderr)
-        return 2
-    except FloatingPointError as error:
-        print(f"fastbp: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("fastbp: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # the reader (e.g. head) stopped listening: not an error worth a traceback
-        sys.stdout = None
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
