@@ -43,7 +43,7 @@ def worker(model_name, bucket_bytes):
     import torch.distributed
 
     import fastbp
-    from fastbp import distributed
+    from fastbp.backends import distributed
 
     rank, world_size = distributed.init(timeout=120)
     sizes, batch, steps = MODELS[model_name]

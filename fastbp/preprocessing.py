@@ -343,7 +343,7 @@ class Preprocessing:
     # ---- the model file's metadata ---------------------------------------------------
 
     def to_dict(self):
-        """A JSON-ready dict (the format is in fastbp.io's docstring)."""
+        """A JSON-ready dict (the format is in fastbp.archive's docstring)."""
         as_list = (lambda a: None if a is None else a.tolist())
         return {"task": self.task, "target": self.target, "columns": self.names, "categories": self.categories,
                 "impute": self.impute, "fill": self.fill, "mean": self.mean.tolist(), "scale": self.scale.tolist(),

@@ -1,18 +1,12 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
-import contextlib
-import functools
 import math
 import os
 import time
 import warnings
 
-import numba
 import numpy as np
 
 import kernels
-from kernels.config import split_passes
-from kernels.network import all_small
-from fastbp import data
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
@@ -20,52 +14,8 @@ from fastbp.metrics import metric_name, score
 from fastbp.mlp import MLP
 from fastbp.optim import Optimizer
 from fastbp.schedules import Schedule
+from fastbp.backends.cpu import HostFit, epoch_function
 from fastbp.trainer_state import TrainerState
-
-
-def _fused_epoch(model, batch_size):
-    """The compiled epoch for this model and batch size, and the context its
-    BLAS calls run in: a data-parallel epoch needs single-threaded BLAS
-    (threadpoolctl sets that; without it, epochs stay serial)."""
-    chunks = kernels.data_parallel_chunks(model.n_params, batch_size, numba.get_num_threads())
-    if chunks == 1 or _blas_controller() is None:
-        # The epoch compiled without the paths this model never takes (None
-        # leaves one out): the threaded passes unless split_passes, and the
-        # small steps unless every layer is small
-        threaded = True if split_passes.py_func(model.n_params, batch_size) else None
-        small = True if all_small.py_func(model._layers, batch_size) else None
-        # and without the argument checks: fit has checked the data and
-        # built every buffer itself
-        return lambda *args: kernels.train_epoch(*args, None, threaded, small, None), contextlib.nullcontext
-    return (lambda *args: kernels.train_epoch(*args, chunks, None, None, None),
-            lambda: _blas_controller().limit(limits=1, user_api="blas"))
-
-
-def _gather(buffers, X, targets, labels, order):
-    """(X, targets, labels, order) for the kernel: the rows ``order`` of a
-    memory-mapped X gathered into ``buffers`` (rows, targets, labels and
-    0..k-1) by ``data.gather``, which keeps little of the mapping resident;
-    the kernel then reads memory, and checks the stretch's labels, not all
-    of them, at each call."""
-    rows, row_targets, row_labels, positions = buffers
-    k = order.shape[0]
-    data.gather(X, order, rows)
-    if targets.size:
-        np.take(targets, order, axis=0, out=row_targets[:k])
-    if labels.size:
-        np.take(labels, order, out=row_labels[:k])
-    return (rows[:k], row_targets[:k] if targets.size else targets, row_labels[:k] if labels.size else labels,
-            positions[:k])
-
-
-@functools.cache
-def _blas_controller():
-    # made once: finding the BLAS libraries takes 50 us, limiting them 3 us
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return None
-    return ThreadpoolController()
 
 
 class Trainer(TrainerState):
@@ -245,30 +195,22 @@ class Trainer(TrainerState):
         if seed is not None or self._rng_state is None:
             self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
         model, optimizer, loss = self.model, self.optimizer, self.loss
-        n, n_in, n_out = X.shape[0], model.sizes[0], model.sizes[-1]
-        rows = min(batch_size, n)
+        n, rows = X.shape[0], min(batch_size, X.shape[0])
         if self._last_params is not None:
             model._params[...] = self._last_params
             self._last_params = None
         model._ensure_capacity(rows)
         model._forward_rows = None  # the cached forward pass is about to be overwritten
-        batch_x = np.empty(rows * n_in, dtype=model.dtype)
-        batch_targets = np.empty(rows * n_out if targets.size else 0, dtype=model.dtype)
-        batch_labels = np.empty(rows if labels.size else 0, dtype=np.int64)
         order = np.arange(n, dtype=np.int64)
-        # a memory-mapped X trains a stretch of the order at a time, its rows gathered into memory
-        stretch, gathered = n, None
-        if data.file_mapping(X) is not None:
-            stretch = min(n, data.mapped_rows(X, batch_size))
-            gathered = (np.empty((stretch, n_in), dtype=model.dtype), np.empty((stretch, n_out) if targets.size else
-                        (0, 0), dtype=model.dtype), np.empty(stretch if labels.size else 0, dtype=np.int64),
-                        np.arange(stretch, dtype=np.int64))
         keep_best = patience is not None and restore_best
         self.stop_training = False
-        train_epoch, blas_threads = self._epoch_function(rows)
-        network = model._bundle()
-        work = kernels.Work(batch_x, batch_targets, batch_labels, model._z, model._a, model._scratch)
-        device_fit = None
+        if model.device == "cuda":
+            from fastbp.backends.cuda import DeviceFit
+
+            backend = DeviceFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0)
+        else:
+            backend = HostFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0,
+                              self._epoch_function(rows))
         for _ in range(epochs):
             start = time.perf_counter()
             logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
@@ -278,28 +220,9 @@ class Trainer(TrainerState):
             epoch_rng_state = None if checkpoint_every is None else self._rng_state.copy()
             if shuffle:
                 kernels.random_permutation(order, self._rng_state)
-            if model.device == "cuda":
-                from fastbp.backends.cuda import DeviceFit
-
-                device_fit = device_fit or DeviceFit(model, optimizer, loss, X, targets, labels, batch_size,
-                                                     self.max_grad_norm or 0.0)
-                # the device holds all of X: its stretches need no gathering
-                loss_sum, skipped = self._epoch_steps(device_fit.steps, order, position, loss_sum, skipped,
-                                                      batch_size, shuffle, on_nonfinite, checkpoint_every,
-                                                      checkpoint_path, epoch_rng_state, n)
-            else:
-                def steps(order, loss_sum):
-                    data_part = (X, targets, labels, order) if gathered is None else \
-                        _gather(gathered, X, targets, labels, order)
-                    with blas_threads():
-                        loss_sum, optimizer.step_count, done = train_epoch(
-                            network, optimizer._bundle(), loss._bundle(), kernels.Data(*data_part), work,
-                            optimizer.step_count, loss_sum, batch_size, self.max_grad_norm or 0.0)
-                    return loss_sum, done
-
-                loss_sum, skipped = self._epoch_steps(steps, order, position, loss_sum, skipped, batch_size,
-                                                      shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
-                                                      epoch_rng_state, stretch)
+            loss_sum, skipped = self._epoch_steps(backend.steps, order, position, loss_sum, skipped, batch_size,
+                                                  shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
+                                                  epoch_rng_state, backend.stretch)
             logs["skipped"] = skipped[0]
             logs["loss"] = loss_sum / (n - skipped[1]) if skipped[1] < n else math.nan
             if not np.isfinite(logs["loss"]):
@@ -335,8 +258,9 @@ class Trainer(TrainerState):
 
     def _epoch_function(self, rows):
         """The CPU epoch ``fit`` runs (``kernels.train_epoch``'s arguments and
-        result) and the context it runs in; a subclass may train otherwise."""
-        return _fused_epoch(self.model, rows)
+        result) and the context it runs in (``backends.cpu.epoch_function``);
+        a subclass may train otherwise."""
+        return epoch_function(self.model, rows)
 
     def _checkpoint_arguments(self, checkpoint_every, checkpoint_path):
         if checkpoint_every is None:

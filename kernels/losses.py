@@ -99,32 +99,40 @@ def cross_entropy_loss(dlogits, logits, labels, label_smoothing, mean):
                                      1.0 / logits.shape[0] if mean else 1.0)
 
 
+@inline_jit
+def cross_entropy_row(dlogits, logits, labels, i, label_smoothing, scale):
+    """Row ``i`` of ``scaled_cross_entropy_loss``: writes its ``dlogits`` and
+    returns its loss before ``scale`` (the CUDA twin runs this very code, a
+    row per thread)."""
+    n_classes = logits.shape[1]
+    smooth = label_smoothing / n_classes
+    largest = -math.inf
+    for c in range(n_classes):
+        largest = max(largest, float(logits[i, c]))
+    exp_sum = 0.0
+    logit_sum = 0.0
+    for c in range(n_classes):
+        shifted = math.exp(logits[i, c] - largest)
+        exp_sum += shifted
+        logit_sum += logits[i, c]
+        dlogits[i, c] = shifted  # kept so that the softmax below needs no second exp
+    log_sum_exp = largest + math.log(exp_sum)
+    label = labels[i]
+    nll = log_sum_exp - logits[i, label]
+    inverse_sum = 1.0 / exp_sum
+    for c in range(n_classes):
+        probability = dlogits[i, c] * inverse_sum
+        dlogits[i, c] = (probability - smooth - (1.0 - label_smoothing) * (c == label)) * scale
+    return (1.0 - label_smoothing) * nll + smooth * (n_classes * log_sum_exp - logit_sum)
+
+
 @jit
 def scaled_cross_entropy_loss(dlogits, logits, labels, label_smoothing, scale):
     """``cross_entropy_loss`` with the mean's divisor given: ``scale`` is
     1 / (rows of the whole batch) when ``logits`` holds a part of it."""
-    batch, n_classes = logits.shape
-    smooth = label_smoothing / n_classes
     total = 0.0
-    for i in range(batch):
-        largest = -math.inf
-        for c in range(n_classes):
-            largest = max(largest, float(logits[i, c]))
-        exp_sum = 0.0
-        logit_sum = 0.0
-        for c in range(n_classes):
-            shifted = math.exp(logits[i, c] - largest)
-            exp_sum += shifted
-            logit_sum += logits[i, c]
-            dlogits[i, c] = shifted  # kept so that the softmax below needs no second exp
-        log_sum_exp = largest + math.log(exp_sum)
-        label = labels[i]
-        nll = log_sum_exp - logits[i, label]
-        total += (1.0 - label_smoothing) * nll + smooth * (n_classes * log_sum_exp - logit_sum)
-        inverse_sum = 1.0 / exp_sum
-        for c in range(n_classes):
-            probability = dlogits[i, c] * inverse_sum
-            dlogits[i, c] = (probability - smooth - (1.0 - label_smoothing) * (c == label)) * scale
+    for i in range(logits.shape[0]):
+        total += cross_entropy_row(dlogits, logits, labels, i, label_smoothing, scale)
     return total * scale
 
 

@@ -13,7 +13,7 @@ import pytest
 import fastbp
 
 pytest.importorskip("torch")
-from fastbp import distributed  # noqa: E402
+from fastbp.backends import distributed  # noqa: E402
 
 # 72 samples in global batches of 16: four full steps and one of 8 per epoch
 # (4 rows on each of 2 ranks), 4 epochs = 20 steps

@@ -63,10 +63,10 @@ def test_without_tiles_a_threaded_step_leaves_blas_its_own_pool_alone():
     region of its own, and the data-parallel epoch runs BLAS on one
     thread: never two pools in one step."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from fastbp.trainer import _fused_epoch
+    from fastbp.backends.cpu import epoch_function
 
     model = fastbp.MLP([64, 64, 64, 3], seed=0)
-    _, context = _fused_epoch(model, 1024)
+    _, context = epoch_function(model, 1024)
     with context():
         inside = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
     import numba

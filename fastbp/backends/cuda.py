@@ -78,6 +78,8 @@ class DeviceFit:
         self._kernels = kernels.cuda
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self.batch_size, self.max_grad_norm = batch_size, max_grad_norm
+        # the device holds all of X: one call of steps may take the whole order
+        self.stretch = X.shape[0]
         rows = min(batch_size, X.shape[0])
         check_device_memory(cuda, model, optimizer, X, targets, labels, rows)
         self.device_params, self.device_grads = cuda.to_device(model._params), cuda.to_device(model._grads)

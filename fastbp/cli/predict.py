@@ -9,7 +9,7 @@ import numpy as np
 
 from fastbp import data
 from fastbp.data import DataError
-from fastbp.io import load_any
+from fastbp.files import load_any
 from fastbp.preprocessing import Preprocessing
 from fastbp.cli.prepare import data_inputs
 from fastbp.cli.safety import check_output

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 
 from fastbp.data import DataError
-from fastbp.io import CHECKPOINT_FORMAT, MODEL_FORMAT
+from fastbp.archive import CHECKPOINT_FORMAT, MODEL_FORMAT
 
 
 def check_output(flag, path, inputs=None, overwrite=False):

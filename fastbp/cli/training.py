@@ -13,7 +13,7 @@ import numba.core.event as numba_event
 
 from fastbp.backends.cuda import as_device
 from fastbp.data import DataError
-from fastbp.io import load_checkpoint
+from fastbp.files import load_checkpoint
 from fastbp.cli.model import build, replan
 from fastbp.cli.prepare import Prepared, data_inputs, describe_counts, targets_for
 from fastbp.cli.progress import CompileNotice, Progress, thread_limit
@@ -53,7 +53,7 @@ def train(given, resume=None, save=None, plot=None, quiet=False, threads=None, o
         status = _train(given, resume, save, plot, quiet, threads, out or sys.stdout, save_every, overwrite, device,
                         distributed, checkpoint_every)
     if distributed:
-        from fastbp.distributed import shutdown
+        from fastbp.backends.distributed import shutdown
 
         shutdown()
     return status
@@ -81,7 +81,7 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
         prepared = Prepared(settings)
         trainer, change = build(settings, prepared), ""
     if distributed:
-        from fastbp.distributed import DistributedTrainer
+        from fastbp.backends.distributed import DistributedTrainer
 
         trainer = DistributedTrainer.wrap(trainer)
     data_seconds = time.perf_counter() - started
@@ -127,7 +127,7 @@ def _join_process_group(device):
     """(rank, world size) of this process in the torchrun launch --distributed trains across."""
     if device != "cpu":
         raise DataError(f"--distributed trains on the CPU (gloo), got --device {device}; drop one of the two")
-    from fastbp.distributed import init
+    from fastbp.backends.distributed import init
 
     try:
         return init()

@@ -3,7 +3,6 @@ by a block reduction and added into a device scalar, so that a training loop
 reads the loss back once per epoch. Twins of ``kernels.losses``, which holds
 the definitions; the pointwise formula is the CPU one, compiled for the device.
 """
-import math
 
 import numpy as np
 from numba import cuda, float64
@@ -12,6 +11,7 @@ from kernels import losses as _cpu
 from kernels.cuda.config import THREADS, block_sum, device_twin
 
 _pointwise_value_and_grad = device_twin(_cpu._pointwise)
+_cross_entropy_row = device_twin(_cpu.cross_entropy_row)
 
 
 @cuda.jit
@@ -33,31 +33,12 @@ def _pointwise(dpred, loss_sum, pred, target, code, delta, scale, weight):
 
 @cuda.jit
 def _cross_entropy(dlogits, loss_sum, logits, labels, label_smoothing, scale, weight):
-    # one thread per row; the row's arithmetic is kernels.losses.cross_entropy_loss's
+    # one thread per row, each kernels.losses.cross_entropy_row
     partial = cuda.shared.array(THREADS, float64)
     thread = cuda.threadIdx.x
-    batch, n_classes = logits.shape
-    smooth = label_smoothing / n_classes
     total = 0.0
-    for i in range(thread, batch, THREADS):
-        largest = -math.inf
-        for c in range(n_classes):
-            largest = max(largest, float(logits[i, c]))
-        exp_sum = 0.0
-        logit_sum = 0.0
-        for c in range(n_classes):
-            shifted = math.exp(logits[i, c] - largest)
-            exp_sum += shifted
-            logit_sum += logits[i, c]
-            dlogits[i, c] = shifted
-        log_sum_exp = largest + math.log(exp_sum)
-        label = labels[i]
-        nll = log_sum_exp - logits[i, label]
-        total += (1.0 - label_smoothing) * nll + smooth * (n_classes * log_sum_exp - logit_sum)
-        inverse_sum = 1.0 / exp_sum
-        for c in range(n_classes):
-            probability = dlogits[i, c] * inverse_sum
-            dlogits[i, c] = (probability - smooth - (1.0 - label_smoothing) * (c == label)) * scale
+    for i in range(thread, logits.shape[0], THREADS):
+        total += _cross_entropy_row(dlogits, logits, labels, i, label_smoothing, scale)
     partial[thread] = total
     total = block_sum(partial)
     if thread == 0:

@@ -53,11 +53,7 @@ def dense_forward(out, x, W, b, z=None, code=IDENTITY, p1=0.0, p2=0.0):
     ValueError, with nothing written.
     """
     kernel = "dense_forward"
-    check_size(kernel, "x", x, 1, W.shape[1], "W.shape[1] (n_in)")
-    check_size(kernel, "out", out, 0, x.shape[0], "x.shape[0] (batch)")
-    check_size(kernel, "out", out, 1, W.shape[0], "W.shape[0] (n_out)")
-    check_dtype(kernel, "x", x, "W", W)
-    check_dtype(kernel, "out", out, "W", W)
+    check_layer_rows(kernel, "out", out, x, W)
     bias = W[0, :0] if b is None else b
     if bias.shape[0] > 0:
         check_size(kernel, "b", bias, 0, W.shape[0], "W.shape[0] (n_out)")
@@ -68,9 +64,7 @@ def dense_forward(out, x, W, b, z=None, code=IDENTITY, p1=0.0, p2=0.0):
     if z is None:
         _dense_forward(out, out, x, W, bias, code, p1, p2)
     else:
-        check_size(kernel, "z", z, 0, x.shape[0], "x.shape[0] (batch)")
-        check_size(kernel, "z", z, 1, W.shape[0], "W.shape[0] (n_out)")
-        check_dtype(kernel, "z", z, "W", W)
+        check_layer_rows(kernel, "z", z, x, W)
         _dense_forward(z, out, x, W, bias, code, p1, p2)
 
 
@@ -99,13 +93,9 @@ def dense_backward(dx, dW, db, dout, x, W, z=None, out=None, code=IDENTITY, p1=0
     ValueError, with nothing written.
     """
     kernel = "dense_backward"
-    check_size(kernel, "x", x, 1, W.shape[1], "W.shape[1] (n_in)")
-    check_size(kernel, "dout", dout, 0, x.shape[0], "x.shape[0] (batch)")
-    check_size(kernel, "dout", dout, 1, W.shape[0], "W.shape[0] (n_out)")
+    check_layer_rows(kernel, "dout", dout, x, W)
     check_size(kernel, "dW", dW, 0, W.shape[0], "W.shape[0] (n_out)")
     check_size(kernel, "dW", dW, 1, W.shape[1], "W.shape[1] (n_in)")
-    check_dtype(kernel, "x", x, "W", W)
-    check_dtype(kernel, "dout", dout, "W", W)
     check_dtype(kernel, "dW", dW, "W", W)
     bias = dW[0, :0] if db is None else db
     if bias.shape[0] > 0:
@@ -127,11 +117,19 @@ def dense_backward(dx, dW, db, dout, x, W, z=None, out=None, code=IDENTITY, p1=0
     pre = dout if z is None else z
     post = dout if out is None else out
     if code != IDENTITY:
-        check_size(kernel, "z", pre, 0, dout.shape[0], "dout.shape[0] (batch)")
-        check_size(kernel, "z", pre, 1, dout.shape[1], "dout.shape[1] (n_out)")
-        check_size(kernel, "out", post, 0, dout.shape[0], "dout.shape[0] (batch)")
-        check_size(kernel, "out", post, 1, dout.shape[1], "dout.shape[1] (n_out)")
+        check_layer_rows(kernel, "z", pre, x, W)
+        check_layer_rows(kernel, "out", post, x, W)
     _dense_backward(inputs, dW, bias, dout, x, W, pre, post, code, p1, p2, True)
+
+
+@inline_jit
+def check_layer_rows(kernel, name, rows, x, W):
+    """``x`` fits ``W``, and ``rows`` is (batch, n_out) of their dtype."""
+    check_size(kernel, "x", x, 1, W.shape[1], "W.shape[1] (n_in)")
+    check_dtype(kernel, "x", x, "W", W)
+    check_size(kernel, name, rows, 0, x.shape[0], "x.shape[0] (batch)")
+    check_size(kernel, name, rows, 1, W.shape[0], "W.shape[0] (n_out)")
+    check_dtype(kernel, name, rows, "W", W)
 
 
 @jit
