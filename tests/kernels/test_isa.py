@@ -15,7 +15,7 @@ import fastbp
 from kernels import isa, tiles
 from kernels.config import TILED, split_passes
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 X86 = {"avx2", "fma", "avx512f", "sse2"}
 
 
@@ -77,8 +77,9 @@ def test_without_tiles_a_threaded_step_leaves_blas_its_own_pool_alone():
 
 
 # every test that compares numbers with torch or across thread counts
-CHECKED = ["tests/test_tiles.py", "tests/test_kernels.py", "tests/test_models.py", "tests/test_training.py",
-           "tests/test_speed_paths.py", "tests/test_fused.py", "tests/test_isa.py"]
+CHECKED = ["tests/kernels/test_tiles.py", "tests/kernels/test_kernels.py", "tests/library/test_models.py",
+           "tests/library/test_training.py", "tests/kernels/test_speed_paths.py", "tests/backends/test_fused.py",
+           "tests/kernels/test_isa.py"]
 
 
 def other_isas():
