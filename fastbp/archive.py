@@ -148,8 +148,8 @@ def write_checkpoint(path, trainer):
         raise TypeError(f"trainer.metadata must hold JSON-serialisable values only ({error})") from None
     params = trainer["model"]["params"]
     empty, no_stream = np.zeros(0, dtype=params.dtype), np.zeros(0, dtype=np.uint64)
-    # the kernel's three buffers, those beyond the optimizer's rows empty
-    rows = list(optimizer["state"]) + [empty] * (_STATE_KEYS - len(optimizer["state"]))
+    # the optimizer's rows, and at least three (the keys every reader expects), those beyond its rows empty
+    rows = list(optimizer["state"]) + [empty] * max(0, _STATE_KEYS - len(optimizer["state"]))
     atomic_savez(path, format=np.array(CHECKPOINT_FORMAT), format_version=np.array(CHECKPOINT_VERSION),
                  **_model_arrays(trainer["model"]), optimizer=np.array(optimizer["kind"]),
                  optimizer_hyper=np.array(list(optimizer["hyperparameters"].values()), dtype=np.float64),
@@ -232,8 +232,9 @@ def checkpoint_state(path, contents, optimizer_layout):
         kind = str(contents["optimizer"])
         names, flags, n_state = optimizer_layout(kind)
         hyper = _fitting(path, "optimizer_hyper", contents["optimizer_hyper"], {len(names)}, np.float64)
-        rows = [_fitting(path, f"optimizer_state_{i}", contents[f"optimizer_state_{i}"], {0, n}, dtype)
-                for i in range(_STATE_KEYS)]
+        rows = [_fitting(path, f"optimizer_state_{i}", contents[f"optimizer_state_{i}"] if i < _STATE_KEYS else
+                         contents.get(f"optimizer_state_{i}", np.zeros(0, dtype)), {0, n}, dtype)
+                for i in range(max(_STATE_KEYS, n_state))]
         empty = [i for i, row in enumerate(rows[:n_state]) if row.size == 0]
         optimizer = {"kind": kind,
                      "hyperparameters": {name: bool(value) if name in flags else float(value)

@@ -13,9 +13,7 @@ Layer ``i`` owns a stretch of the flat parameter buffer (a dense layer
 cache (a dense layer's pre-activations) the same stretch of ``z_store`` at
 its cache offset. ``buffer_sizes`` gives the sizes of every buffer.
 """
-import numpy as np
-
-from kernels.activations import IDENTITY, N_ACTIVATIONS, activate, derivative
+from kernels.activations import N_ACTIVATIONS
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
 from kernels.config import inline_jit, jit
 from kernels.layers import N_KINDS, layer_backward, layer_forward, sizes
@@ -44,7 +42,7 @@ def network_forward(z_store, a_store, x, params, layers, activation_params):
     kernel = "network_forward"
     total_units, _ = check_network(kernel, x, params, layers, activation_params)
     check_units(kernel, z_store, a_store, params, x.shape[0], total_units)
-    _network_forward(z_store, a_store, checked_dtype(x, params), params, layers, activation_params)
+    _network_forward(z_store, a_store, checked_dtype(x, params), params, layers, activation_params, x.shape[0])
 
 
 @jit
@@ -94,13 +92,41 @@ def check_units(kernel, z_store, a_store, params, batch, total_units):
     check_dtype(kernel, "a_store", a_store, "params", params)
 
 
-@jit
-def _network_forward(z_store, a_store, x, params, layers, activation_params):
-    batch = x.shape[0]
-    inputs = x
-    for i in range(layers.shape[0]):
-        layer_forward(z_store, a_store, inputs, params, layers, activation_params, i)
-        inputs = layer_units(a_store, layers, i, batch)
+def _forward_layers(z_store, a_store, x, params, layers, layer_params, batch):
+    # every layer in order, each by its kind; x is (batch, n_in), or a flat
+    # buffer of those rows (a tiny network's gathered batch)
+    layer_forward(z_store, a_store, x, 0, params, layers, layer_params, 0, batch)
+    for i in range(1, layers.shape[0]):
+        layer_forward(z_store, a_store, a_store, batch * layers[i - 1, UNIT_OFFSET], params, layers, layer_params,
+                      i, batch)
+
+
+def _backward_layers(grads, scratch, x, params, layers, layer_params, z_store, a_store, batch, need_dx, accumulate,
+                     first, end):
+    # layers end - 1 down to first (end -1: n_layers), each by its kind; d(loss)/d(a) arrives in one row of the
+    # scratch and the layer's d(loss)/d(inputs) leaves in the other. Returns whether every gradient written is
+    # finite (kernels.layers.layer_backward)
+    n_layers = layers.shape[0]
+    finite = True
+    for i in range((n_layers if end < 0 else end) - 1, max(first, 1) - 1, -1):
+        parity = (n_layers - 1 - i) % 2
+        finite &= layer_backward(scratch[1 - parity], grads, scratch[parity], a_store,
+                                 batch * layers[i - 1, UNIT_OFFSET], params, layers, layer_params, z_store, a_store,
+                                 i, batch, True, accumulate)
+    if first == 0:
+        parity = (n_layers - 1) % 2
+        finite &= layer_backward(scratch[1 - parity], grads, scratch[parity], x, 0, params, layers, layer_params,
+                                 z_store, a_store, 0, batch, need_dx, accumulate)
+    return finite
+
+
+# One definition of the network's loops, compiled twice: called, and written
+# into the step of a tiny network (kernels.step.small_batch_gradients), where
+# a call and the arrays handed to it are much of the step.
+_network_forward = jit(_forward_layers)
+_network_backward = jit(_backward_layers)
+_small_network_forward = inline_jit(_forward_layers)
+_small_network_backward = inline_jit(_backward_layers)
 
 
 @jit
@@ -131,7 +157,7 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
     """
     check_backward("network_backward", grads, scratch, x, params, layers, activation_params, z_store, a_store)
     return _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store,
-                             a_store, need_dx, accumulate)
+                             a_store, x.shape[0], need_dx, accumulate, 0, -1)
 
 
 @jit
@@ -153,7 +179,7 @@ def network_backward_layers(grads, scratch, x, params, layers, activation_params
         raise ValueError(kernel + ": first and end must satisfy 0 <= first < end <= n_layers ("
                          + str(layers.shape[0]) + "), got first = " + str(first) + ", end = " + str(end))
     _network_backward(grads, scratch, checked_dtype(x, params), params, layers, activation_params, z_store, a_store,
-                      False, False, first, end)
+                      x.shape[0], False, False, first, end)
 
 
 @jit
@@ -166,27 +192,6 @@ def check_backward(kernel, grads, scratch, x, params, layers, activation_params,
     check_size(kernel, "scratch", scratch, 0, 2, "two")
     check_at_least(kernel, "scratch", scratch, 1, x.shape[0] * max_width, "batch * the widest layer")
     check_dtype(kernel, "scratch", scratch, "params", params)
-
-
-@jit
-def _network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx,
-                      accumulate=True, first=0, end=-1):
-    # layers end - 1 down to first; end -1 stands for n_layers. Returns
-    # whether every gradient written is finite (kernels.layers.layer_backward)
-    batch = x.shape[0]
-    n_layers = layers.shape[0]
-    finite = True
-    for i in range((n_layers if end < 0 else end) - 1, first - 1, -1):
-        parity = (n_layers - 1 - i) % 2
-        # d(loss)/d(a) arrives in this buffer, the layer's d(loss)/d(inputs) leaves in the other
-        delta = scratch_view(scratch, parity, batch, layers[i, N_OUT])
-        inputs = layer_units(a_store, layers, i - 1, batch) if i > 0 else x
-        # zero rows skips d(loss)/d(x) of the first layer
-        rows = batch if i > 0 or need_dx else 0
-        dinputs = scratch_view(scratch, 1 - parity, rows, layers[i, N_IN])
-        finite &= layer_backward(dinputs, grads, delta, inputs, params, layers, activation_params, z_store, a_store,
-                                 i, accumulate)
-    return finite
 
 
 @jit
@@ -218,65 +223,3 @@ def all_small(layers, batch):
         if not is_small(batch, layers[i, N_IN], layers[i, N_OUT]):
             return False
     return True
-
-
-@inline_jit
-def _small_network_forward(z_store, a_store, x, params, layers, activation_params, batch):
-    # ``_network_forward`` for networks that are ``all_small``, on offsets into
-    # the flat buffers: a step of a tiny network is then all arithmetic, with
-    # no views built and no arrays handed to other functions. The loops are
-    # those of dense_activation_forward, so the numbers are its own.
-    for i in range(layers.shape[0]):
-        n_in, n_out, w, b = layers[i, N_IN], layers[i, N_OUT], layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
-        code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
-        inputs, start = (x, 0) if i == 0 else (a_store, batch * layers[i - 1, UNIT_OFFSET])
-        out = batch * layers[i, UNIT_OFFSET]
-        for r in range(batch):
-            for o in range(n_out):
-                total = 0.0
-                for k in range(n_in):
-                    total += inputs[start + r * n_in + k] * params[w + o * n_in + k]
-                j = out + r * n_out + o
-                z_store[j] = total + params[b + o] if b >= 0 else total
-                # the identity's value unchanged, without a call to activate
-                a_store[j] = z_store[j] if code == IDENTITY else activate(float(z_store[j]), code, p1, p2)
-
-
-@inline_jit
-def _small_network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, batch):
-    # ``_network_backward`` (written gradients, no d(loss)/d(x)) for networks
-    # that are ``all_small``, with the loops of dense_activation_backward
-    n_layers = layers.shape[0]
-    for i in range(n_layers - 1, -1, -1):
-        parity = (n_layers - 1 - i) % 2
-        delta, dinputs = scratch[parity], scratch[1 - parity]
-        n_in, n_out, w, b = layers[i, N_IN], layers[i, N_OUT], layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
-        code, p1, p2 = layers[i, ACTIVATION], activation_params[i, 0], activation_params[i, 1]
-        inputs, start = (x, 0) if i == 0 else (a_store, batch * layers[i - 1, UNIT_OFFSET])
-        units = batch * layers[i, UNIT_OFFSET]
-        # in the forward pass this was: z = x @ W.T + b; a = f(z)
-        if code != IDENTITY:
-            for j in range(batch * n_out):
-                delta[j] = delta[j] * derivative(float(z_store[units + j]), float(a_store[units + j]), code, p1, p2)
-        for o in range(n_out):
-            for k in range(n_in):
-                total = 0.0
-                for r in range(batch):
-                    total += delta[r * n_out + o] * inputs[start + r * n_in + k]
-                grads[w + o * n_in + k] = total
-        if b >= 0:
-            # summed in a local of the buffer's dtype, which rounds as the
-            # buffer would: zeroing the buffer first became a call to memset,
-            # and reading back what it wrote stalled the step
-            for o in range(n_out):
-                bias_sum = grads.dtype.type(0.0)
-                for r in range(batch):
-                    bias_sum += delta[r * n_out + o]
-                grads[b + o] = bias_sum
-        if i > 0:
-            for r in range(batch):
-                for k in range(n_in):
-                    total = 0.0
-                    for o in range(n_out):
-                        total += delta[r * n_out + o] * params[w + o * n_in + k]
-                    dinputs[r * n_in + k] = total

@@ -76,7 +76,8 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network
     """
     value = batch_loss(z_store, a_store, scratch, x, target, labels, network, loss, loss_scale)
     params, _, layers, layer_params = network
-    finite = _network_backward(grads, scratch, x, params, layers, layer_params, z_store, a_store, False, False)
+    finite = _network_backward(grads, scratch, x, params, layers, layer_params, z_store, a_store, x.shape[0], False,
+                               False, 0, -1)
     return value, finite
 
 
@@ -88,7 +89,7 @@ def batch_loss(z_store, a_store, scratch, x, target, labels, network, loss, loss
     params, _, layers, layer_params = network
     rows = x.shape[0]
     last = layers.shape[0] - 1
-    _network_forward(z_store, a_store, x, params, layers, layer_params)
+    _network_forward(z_store, a_store, x, params, layers, layer_params, rows)
     prediction = layer_units(a_store, layers, last, rows)
     dprediction = scratch_view(scratch, np.int64(0), rows, layers[last, N_OUT])
     return scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss.code, loss.param, loss_scale)
@@ -97,7 +98,8 @@ def batch_loss(z_store, a_store, scratch, x, target, labels, network, loss, loss
 @inline_jit
 def small_batch_gradients(work, network, loss, loss_scale, rows):
     """``batch_gradients`` for a network that is ``kernels.network.all_small``,
-    over the first ``rows`` rows of the flat gather buffers."""
+    over the first ``rows`` rows of the flat gather buffers, with the
+    network's loops written into the step."""
     batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
     params, grads, layers, layer_params = network
     last = layers.shape[0] - 1
@@ -108,8 +110,9 @@ def small_batch_gradients(work, network, loss, loss_scale, rows):
     target = unchecked_view(batch_targets, 0, rows if batch_targets.shape[0] > 0 else 0, n_out)
     value = scaled_loss_value_and_grad(dprediction, prediction, target, batch_labels[:rows], loss.code, loss.param,
                                        loss_scale)
-    _small_network_backward(grads, scratch, batch_x, params, layers, layer_params, z_store, a_store, rows)
-    return value
+    finite = _small_network_backward(grads, scratch, batch_x, params, layers, layer_params, z_store, a_store, rows,
+                                     False, False, 0, -1)
+    return value, finite
 
 
 @inline_jit

@@ -144,13 +144,14 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
         checked = False
         if n_chunks is not None:
             value = parallel_gradients(chunk_grads, values, network, loss, data, work, start, rows, scale, parts)
-        elif small_steps is not None and small:
-            gather_rows(batch_x, batch_targets, batch_labels, data, start, rows)
-            value = small_batch_gradients(work, network, loss, scale, rows)
         else:
-            xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, data, start, rows)
-            value, checked = batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss,
-                                             scale)
+            if small_steps is not None and small:
+                gather_rows(batch_x, batch_targets, batch_labels, data, start, rows)
+                value, checked = small_batch_gradients(work, network, loss, scale, rows)
+            else:
+                xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, data, start, rows)
+                value, checked = batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss,
+                                                 scale)
             if not checked:
                 return loss_sum, step, start
         if not take_step(network, optimizer, value, step, max_grad_norm, parts, not checked,

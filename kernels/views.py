@@ -101,3 +101,18 @@ def _rows_view(data, first, rows, like):
     if data.ndim == 1:
         return lambda data, first, rows, like: like[:0]
     return lambda data, first, rows, like: unchecked_view(like, 0, 0, data.shape[1])
+
+
+def or_empty(array, empty):
+    """``array``, or ``empty`` where it is None: an optional argument as an
+    array, decided as the kernel compiles (a run-time choice would need the
+    two to share a type, which arrays of another dtype, refused at run
+    time, do not)."""
+    return empty if array is None else array
+
+
+@overload(or_empty, inline="always")
+def _or_empty(array, empty):
+    if isinstance(array, types.NoneType):
+        return lambda array, empty: empty
+    return lambda array, empty: array

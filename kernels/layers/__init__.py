@@ -36,18 +36,20 @@ def layer_table(rows):
 
 
 @inline_jit
-def layer_forward(z_store, a_store, inputs, params, layers, layer_params, i):
-    """Layer ``i``'s forward: from ``inputs`` (batch, n_in), its outputs
-    into ``a_store`` and what its backward needs into ``z_store``."""
-    dense.forward(z_store, a_store, inputs, params, layers, layer_params, i)
+def layer_forward(z_store, a_store, inputs, start, params, layers, layer_params, i, batch):
+    """Layer ``i``'s forward over ``batch`` rows: from its inputs (a
+    (batch, n_in) array, or the rows of a flat buffer from ``start``), its
+    outputs into ``a_store`` and what its backward needs into ``z_store``."""
+    dense.forward(z_store, a_store, inputs, start, params, layers, layer_params, i, batch)
 
 
 @inline_jit
-def layer_backward(dinputs, grads, delta, inputs, params, layers, layer_params, z_store, a_store, i, accumulate):
-    """Layer ``i``'s backward: ``delta`` (batch, n_out) holds d(loss)/d(its
-    outputs) (and is free to be overwritten); parameter gradients into
-    ``grads`` (added to, or written when not ``accumulate``), d(loss)/d(its
-    inputs) into ``dinputs`` (batch, n_in; skipped when it has no rows).
-    Returns whether the gradients written are finite."""
-    return dense.backward(dinputs, grads, delta, inputs, params, layers, layer_params, z_store, a_store, i,
-                          accumulate)
+def layer_backward(dinputs, grads, delta, inputs, start, params, layers, layer_params, z_store, a_store, i, batch,
+                   need_dinputs, accumulate):
+    """Layer ``i``'s backward: ``delta``, a flat buffer of (batch, n_out),
+    holds d(loss)/d(its outputs) (and is free to be overwritten); parameter
+    gradients into ``grads`` (added to, or written when not ``accumulate``),
+    d(loss)/d(its inputs) into the flat ``dinputs`` (batch, n_in), when
+    ``need_dinputs``. Returns whether the gradients written are finite."""
+    return dense.backward(dinputs, grads, delta, inputs, start, params, layers, layer_params, z_store, a_store, i,
+                          batch, need_dinputs, accumulate)

@@ -6,8 +6,6 @@ import fastbp
 import kernels
 from kernels.config import jit
 from kernels.layers import DENSE, layer_table
-from kernels.layers.dense import _dense_backward as dense_activation_backward, \
-    _dense_forward as dense_activation_forward
 from kernels.network import buffer_sizes
 from kernels.views import borrowed, matrix_view
 
@@ -46,37 +44,40 @@ def test_borrowed_reads_the_same_data():
 @pytest.mark.parametrize("batch, n_in, n_out", [(1, 1, 1), (3, 2, 5), (7, 8, 9), (33, 17, 5)])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_dense_activation_matches_the_unfused_kernels_bit_for_bit(activation, batch, n_in, n_out, bias,
-                                                                       dtype):
-    """Plain loops below SMALL_GEMM, BLAS above, and written gradients all
-    give exactly the numbers of dense_* followed by activation_*."""
+def test_a_dense_layer_in_the_network_matches_the_products_bit_for_bit(activation, batch, n_in, n_out, bias, dtype):
+    """A dense layer in the network's loops (plain loops below SMALL_GEMM,
+    the products above, written or added gradients) gives exactly the
+    numbers of dense_* (the products) followed by activation_*."""
     rng = np.random.default_rng(batch * 100 + n_in)
     x, W, dout = (rng.standard_normal(shape).astype(dtype) for shape in
                   [(batch, n_in), (n_out, n_in), (batch, n_out)])
     b = rng.standard_normal(n_out).astype(dtype) if bias else np.empty(0, dtype)
     p1, p2 = (1.0, 20.0) if activation == kernels.SOFTPLUS else (0.0, 0.0)
+    layers = layer_table([(DENSE, n_in, n_out, activation, bias)])
+    layer_params = np.array([[p1, p2]])
+    params = np.concatenate([W.ravel(), b]).astype(dtype)
 
     z_ref, a_ref = np.empty((batch, n_out), dtype), np.empty((batch, n_out), dtype)
     kernels.dense_forward(z_ref, x, W, b)
     kernels.activation_forward(a_ref, z_ref, activation, p1, p2)
-    z, a = np.empty_like(z_ref), np.empty_like(a_ref)
-    dense_activation_forward(z, a, x, W, b, activation, p1, p2)
-    np.testing.assert_array_equal(z, z_ref)
-    np.testing.assert_array_equal(a, a_ref)
+    z, a = np.empty(batch * n_out, dtype), np.empty(batch * n_out, dtype)
+    kernels.network_forward(z, a, x, params, layers, layer_params)
+    np.testing.assert_array_equal(z.reshape(batch, n_out), z_ref)
+    np.testing.assert_array_equal(a.reshape(batch, n_out), a_ref)
 
     delta_ref = np.empty_like(dout)
     kernels.activation_backward(delta_ref, dout, z_ref, a_ref, activation, p1, p2)
     for accumulate, start in ((True, 1.0), (False, 0.0)):
         dx_ref, dW_ref, db_ref = np.empty_like(x), np.full_like(W, start), np.full_like(b, start)
         kernels.dense_backward(dx_ref, dW_ref, db_ref, delta_ref, x, W)
-        delta, dx = dout.copy(), np.empty_like(x)
+        scratch = np.empty((2, batch * max(n_in, n_out)), dtype)
+        scratch[0, :dout.size] = dout.ravel()
         # what a written gradient held before must not matter
-        dW, db = np.full_like(W, 1.0 if accumulate else np.nan), np.full_like(b, 1.0 if accumulate else np.nan)
-        dense_activation_backward(dx, dW, db, delta, x, W, z, a, activation, p1, p2, accumulate)
-        np.testing.assert_array_equal(delta, delta_ref)
-        np.testing.assert_array_equal(dx, dx_ref)
-        np.testing.assert_array_equal(dW, dW_ref)
-        np.testing.assert_array_equal(db, db_ref)
+        grads = np.full_like(params, 1.0 if accumulate else np.nan)
+        assert kernels.network_backward(grads, scratch, x, params, layers, layer_params, z, a, True, accumulate)
+        np.testing.assert_array_equal(scratch[1, :x.size].reshape(x.shape), dx_ref)
+        np.testing.assert_array_equal(grads[:W.size].reshape(W.shape), dW_ref)
+        np.testing.assert_array_equal(grads[W.size:], db_ref)
 
 
 def _fit(monkeypatch, chunks, loss, optimizer, max_grad_norm, dtype, epochs=2, sizes=(12, 16, 9, 4)):
