@@ -1,13 +1,12 @@
 """Training loop: whole epochs run inside ``kernels.train_epoch``."""
 import math
-import os
 import time
 import warnings
 
 import numpy as np
 
 import kernels
-from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, as_path, describe
+from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
 from fastbp.metrics import metric_name, score
@@ -261,24 +260,6 @@ class Trainer(TrainerState):
         result) and the context it runs in (``backends.cpu.epoch_function``);
         a subclass may train otherwise."""
         return epoch_function(self.model, rows)
-
-    def _checkpoint_arguments(self, checkpoint_every, checkpoint_path):
-        if checkpoint_every is None:
-            if checkpoint_path is not None:
-                raise ValueError("checkpoint_path needs checkpoint_every, the number of optimizer steps between "
-                                 "checkpoints (e.g. checkpoint_every=100)")
-            return None, None
-        checkpoint_every = as_int("checkpoint_every", checkpoint_every, minimum=1)
-        if checkpoint_path is None:
-            raise ValueError(f"checkpoint_every={checkpoint_every} needs checkpoint_path, the file to write the "
-                             f"checkpoints to")
-        checkpoint_path = as_path("checkpoint_path", checkpoint_path)
-        folder = os.path.dirname(os.path.abspath(checkpoint_path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"checkpoint_path: folder {folder!r} does not exist; create it first (os.makedirs)")
-        if os.path.isdir(checkpoint_path):
-            raise ValueError(f"checkpoint_path: {checkpoint_path!r} is a folder; give a file name in it")
-        return checkpoint_every, checkpoint_path
 
     def _stopped_epoch(self, n, batch_size, shuffle, seed):
         """(position, loss sum so far, (batches, samples) skipped) in the

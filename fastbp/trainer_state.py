@@ -1,11 +1,12 @@
 """What a Trainer carries from one fit to the next, as a state dict, and the
 checkpoint files that store it (``Trainer.save`` / ``Trainer.load``)."""
 import copy
+import os
 
 import numpy as np
 
 from fastbp import archive
-from fastbp._checks import as_bool, as_float, as_int, describe
+from fastbp._checks import as_bool, as_float, as_int, as_path, describe
 from fastbp._state import as_state_array, check_equal, check_keys
 from fastbp.history import History
 from fastbp.losses import LOSSES
@@ -166,6 +167,24 @@ class TrainerState:
         shuffling stream, history) to ``path`` atomically; ``Trainer.load``
         resumes from it exactly."""
         archive.write_checkpoint(path, self.state_dict())
+
+    def _checkpoint_arguments(self, checkpoint_every, checkpoint_path):
+        if checkpoint_every is None:
+            if checkpoint_path is not None:
+                raise ValueError("checkpoint_path needs checkpoint_every, the number of optimizer steps between "
+                                 "checkpoints (e.g. checkpoint_every=100)")
+            return None, None
+        checkpoint_every = as_int("checkpoint_every", checkpoint_every, minimum=1)
+        if checkpoint_path is None:
+            raise ValueError(f"checkpoint_every={checkpoint_every} needs checkpoint_path, the file to write the "
+                             f"checkpoints to")
+        checkpoint_path = as_path("checkpoint_path", checkpoint_path)
+        folder = os.path.dirname(os.path.abspath(checkpoint_path))
+        if not os.path.isdir(folder):
+            raise ValueError(f"checkpoint_path: folder {folder!r} does not exist; create it first (os.makedirs)")
+        if os.path.isdir(checkpoint_path):
+            raise ValueError(f"checkpoint_path: {checkpoint_path!r} is a folder; give a file name in it")
+        return checkpoint_every, checkpoint_path
 
     @classmethod
     def load(cls, path):

@@ -26,3 +26,12 @@ def test_readme_main_job_is_fastbp_train_with_the_same_set_up():
     blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
     main_job, setup_and_test = blocks[0].split(" && "), blocks[1].split(" && ")
     assert main_job[-1] == "fastbp train" and main_job[:-1] == setup_and_test[:-1]
+
+
+def test_no_module_of_the_library_is_over_400_lines():
+    """Each module holds one thing a reader can take in: the package's
+    layers are split into modules, not grown into long ones."""
+    long = {str(path.relative_to(ROOT)): lines for path in (ROOT / "fastbp").rglob("*.py")
+            if (lines := len(path.read_text().splitlines())) > 400}
+    assert not long, long
+

@@ -29,3 +29,11 @@ def test_fastbp_sklearn_names_fastbp_interop_sklearn():
     with pytest.warns(DeprecationWarning, match="fastbp.interop.sklearn"):
         old = reimport("fastbp.sklearn")
     assert old.MLPClassifier is new.MLPClassifier and old.MLPRegressor is new.MLPRegressor
+
+
+def test_fastbp_distributed_names_fastbp_backends_distributed():
+    from fastbp.backends import distributed as new
+
+    with pytest.warns(DeprecationWarning, match="fastbp.backends.distributed"):
+        old = reimport("fastbp.distributed")
+    assert old.DistributedTrainer is new.DistributedTrainer and old.init is new.init and old.shutdown is new.shutdown
