@@ -10,6 +10,7 @@ twice the vector width of float64.
 import math
 
 import numpy as np
+from numba.extending import overload
 
 from kernels.checks import check_dtype, check_size
 
@@ -206,12 +207,26 @@ def state_used(code, hyper):
 
 
 @inline_jit
-def state_row(state, i, first, end):
-    """Row ``i`` of the (k, n) ``state``, elements ``first:end``; an empty
-    array for a row past ``k`` (one the optimizer does not read)."""
+def state_row(state, i, first, end, params):
+    """Row ``i`` of the (k, n) ``state``, elements ``first:end``; for a row
+    past ``k`` (one the optimizer does not read), an empty array."""
     if i < state.shape[0]:
         return state[i][first:end]
-    return state.reshape(state.size)[:0]
+    return empty_row(state, params)
+
+
+def empty_row(state, params):
+    """An empty row of ``state``: a slice of ``params``, which costs nothing to
+    make, where the two share a dtype (always, but for arguments the checks
+    refuse at run time, which must still compile)."""
+    return params[:0]
+
+
+@overload(empty_row, inline="always")
+def _empty_row(state, params):
+    if state.dtype == params.dtype:
+        return lambda state, params: params[:0]
+    return lambda state, params: state.reshape(state.size)[:0]
 
 
 @jit
@@ -265,8 +280,9 @@ _adam_step_inlined = inline_jit(_adam_step.py_func)
 # (see above). RMSprop's loop stays a call.
 @inline_jit
 def _optimizer_step(code, params, grads, state, hyper, step, first, end, small=False):
+    s0, s1, s2 = (state_row(state, 0, first, end, params), state_row(state, 1, first, end, params),
+                  state_row(state, 2, first, end, params))
     params, grads = params[first:end], grads[first:end]
-    s0, s1, s2 = state_row(state, 0, first, end), state_row(state, 1, first, end), state_row(state, 2, first, end)
     if code == SGD:
         _sgd_step(params, grads, s0, hyper[0], hyper[1], hyper[2], hyper[3], hyper[4] != 0.0, step)
     elif code == ADAM:

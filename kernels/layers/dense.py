@@ -32,7 +32,8 @@ def sizes(n_in, n_out, bias):
     return n_out * n_in + (n_out if bias else 0), n_out
 
 
-@jit
+# inlined: the network's loops ask it of every layer, every step
+@inline_jit
 def is_small(batch, n_in, n_out):
     """Whether a (batch, n_in) -> (batch, n_out) layer runs as plain loops."""
     return batch * n_in * n_out < SMALL_GEMM
