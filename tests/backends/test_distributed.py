@@ -151,8 +151,8 @@ def _launch(out, mode, world_size=2, timeout=120, wait=None):
     returns [(returncode, stderr, seconds until it ended)] per rank waited for."""
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
            "WORLD_SIZE": str(world_size), "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    code = (f"from tests.test_distributed import single_rank_worker; single_rank_worker({str(out)!r})"
-            if mode == "single" else f"from tests.test_distributed import worker; worker({str(out)!r}, {mode!r})")
+    code = (f"from tests.backends.test_distributed import single_rank_worker; single_rank_worker({str(out)!r})"
+            if mode == "single" else f"from tests.backends.test_distributed import worker; worker({str(out)!r}, {mode!r})")
     start = time.perf_counter()
     ranks = [subprocess.Popen([sys.executable, "-c", code], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -311,7 +311,7 @@ def test_a_batch_of_consecutive_rows_is_read_in_place(loss):
 def test_fit_runs_the_epoch_compiled_without_argument_checks(monkeypatch):
     """fit has checked its data and built every buffer, so the epoch it runs
     leaves the kernel's argument checks out (check_arguments=None); called
-    directly, the kernel keeps them (tests/test_kernel_arguments.py)."""
+    directly, the kernel keeps them (tests/kernels/test_kernel_arguments.py)."""
     seen = []
     original = kernels.train_epoch
 

@@ -23,7 +23,7 @@ def train(dtype, seed):
 
 
 def train_in_a_new_process(dtype, seed):
-    code = f"from tests.test_reproducibility import train; print(train({dtype!r}, {seed}))"
+    code = f"from tests.library.test_reproducibility import train; print(train({dtype!r}, {seed}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=True,
                             env={**os.environ, "PYTHONPATH": os.getcwd()})
     return result.stdout.split()[-1]
