@@ -1,5 +1,6 @@
 """The multi-layer perceptron: flat buffers plus the layer table that drives
 the kernels in ``kernels.network``."""
+import threading
 import warnings
 
 import numpy as np
@@ -7,6 +8,7 @@ import numpy as np
 import kernels
 from kernels.layers import DENSE, layer_table
 from kernels.layers.table import BIAS_OFFSET
+from kernels.inference import block_rows, inference_parts, network_predict, work_size
 from kernels.network import buffer_sizes, layer_units, network_backward, network_forward
 from fastbp import archive
 from fastbp._checks import as_bool, as_dtype, as_int, as_matrix, as_seed, describe
@@ -14,8 +16,8 @@ from fastbp._state import as_state_array, check_equal, check_keys
 from fastbp.activations import _TORCH_CLASSES, Activation, as_activation
 from fastbp.backends.cuda import as_device
 
-# rows per forward call in predict: bounds the activation memory
-_INFERENCE_ROWS = 4096
+# the largest prediction buffer (in values) a thread keeps between calls
+_KEPT_WORK = 1 << 20
 
 
 def _require_torch(what):
@@ -88,6 +90,8 @@ class MLP:
         self.grads = self._views(self._grads)
         self._capacity = 0
         self._forward_rows = None
+        self._multiply_adds = sum(n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        self._local = threading.local()
         self.reset_parameters(seed)
 
     def _bundle(self):
@@ -164,30 +168,30 @@ class MLP:
 
     __call__ = forward
 
-    def _chunks(self, X):
-        """Yield (start, output view) for each chunk of X (n_samples, n_in),
-        checked already; the views are overwritten by the next chunk.
-
-        Each call works in activation buffers of its own, never the model's:
-        the kernels release the GIL, so threads predicting with one model at
-        once would otherwise overwrite each other's activations (and the
-        forward pass cached for backward)."""
-        rows = min(_INFERENCE_ROWS, X.shape[0])
-        z = np.empty(rows * self._total_units, dtype=self.dtype)
-        a = np.empty_like(z)
-        for start in range(0, X.shape[0], rows):
-            chunk = X[start:start + rows]
-            network_forward(z, a, chunk, self._params, self._layers, self._activation_params)
-            yield start, layer_units(a, self._layers, len(self._layers) - 1, chunk.shape[0])
-
     def predict(self, x):
-        """The network's output for ``x`` (n_samples, n_in), computed in chunks
-        of at most 4096 rows and not kept for backward. Safe to call from any
-        number of threads at once (while nothing trains the model)."""
-        x = as_matrix("x", x, self.dtype, self.sizes[0])
-        out = np.empty((x.shape[0], self.sizes[-1]), dtype=self.dtype)
-        for start, output in self._chunks(x):
-            out[start:start + output.shape[0]] = output
+        """The network's output for ``x`` (n_samples, n_in), not kept for
+        backward. Safe to call from any number of threads at once (while
+        nothing trains the model): each thread works in buffers of its own.
+
+        One compiled call runs the whole network, a block of rows at a time
+        (``kernels.inference``), on several threads when the batch is large
+        enough to pay for them."""
+        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2 and x.shape[0] > 0
+                and x.shape[1] == self.sizes[0] and x.flags.c_contiguous and x.flags.writeable):
+            x = as_matrix("x", x, self.dtype, self.sizes[0])
+        rows = x.shape[0]
+        parts = inference_parts(rows, self._multiply_adds)
+        block = block_rows(self._total_units, -(-rows // parts))
+        size = work_size(self._total_units, block, parts)
+        work = getattr(self._local, "work", None)
+        if work is None or work.size < size or work.dtype != self.dtype:
+            # kept for the next call on this thread, up to a bounded size
+            work = np.empty(size, dtype=self.dtype)
+            if size <= _KEPT_WORK:
+                self._local.work = work
+        out = np.empty((rows, self.sizes[-1]), dtype=self.dtype)
+        if network_predict(out, x, self._params, self._layers, self._activation_params, work, block, parts) >= 0:
+            as_matrix("x", x, self.dtype)  # raises, naming the first NaN or infinite value
         return out
 
     def backward(self, dout):

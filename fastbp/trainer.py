@@ -16,6 +16,9 @@ from fastbp.schedules import Schedule
 from fastbp.backends.cpu import HostFit, epoch_function
 from fastbp.trainer_state import TrainerState
 
+# rows per loss call of an evaluation: bounds the gradient scratch
+_LOSS_ROWS = 4096
+
 
 class Trainer(TrainerState):
     """Fits an MLP with a loss and an optimizer.
@@ -354,18 +357,18 @@ class Trainer(TrainerState):
         raise TypeError(f"callbacks[{index}] must be callable or have on_epoch_end, got {describe(callback)}")
 
     def predict(self, X):
-        """The model's outputs for X (n_samples, n_in), computed in chunks."""
+        """The model's outputs for X (n_samples, n_in)."""
         return self.model.predict(X)
 
     def _evaluate(self, X, targets, labels):
         """(loss per sample over the whole of X, as History reports it, and the
         outputs (n_samples, n_out))."""
         mean = self.loss.reduction == "mean"
-        outputs = np.empty((X.shape[0], self.model.sizes[-1]), dtype=self.model.dtype)
+        outputs = self.model.predict(X)
         total = 0.0
-        for start, output in self.model._chunks(X):
+        for start in range(0, X.shape[0], _LOSS_ROWS):
+            output = outputs[start:start + _LOSS_ROWS]
             stop = start + output.shape[0]
-            outputs[start:stop] = output
             value = kernels.loss_value_and_grad(
                 np.empty_like(output), output, targets[start:stop] if targets.size else targets,
                 labels[start:stop] if labels.size else labels, self.loss.code, self.loss.param, mean)
