@@ -5,6 +5,7 @@ from fastbp.history import History
 from fastbp.files import load, load_checkpoint
 from fastbp.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss
 from fastbp.mlp import MLP
+from fastbp.pipeline import Pipeline
 from fastbp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
 from fastbp.schedules import CosineAnnealingLR, ReduceLROnPlateau, StepLR
 from fastbp.trainer import Trainer
@@ -13,4 +14,4 @@ __version__ = "0.1.0"
 
 __all__ = ["MLP", "Activation", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
            "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
-           "StepLR", "CosineAnnealingLR", "ReduceLROnPlateau", "Trainer", "History", "load", "load_checkpoint"]
+           "StepLR", "CosineAnnealingLR", "ReduceLROnPlateau", "Trainer", "History", "Pipeline", "load", "load_checkpoint"]

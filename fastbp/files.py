@@ -17,7 +17,12 @@ def load(path):
     """The model in a model file (``MLP.save``) or a checkpoint
     (``Trainer.save``); a missing, truncated, corrupt or foreign file, or one of
     another format version, raises a ValueError that says which (for a
-    missing file, a ``MissingFileError``: also a FileNotFoundError)."""
+    missing file, a ``MissingFileError``: also a FileNotFoundError).
+
+    A file of ``fastbp train`` also holds the preprocessing the model was
+    trained with (imputation, scaling, one-hot encoding, the class labels):
+    ``fastbp.Pipeline.load(path)`` gives both, predicting from a DataFrame
+    or a file in the data's own labels."""
     return _model(*archive.read(path, {**archive.MODEL, **archive.CHECKPOINT}))
 
 

@@ -165,6 +165,10 @@ def build_parser():
                          help="write predictions to a .csv, .parquet or .npy (default: print them)")
     predict.add_argument("--unknown-category", choices=UNKNOWN_CATEGORY,
                          help="a category not seen in training: an error, or all zeros (default: as trained)")
+    predict.add_argument("--proba", action="store_true",
+                         help="add one column of probabilities per class, named by the class")
+    predict.add_argument("--keep-columns", type=_names, default=(), metavar="A,B",
+                         help="carry these input columns (an ID, say) into the output, before the predictions")
     predict.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
     check = commands.add_parser("check", help="compare this machine's kernels with torch autograd")

@@ -19,7 +19,8 @@ def predict(args, parser):
     from fastbp.cli.predict import predict
 
     return predict(args.model, args.data, target=args.target, out_path=args.out,
-                   unknown_category=args.unknown_category, overwrite=args.overwrite)
+                   unknown_category=args.unknown_category, overwrite=args.overwrite,
+                   keep=args.keep_columns, proba=args.proba)
 
 
 def require_device(device):

@@ -8,9 +8,8 @@ import tempfile
 import numpy as np
 
 from fastbp import data
-from fastbp.data import DataError
-from fastbp.files import load_any
-from fastbp.preprocessing import Preprocessing
+from fastbp.data import DataError, quoted
+from fastbp.pipeline import Pipeline
 from fastbp.cli.prepare import data_inputs
 from fastbp.cli.safety import check_output
 
@@ -42,11 +41,12 @@ class _Score:
 
 
 class _Writer:
-    """Predictions written batch by batch: to a .csv, .parquet or .npy
+    """Output columns written batch by batch: to a .csv, .parquet or .npy
     through a temporary file renamed at the end (an error leaves nothing),
-    or as CSV rows to a stream."""
+    or as CSV rows to a stream (with a header only when there is more than
+    the prediction to tell apart)."""
 
-    def __init__(self, path, stream):
+    def __init__(self, path, stream, header):
         self.path, self.kind, self.parquet, self.arrays = path, None, None, []
         if path is None:
             self.target = stream
@@ -58,27 +58,25 @@ class _Writer:
             self.target = open(self.temporary, "w", newline="") if self.kind == ".csv" else None
         # the csv writer quotes a label that holds a comma, a quote or a line break
         self.csv = csv.writer(self.target, lineterminator="\n") if self.target is not None else None
-        self.first = True
+        self.header = header or path is not None
 
-    def write(self, predictions):
-        predictions = predictions.reshape(len(predictions), -1)
-        n = predictions.shape[1]
-        names = ["prediction"] if n == 1 else [f"prediction_{i}" for i in range(n)]
+    def write(self, columns):
+        """Write ``columns`` (name -> NumPy or Arrow array, in order)."""
         if self.kind == ".npy":
-            self.arrays.append(predictions)
+            self.arrays.append(np.stack([np.asarray(c) for c in columns.values()], axis=1))
         elif self.kind == ".parquet":
             import pyarrow as pa
             import pyarrow.parquet
 
-            table = pa.table({name: predictions[:, i] for i, name in enumerate(names)})
+            table = pa.table(columns)
             if self.parquet is None:
                 self.parquet = pa.parquet.ParquetWriter(self.temporary, table.schema)
-            self.parquet.write_table(table)
+            self.parquet.write_table(table.cast(self.parquet.schema))
         else:
-            if self.first and self.path is not None:
-                self.csv.writerow(names)
-            self.csv.writerows([str(value) for value in row] for row in predictions)
-        self.first = False
+            if self.header:
+                self.csv.writerow(columns)
+                self.header = False
+            self.csv.writerows(zip(*[_cells(column) for column in columns.values()]))
 
     def close(self, keep):
         if self.path is None:
@@ -95,47 +93,47 @@ class _Writer:
             os.remove(self.temporary)
 
 
-def _inputs(steps, model, path, target, model_path):
-    """(stream of (features, targets or None) batches, whether targets come)
-    from the file ``path``, matched to the model's columns: by name when it
-    knows them, else by position."""
-    extension = data.kind_of(path)
-    n_columns = steps.n_columns if steps is not None else model.sizes[0]
-    if extension in (".npz", ".npy"):
-        X, y = data.read_arrays(path, extension, target if extension == ".npy" else None, need_target=False)
-        if X.shape[1] != n_columns:
-            raise DataError(f"--data: {X.shape[1]} features, but the model in {model_path!r} takes {n_columns}")
-        return ((X[start:start + data.BATCH_ROWS], None if y is None else y[start:start + data.BATCH_ROWS])
-                for start in range(0, X.shape[0], data.BATCH_ROWS)), y is not None
-    import pyarrow as pa
-
-    names = data.header(path, extension)
-    if target is not None and target not in names:
-        raise DataError(f"--target: {path!r} has no column {target!r}; its columns are {', '.join(names)}. Name "
-                        f"one of them, or drop --target to predict without scoring")
-    if target is None and steps is not None:
-        target = steps.target  # scored when the file has that column
-    by_name = steps is not None and steps.names is not None
-    features, target = data.choose_columns(path, names, target, steps.names if by_name else None, need_target=False)
-    if len(features) != n_columns:
-        raise DataError(f"--data: {len(features)} features, but the model in {model_path!r} takes {n_columns}")
-    ignored = [name for name in names if name not in features and name != target]
-    if ignored:
-        listed = ", ".join(repr(name) + (" (unnamed, as pandas writes its index)" if name == "" else "")
-                           for name in ignored)
-        print(f"note: ignoring {len(ignored)} column{'s' if len(ignored) > 1 else ''} the model was not trained "
-              f"on: {listed}", file=sys.stderr)
-    text = [] if steps is None else [name for name, c in zip(features, steps.categories) if c is not None]
-    types = {name: pa.string() if name in text else pa.float64() for name in features}
-    if target is not None:
-        types[target] = pa.string() if steps.task == "classify" and isinstance(steps.classes[0], str) else pa.float64()
-    columns = features + ([target] if target is not None else [])
-    batches = data.batches(path, extension, columns, types)
-    return ((batch.select(features), None if target is None else data.target_values(batch.column(target), path, target))
-            for batch in batches), target is not None
+def _cells(column):
+    """A column's CSV cells: numbers as Python prints them, a missing value empty."""
+    if isinstance(column, np.ndarray):
+        return [str(value) for value in column]
+    return ["" if value is None else str(value) for value in column.to_pylist()]
 
 
-def predict(model_path, data_path, target=None, out_path=None, out=None, unknown_category=None, overwrite=False):
+def _columns(pipeline, outputs, batch, keep, proba):
+    """The output columns of a batch: the kept input columns, the
+    predictions, then with ``proba`` one probability column per class."""
+    predictions = pipeline.labels(outputs).reshape(len(outputs), -1)
+    n = predictions.shape[1]
+    columns = {name: batch.kept[name] for name in keep}
+    columns.update({"prediction" if n == 1 else f"prediction_{i}": predictions[:, i] for i in range(n)})
+    if proba:
+        columns.update(zip(_class_names(pipeline), pipeline.probabilities(outputs).T))
+    return columns
+
+
+def _class_names(pipeline):
+    return [str(label) for label in pipeline.classes]
+
+
+def _check_columns(pipeline, out_path, keep, proba, model_path):
+    """Refuse, before anything is read, output columns that cannot be written."""
+    kind = None if out_path is None else os.path.splitext(out_path)[1].lower()
+    if kind == ".npy" and (keep or proba):
+        raise DataError(f"--out: {out_path!r} is a .npy, which holds one matrix of predictions; write a .csv or "
+                        f".parquet to add {'--keep-columns' if keep else '--proba'} columns")
+    if proba and pipeline.task != "classify":
+        what = "a regressor" if pipeline.task == "regress" else "a bare model (MLP.save), with no class labels"
+        raise DataError(f"--proba: the model in {model_path!r} is {what}; class probabilities need a classifier")
+    names = list(keep) + ["prediction"] + (_class_names(pipeline) if proba else [])
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise DataError(f"--keep-columns: the output would have more than one column named {quoted(twice)} "
+                        f"(kept columns, 'prediction' and the class names must differ)")
+
+
+def predict(model_path, data_path, target=None, out_path=None, out=None, unknown_category=None, overwrite=False,
+            keep=(), proba=False):
     """The ``fastbp predict`` command; returns the exit status.
 
     The data go through in batches, read, preprocessed, predicted and
@@ -146,27 +144,22 @@ def predict(model_path, data_path, target=None, out_path=None, out=None, unknown
         raise DataError(f"--out: {out_path!r} must end in .csv, .parquet or .npy")
     out_path = check_output("--out", out_path, {"--model": model_path, **data_inputs(data_path, target)}, overwrite)
     try:
-        model, trainer = load_any(model_path)
+        pipeline = Pipeline.load(model_path, unknown_category)
     except (OSError, ValueError) as error:
         raise DataError(f"--model: {error}") from None
-    loss_name = trainer.loss.name if trainer is not None else None
-    state = trainer.metadata.get("preprocessing") if trainer is not None else None
-    steps = Preprocessing.from_dict(state) if state is not None else None
-    if steps is not None and unknown_category is not None:
-        steps.unknown_category = unknown_category
-    plain = steps or Preprocessing(None, None, [None] * model.sizes[0], None, np.zeros(model.sizes[0]),
-                                   np.ones(model.sizes[0]))
-    stream, scored = _inputs(steps, model, data_path, target, model_path)
-    score = _Score(steps) if scored and steps is not None else None
-    writer, written = _Writer(out_path, out), 0
+    _check_columns(pipeline, out_path, keep, proba, model_path)
+    steps = pipeline.preprocessing
+    stream = pipeline.batches(data_path, target, keep, score=True, flag="--data",
+                              note=lambda line: print(f"note: {line}", file=sys.stderr))
+    writer, written, score = _Writer(out_path, out, bool(keep or proba)), 0, None
     try:
-        for X, y in stream:
-            outputs = model.predict(plain.transform(X, dtype=model.dtype, source=data_path))
-            predictions = steps.decode(outputs, loss_name) if steps is not None else outputs
-            if score is not None:
-                score.add(predictions, y)
-            writer.write(predictions)
-            written += len(predictions)
+        for batch in stream:
+            outputs = pipeline.model.predict(pipeline.transform(batch.features, source=data_path))
+            if batch.targets is not None and steps is not None:
+                score = score or _Score(steps)
+                score.add(pipeline.labels(outputs), batch.targets)
+            writer.write(_columns(pipeline, outputs, batch, keep, proba))
+            written += len(outputs)
         if written == 0:
             raise DataError(f"--data: {data_path!r} holds no rows to predict")
     except BaseException:

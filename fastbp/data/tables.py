@@ -197,23 +197,33 @@ def target_values(y, path, name):
     return pa.compute.cast(y, pa.float64()).to_numpy()
 
 
-def batches(path, extension, columns, types, rows=BATCH_ROWS, flag="--data"):
+def _typed_batch(pa, batch, path, flag, as_read):
+    """A batch's columns checked and typed as ``typed_columns``, but for
+    those ``as_read``, left as they are."""
+    table = pa.Table.from_batches([batch])
+    typed = typed_columns(pa, table.drop_columns(list(as_read)), path, flag)
+    return pa.table({name: table.column(name) if name in as_read else typed.column(name)
+                     for name in table.column_names}) if as_read else typed
+
+
+def batches(path, extension, columns, types, rows=BATCH_ROWS, flag="--data", as_read=()):
     """The file ``path`` as a stream of tables of at most about ``rows``
     rows with ``columns``, typed as ``types`` (name -> Arrow type), so that
-    a file larger than memory goes through at constant memory."""
+    a file larger than memory goes through at constant memory. The columns
+    ``as_read`` are left as the file holds them (a CSV's as text)."""
     pa = _arrow()
     if extension == ".csv":
         convert = pa.csv.ConvertOptions(strings_can_be_null=True, include_columns=columns, column_types=types)
         try:
             reader = pa.csv.open_csv(path, convert_options=convert)
             for batch in reader:
-                yield typed_columns(pa, pa.Table.from_batches([batch]), path, flag)
+                yield _typed_batch(pa, batch, path, flag, as_read)
         except pa.ArrowInvalid as error:
             raise _csv_error(pa, path, error, columns, flag) from None
         return
     try:
         parquet = pa.parquet.ParquetFile(path)
         for batch in parquet.iter_batches(batch_size=rows, columns=columns):
-            yield typed_columns(pa, pa.Table.from_batches([batch]), path, flag)
+            yield _typed_batch(pa, batch, path, flag, as_read)
     except (pa.ArrowInvalid, OSError) as error:
         raise DataError(f"{flag}: cannot read {path!r} as Parquet ({str(error).splitlines()[0]})") from None
