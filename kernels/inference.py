@@ -7,7 +7,9 @@ block's activations stay in the core's cache from one layer to the next,
 and each block's input is checked for NaN and infinity just before it is
 read. A large batch splits its blocks between threads, each running whole
 blocks with single-threaded products: one synchronisation per call instead
-of one inside every layer's product. With tiles each output row is summed
+of one inside every layer's product. One or two rows go through the dense
+layers as dot products with the rows of W instead, summed in any order
+(vectorised), since the tiles would first pack every weight matrix. With tiles each output row is summed
 as the training forward sums it, bit for bit; through BLAS the two can
 differ by rounding, as BLAS's own blocking depends on the batch.
 """
@@ -16,14 +18,25 @@ import numpy as np
 from numba import prange
 
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
-from kernels.config import TILED, jit, parallel_jit, set_thread_count, thread_count
-from kernels.layers.table import N_OUT, layer_units
+from kernels.activations import _activation_forward
+from kernels.views import matrix_view
+from kernels.config import JIT_OPTIONS, TILED, jit, parallel_jit, set_thread_count, thread_count
+from kernels.layers import DENSE
+from kernels.layers.table import ACTIVATION, BIAS_OFFSET, KIND, N_IN, N_OUT, WEIGHT_OFFSET, layer_units
 from kernels.network import _network_forward, check_network
 
 # rows per block: a block's activations, for the widest networks fastbp
 # trains, fit the 1-2 MB of a core's L2 cache
 BLOCK_VALUES = 1 << 17
 
+
+# Up to this many rows a prediction of dense layers runs as one dot
+# product per output: the products' tiles would first pack every weight
+# matrix, which for a single row costs more than the arithmetic.
+DOT_ROWS = 2
+
+# the dot products alone may be summed in any order, so that they vectorise
+_dot_jit = numba.njit(**{**JIT_OPTIONS, "fastmath": {"reassoc", "contract"}})
 
 # From this many multiply-adds a prediction is split between threads.
 PARALLEL_PREDICT = 1 << 21
@@ -79,6 +92,8 @@ def network_predict(out, x, params, layers, layer_params, work, block, parts):
         raise ValueError(kernel + ": block and parts must be >= 1, got " + str(block) + " and " + str(parts))
     check_at_least(kernel, "work", work, 0, 2 * parts * block * total_units, "2 * parts * block * total units")
     x = checked_dtype(x, params)
+    if x.shape[0] <= DOT_ROWS and _all_dense(layers):
+        return _predict_rows(out, x, params, layers, layer_params, work)
     if parts == 1:
         return _predict_blocks(out, x, params, layers, layer_params, work, block, total_units, 0, 1)
     return _predict_parallel(out, x, params, layers, layer_params, work, block, total_units, parts)
@@ -116,3 +131,54 @@ def _predict_blocks(out, x, params, layers, layer_params, work, block, total_uni
         _network_forward(z_store, a_store, x[first:first + rows], params, layers, layer_params, rows)
         out[first:first + rows] = layer_units(a_store, layers, last, rows)
     return -1
+
+
+@jit
+def _all_dense(layers):
+    for i in range(layers.shape[0]):
+        if layers[i, KIND] != DENSE:
+            return False
+    return True
+
+
+@_dot_jit
+def _dot(w, values):
+    # summed in the arrays' precision: in float64 the float32 sums would
+    # take twice the vectors, and the tiles sum in the arrays' precision too
+    total = w.dtype.type(0.0)
+    for k in range(w.shape[0]):
+        total += w[k] * values[k]
+    return total
+
+
+@jit
+def _predict_rows(out, x, params, layers, layer_params, work):
+    # the rows through the dense layers as dot products with the rows of W,
+    # into the two halves of ``work`` in turn
+    batch, n_in = x.shape
+    for r in range(batch):
+        for c in range(n_in):
+            if not np.isfinite(x[r, c]):
+                return r * n_in + c
+    half = work.shape[0] // 2
+    source = matrix_view(work, 0, batch, 0)
+    for i in range(layers.shape[0]):
+        target = matrix_view(work, half if i % 2 == 0 else 0, batch, layers[i, N_OUT])
+        if i == 0:
+            _dense_rows(target, x, params, layers, i)
+        else:
+            _dense_rows(target, source, params, layers, i)
+        _activation_forward(target, target, layers[i, ACTIVATION], layer_params[i, 0], layer_params[i, 1])
+        source = target
+    out[...] = source
+    return -1
+
+
+@jit
+def _dense_rows(target, source, params, layers, i):
+    n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
+    w, b = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+    for r in range(target.shape[0]):
+        for o in range(n_out):
+            total = _dot(params[w + o * n_in:w + (o + 1) * n_in], source[r])
+            target[r, o] = total + params[b + o] if b >= 0 else total

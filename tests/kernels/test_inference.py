@@ -5,7 +5,7 @@ import pytest
 
 import fastbp
 import kernels
-from kernels.inference import block_rows, inference_parts, network_predict, work_size
+from kernels.inference import DOT_ROWS, block_rows, inference_parts, network_predict, work_size
 
 
 def _model(sizes, dtype, seed):
@@ -34,6 +34,22 @@ def test_predict_equals_the_training_forward(dtype, sizes, batch, block, parts):
     # whole batch's: equal to rounding, no more
     tolerance = 2e-6 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(out, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("batch", [1, DOT_ROWS, DOT_ROWS + 1])
+def test_a_few_rows_go_through_dot_products_equal_to_the_forward(dtype, seed, batch):
+    sizes = [[1, 1], [7, 300, 2], [64, 256, 128, 10], [33, 5, 17, 9, 3], [2, 1, 1], [130, 70]][seed]
+    model, rng = _model(sizes, dtype, seed)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    found, out = _predict(model, x, batch, 1)
+    assert found == -1
+    # the dot products sum in another order than the tiles: equal to rounding
+    tolerance = 2e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(out, model.forward(x), rtol=tolerance, atol=tolerance)
+    x[batch - 1, sizes[0] - 1] = np.nan
+    assert _predict(model, x, batch, 1)[0] == x.size - 1
 
 
 @pytest.mark.parametrize("parts", [1, 2])
