@@ -7,11 +7,14 @@ block's activations stay in the core's cache from one layer to the next,
 and each block's input is checked for NaN and infinity just before it is
 read. A large batch splits its blocks between threads, each running whole
 blocks with single-threaded products: one synchronisation per call instead
-of one inside every layer's product. One or two rows go through the dense
-layers as dot products with the rows of W instead, summed in any order
-(vectorised), since the tiles would first pack every weight matrix. With tiles each output row is summed
+of one inside every layer's product. With tiles each output row is summed
 as the training forward sums it, bit for bit; through BLAS the two can
 differ by rounding, as BLAS's own blocking depends on the batch.
+
+One or two rows go through the dense layers as dot products with the rows
+of W instead, summed in any order so that they vectorise (equal to the
+forward to rounding): the tiles would first pack every weight matrix,
+which for a row or two costs more than the arithmetic.
 """
 import numba
 import numpy as np
