@@ -1,7 +1,7 @@
-"""The ``train``, ``predict`` and ``check`` commands, from parsed arguments
-to the modules that run them; each returns the exit status. A command's
-modules are imported when it runs, so that one command does not load the
-others'."""
+"""The ``train``, ``predict``, ``export`` and ``check`` commands, from
+parsed arguments to the modules that run them; each returns the exit
+status. A command's modules are imported when it runs, so that one command
+does not load the others'."""
 import sys
 
 
@@ -20,6 +20,12 @@ def predict(args, parser):
 
     return predict(args.model, args.data, target=args.target, out_path=args.out,
                    unknown_category=args.unknown_category, overwrite=args.overwrite)
+
+
+def export(args, parser):
+    from fastbp.cli.export import export
+
+    return export(args.model, args.onnx, overwrite=args.overwrite)
 
 
 def require_device(device):
