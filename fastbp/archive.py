@@ -80,6 +80,13 @@ class MissingFileError(FileNotFoundError, ValueError):
 def atomic_savez(path, **arrays):
     """Write an .npz to ``path`` through a temporary file in the same folder
     and a rename, so that a reader never sees a half-written file."""
+    atomic_write(path, lambda stream: np.savez(stream, **arrays))
+
+
+def atomic_write(path, write):
+    """``write(stream)`` into a temporary file in ``path``'s folder, then
+    renamed to ``path``: a reader never sees a half-written file, and an
+    error leaves nothing behind."""
     path = as_path("path", path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -90,7 +97,7 @@ def atomic_savez(path, **arrays):
     handle, temporary = _create_temporary(folder)
     try:
         with os.fdopen(handle, "wb") as stream:
-            np.savez(stream, **arrays)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)

@@ -266,6 +266,14 @@ class MLP:
                 modules.append(act.to_torch())
         return torch.nn.Sequential(*modules)
 
+    def to_onnx(self, path, opset=17):
+        """Write the network to ``path`` as an ONNX graph (needs fastbp[onnx]):
+        input "input" (N, sizes[0]), output "output" (N, sizes[-1]), both
+        of the model's dtype; see ``fastbp.interop.onnx.export``."""
+        from fastbp.interop.onnx import export
+
+        export(path, self, opset=opset)
+
     @classmethod
     def from_torch(cls, sequential):
         """An MLP from a torch.nn.Sequential of Linear layers, each optionally

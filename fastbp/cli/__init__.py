@@ -1,9 +1,10 @@
-"""The ``fastbp`` command line: train, predict, check, bench.
+"""The ``fastbp`` command line: train, predict, export, check, bench.
 
 ``arguments`` parses; ``commands`` (and ``bench.command``) run each command:
 ``settings``, ``prepare``, ``model``, ``progress`` and ``training`` make a
-training run, ``predict`` a prediction, ``safety`` guards the files they
-write, ``check`` compares the kernels with torch, and ``bench`` times them.
+training run, ``predict`` a prediction, ``export`` an ONNX file, ``safety``
+guards the files they write, ``check`` compares the kernels with torch, and
+``bench`` times them.
 None of it is imported by ``import fastbp``.
 """
 import sys
@@ -13,7 +14,8 @@ from fastbp.cli import commands
 from fastbp.cli.arguments import build_parser
 from fastbp.cli.bench.command import bench
 
-COMMANDS = {"train": commands.train, "predict": commands.predict, "check": commands.check, "bench": bench}
+COMMANDS = {"train": commands.train, "predict": commands.predict, "export": commands.export, "check": commands.check,
+            "bench": bench}
 
 
 def main(argv=None):

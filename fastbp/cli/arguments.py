@@ -16,7 +16,7 @@ from fastbp.cli.bench import harness, runners
 
 
 OVERWRITE = ("replace an existing output file that fastbp did not write (without it, only its own checkpoints, "
-             "models, predictions, charts and results are replaced); an input file is never replaced")
+             "models, predictions, charts, results and ONNX exports are replaced); an input file is never replaced")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -170,6 +170,16 @@ def build_parser():
     predict.add_argument("--keep-columns", type=_names, default=(), metavar="A,B",
                          help="carry these input columns (an ID, say) into the output, before the predictions")
     predict.add_argument("--overwrite", action="store_true", help=OVERWRITE)
+
+    export = commands.add_parser(
+        "export", help="write a saved model as an ONNX graph, its preprocessing inside",
+        description="Write a model saved by fastbp train as an ONNX graph (needs fastbp[onnx]) that takes the "
+                    "table's raw columns: input 'numeric' (double, NaN for missing) and 'text' (string, \"\" for "
+                    "missing), the columns named in its metadata; outputs 'label' and 'probabilities', or "
+                    "'prediction'. A category not seen in training is encoded as all zeros.")
+    export.add_argument("--model", required=True, metavar="PATH", help="a file written by fastbp train --save")
+    export.add_argument("--onnx", required=True, metavar="PATH", help="the .onnx file to write")
+    export.add_argument("--overwrite", action="store_true", help=OVERWRITE)
 
     check = commands.add_parser("check", help="compare this machine's kernels with torch autograd")
     check.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

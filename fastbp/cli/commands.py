@@ -1,7 +1,7 @@
-"""The ``train``, ``predict`` and ``check`` commands, from parsed arguments
-to the modules that run them; each returns the exit status. A command's
-modules are imported when it runs, so that one command does not load the
-others'."""
+"""The ``train``, ``predict``, ``export`` and ``check`` commands, from
+parsed arguments to the modules that run them; each returns the exit
+status. A command's modules are imported when it runs, so that one command
+does not load the others'."""
 import sys
 
 
@@ -21,6 +21,12 @@ def predict(args, parser):
     return predict(args.model, args.data, target=args.target, out_path=args.out,
                    unknown_category=args.unknown_category, overwrite=args.overwrite,
                    keep=args.keep_columns, proba=args.proba)
+
+
+def export(args, parser):
+    from fastbp.cli.export import export
+
+    return export(args.model, args.onnx, overwrite=args.overwrite)
 
 
 def require_device(device):

@@ -87,12 +87,21 @@ def _is_png(path):
     return _head(path, 8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _is_onnx_export(path):
+    """An ONNX model that fastbp produced: a ModelProto begins with its
+    fields in order, ir_version (field 1, a one-byte varint) then
+    producer_name (field 2, length-prefixed)."""
+    head = _head(path, 10)
+    return head[:1] == b"\x08" and head[2:] == b"\x12\x06fastbp"
+
+
 # flag -> (what fastbp writes there, whether the file at a path is one of those)
 REPLACEABLE = {
     "--save": ("a fastbp model or checkpoint", _is_fastbp_archive),
     "--out": ("a CSV or Parquet file of fastbp predictions", _is_predictions),
     "--plot": ("a PNG image", _is_png),
     "--png": ("a PNG image", _is_png),
+    "--onnx": ("an ONNX model fastbp exported", _is_onnx_export),
     "--json": ("a fastbp bench result", lambda path: re.match(rb'\{\s*"ceiling"', _head(path, 64)) is not None),
 }
 

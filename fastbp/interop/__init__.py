@@ -1,1 +1,1 @@
-"""fastbp from other libraries: scikit-learn estimators."""
+"""fastbp with other libraries: scikit-learn estimators, and ONNX export."""

@@ -111,8 +111,8 @@ def test_version_and_bare_command():
     assert (status, out, err) == (0, f"fastbp {fastbp.__version__}\n", "")
     assert fastbp.__version__ == "0.1.0"
     status, out, err = fastbp_cli()
-    assert status == 2 and "{train,predict,check,bench}" in out and "--version" in out
-    assert err == "fastbp: error: choose a command: train, predict, check or bench\n"
+    assert status == 2 and "{train,predict,export,check,bench}" in out and "--version" in out
+    assert err == "fastbp: error: choose a command: train, predict, export, check or bench\n"
 
 
 def interrupt_at(monkeypatch, epoch):
