@@ -76,6 +76,17 @@ _positive_float = _number(float, lambda value: 0 < value < np.inf, "a finite num
 _fraction = _number(float, lambda value: 0 <= value < 1, "a fraction in [0, 1)")
 
 
+def _batches(text):
+    try:
+        batches = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a batch size such as 64, or several such as 1,64, got {text!r}") \
+            from None
+    if not batches or any(batch < 1 for batch in batches):
+        raise argparse.ArgumentTypeError(f"every batch must be a positive integer, got {text!r}")
+    return batches
+
+
 def _configs(text):
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in harness.CONFIGS]
@@ -187,9 +198,10 @@ def build_parser():
                             "(needs fastbp[cuda]; default cpu)")
 
     bench = commands.add_parser(
-        "bench", help="time training steps against torch eager and JAX",
+        "bench", help="time training steps against torch eager and JAX (predictions with --inference)",
         description="Time one training step (forward, cross-entropy, backward, update) of fastbp and each "
-                    "installed peer, every framework in its own process, in interleaved rounds.")
+                    "installed peer, every framework in its own process, in interleaved rounds; with "
+                    "--inference, one prediction against ONNX Runtime and torch eager.")
     configs = bench.add_mutually_exclusive_group()
     configs.add_argument("--configs", type=_configs, metavar="NAMES",
                          help=f"comma-separated configs: {', '.join(harness.CONFIGS)} (default all)")
@@ -197,7 +209,8 @@ def build_parser():
     configs.add_argument("--sweep", action="store_true",
                          help=f"64-w-w-10 for w in {', '.join(map(str, harness.SWEEP_WIDTHS))} and batches "
                               f"{', '.join(map(str, harness.SWEEP_BATCHES))}, SGD")
-    bench.add_argument("--batch", type=_positive, help="the custom config's batch size (default 64)")
+    bench.add_argument("--batch", type=_batches, help="the custom config's batch size (default 64); with "
+                       "--inference, comma-separated batches for every config (default 1,64,10000)")
     bench.add_argument("--optimizer", action="append", choices=harness.OPTIMIZERS,
                        help="sgd or adam (repeatable); default both")
     bench.add_argument("--activation", choices=runners.ACTIVATIONS, default="relu",
@@ -207,17 +220,22 @@ def build_parser():
                        help="time on the CPU, or on an NVIDIA GPU against torch eager with TF32 off and on, "
                             "without JAX (needs fastbp[cuda] and a CUDA build of torch; default cpu)")
     bench.add_argument("--threads", type=_positive,
-                       help="threads for every framework (default: all cores, here %d)" % (os.cpu_count() or 1))
-    bench.add_argument("--rounds", type=_positive, default=3,
-                       help="interleaved rounds, each framework in a fresh process (default 3)")
+                       help="threads for every framework (default: all cores, here %d; 2 with --inference)"
+                            % (os.cpu_count() or 1))
+    bench.add_argument("--rounds", type=_positive,
+                       help="interleaved rounds, each framework in a fresh process (default 3; 5 with --inference)")
     bench.add_argument("--torch-compile", action="store_true",
                        help="also time torch.compile (tens of seconds of compilation per round)")
     bench.add_argument("--isa", choices=("auto", *kernels_isa.ISAS, "none"), default="auto",
                        help="fastbp's tiles: the best this CPU has (auto, the default), an ISA's, or none (BLAS "
                             "only); avx2 on an AVX-512 CPU also holds Numba and the peers to AVX2")
     bench.add_argument("--startup", action="store_true", help="also time cold and warm start in subprocesses")
-    bench.add_argument("--json", default="fastbp-bench.json", help="where to write every round's results")
-    bench.add_argument("--png", default="fastbp-bench.png", help="where to write the bar chart")
+    bench.add_argument("--inference", action="store_true",
+                       help="time predictions instead (MLP.predict against ONNX Runtime and torch eager under "
+                            "inference_mode) of 64-256-128-10 and 784-512-512-10, or --sizes; ReLU, on the CPU")
+    bench.add_argument("--json", help="where to write every round's results (default fastbp-bench.json; "
+                                      "fastbp-bench-inference.json with --inference)")
+    bench.add_argument("--png", default="fastbp-bench.png", help="where to write the bar chart (not with --inference)")
     bench.add_argument("--quiet", action="store_true", help="print only the final table")
     bench.add_argument("--overwrite", action="store_true", help=OVERWRITE)
     return parser

@@ -173,9 +173,10 @@ class Refused(RuntimeError):
     """A runner that cannot run its framework here (runners.Refused)."""
 
 
-def run_process(spec):
-    """Run one measurement in a fresh process; its result as a dict."""
-    result = subprocess.run([sys.executable, RUNNER], input=json.dumps(spec), capture_output=True, text=True,
+def run_process(spec, runner=RUNNER):
+    """Run one measurement in a fresh process of ``runner`` (a script that
+    reads the spec on stdin); its result as a dict."""
+    result = subprocess.run([sys.executable, runner], input=json.dumps(spec), capture_output=True, text=True,
                             env=thread_environment(spec["threads"], spec.get("isa")))
     if result.returncode == runners.REFUSED:
         raise Refused(f"the {spec['framework']} runner: {result.stderr.strip()}")
