@@ -85,6 +85,14 @@ class Pipeline:
         """The input columns' names, in order (None: by position)."""
         return None if self.preprocessing is None else self.preprocessing.names
 
+    def to_onnx(self, path, opset=17):
+        """Write the whole run as one ONNX graph (needs fastbp[onnx]): raw
+        numeric and text columns in, labels and probabilities (or the
+        unscaled prediction) out; see ``fastbp.interop.onnx``."""
+        from fastbp.interop.onnx import export
+
+        export(path, self.model, self.preprocessing, self.loss_name, opset=opset)
+
     # ---- predictions ------------------------------------------------------------
 
     def predict(self, data):

@@ -4,9 +4,7 @@ the table's raw columns, the preprocessing ``fastbp train`` fitted inside
 import sys
 
 from fastbp.data import DataError
-from fastbp.files import load_any
-from fastbp.interop import onnx
-from fastbp.preprocessing import Preprocessing
+from fastbp.pipeline import Pipeline
 from fastbp.cli.safety import check_output
 
 
@@ -14,11 +12,10 @@ def export(model_path, onnx_path, overwrite=False):
     """The ``fastbp export`` command; returns the exit status."""
     onnx_path = check_output("--onnx", onnx_path, {"--model": model_path}, overwrite)
     try:
-        model, trainer = load_any(model_path)
+        pipeline = Pipeline.load(model_path)
     except (OSError, ValueError) as error:
         raise DataError(f"--model: {error}") from None
-    state = trainer.metadata.get("preprocessing") if trainer is not None else None
-    steps = Preprocessing.from_dict(state) if state is not None else None
+    steps, model = pipeline.preprocessing, pipeline.model
     if steps is None:
         print(f"note: {model_path!r} holds no preprocessing; exporting the network alone, which takes "
               f"\"input\" ({model.sizes[0]} features of {model.dtype.name})", file=sys.stderr)
@@ -26,7 +23,7 @@ def export(model_path, onnx_path, overwrite=False):
         print("note: the graph encodes a category not seen in training as all zeros (as --unknown-category "
               "ignore); it cannot refuse one", file=sys.stderr)
     try:
-        onnx.export(onnx_path, model, steps, trainer.loss.name if trainer is not None else None)
+        pipeline.to_onnx(onnx_path)
     except (ImportError, OSError, ValueError) as error:
         raise DataError(f"--onnx: {error}") from None
     print(f"wrote {onnx_path}", file=sys.stderr)

@@ -13,7 +13,6 @@ import pytest
 import fastbp
 from fastbp import archive, cli
 from fastbp.activations import NAMES, Activation
-from fastbp.cli import export as export_command
 from fastbp.preprocessing import Preprocessing
 from kernels.layers.table import KIND
 from tests.cli.test_outputs import command
@@ -268,15 +267,16 @@ def test_an_existing_file_is_replaced_only_with_overwrite_unless_fastbp_exported
 
 
 def test_a_refused_activation_writes_nothing(saved, capsys, monkeypatch):
-    load_any = export_command.load_any
+    load = fastbp.Pipeline.load
 
     def renamed(path):
-        model, trainer = load_any(path)
-        model.activations[-1] = copy.copy(model.activations[-1])
-        model.activations[-1].name = "mish"
-        return model, trainer
+        pipeline = load(path)
+        activations = pipeline.model.activations
+        activations[-1] = copy.copy(activations[-1])
+        activations[-1].name = "mish"
+        return pipeline
 
-    monkeypatch.setattr(export_command, "load_any", renamed)
+    monkeypatch.setattr(fastbp.Pipeline, "load", staticmethod(renamed))
     assert_refused(*command(capsys, "export", "--model", saved / "run.npz", "--onnx", saved / "m.onnx"),
                    "--onnx: layer 1's activation 'mish' has no ONNX form")
     assert sorted(path.name for path in saved.iterdir()) == ["data.csv", "run.npz"]
