@@ -23,7 +23,7 @@ from numba import prange
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
 from kernels.activations import _activation_forward
 from kernels.views import matrix_view
-from kernels.config import JIT_OPTIONS, TILED, jit, parallel_jit, set_thread_count, thread_count
+from kernels.config import JIT_OPTIONS, TILED, inline_jit, jit, parallel_jit, set_thread_count, thread_count
 from kernels.layers import DENSE
 from kernels.layers.table import ACTIVATION, BIAS_OFFSET, KIND, N_IN, N_OUT, WEIGHT_OFFSET, layer_units
 from kernels.network import _network_forward, check_network
@@ -37,6 +37,9 @@ BLOCK_VALUES = 1 << 17
 # product per output: the products' tiles would first pack every weight
 # matrix, which for a single row costs more than the arithmetic.
 DOT_ROWS = 2
+
+# From this many weights a layer's dot products are split between threads
+PARALLEL_ROWS = 1 << 17
 
 # the dot products alone may be summed in any order, so that they vectorise
 _dot_jit = numba.njit(**{**JIT_OPTIONS, "fastmath": {"reassoc", "contract"}})
@@ -167,8 +170,11 @@ def _predict_rows(out, x, params, layers, layer_params, work):
     source = matrix_view(work, 0, batch, 0)
     for i in range(layers.shape[0]):
         target = matrix_view(work, half if i % 2 == 0 else 0, batch, layers[i, N_OUT])
+        split = TILED and layers[i, N_IN] * layers[i, N_OUT] >= PARALLEL_ROWS and thread_count() > 1
         if i == 0:
-            _dense_rows(target, x, params, layers, i)
+            _dense_rows_parallel(target, x, params, layers, i) if split else _dense_rows(target, x, params, layers, i)
+        elif split:
+            _dense_rows_parallel(target, source, params, layers, i)
         else:
             _dense_rows(target, source, params, layers, i)
         _activation_forward(target, target, layers[i, ACTIVATION], layer_params[i, 0], layer_params[i, 1])
@@ -179,9 +185,20 @@ def _predict_rows(out, x, params, layers, layer_params, work):
 
 @jit
 def _dense_rows(target, source, params, layers, i):
-    n_in, n_out = layers[i, N_IN], layers[i, N_OUT]
-    w, b = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+    for o in range(layers[i, N_OUT]):
+        _dense_output(target, source, params, layers, i, o)
+
+
+@parallel_jit
+def _dense_rows_parallel(target, source, params, layers, i):
+    # a layer whose weights outgrow a core's cache: each thread reads its share
+    for o in prange(layers[i, N_OUT]):
+        _dense_output(target, source, params, layers, i, o)
+
+
+@inline_jit
+def _dense_output(target, source, params, layers, i, o):
+    n_in, w, b = layers[i, N_IN], layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
     for r in range(target.shape[0]):
-        for o in range(n_out):
-            total = _dot(params[w + o * n_in:w + (o + 1) * n_in], source[r])
-            target[r, o] = total + params[b + o] if b >= 0 else total
+        total = _dot(params[w + o * n_in:w + (o + 1) * n_in], source[r])
+        target[r, o] = total + params[b + o] if b >= 0 else total

@@ -27,6 +27,16 @@ def test_predict_from_many_threads_matches_one_thread():
     assert not wrong, f"{len(wrong)} of {len(inputs)} threaded predictions differ from the single-threaded ones"
 
 
+def test_single_rows_from_many_threads_match_one_thread():
+    # one or two rows of a wide network: dot products split between threads
+    model = fastbp.MLP([300, 512, 512, 10], seed=0)
+    rng = np.random.default_rng(2)
+    inputs = [rng.standard_normal((1 + i % 2, 300)) for i in range(64)]
+    expected = [model.predict(x) for x in inputs]
+    results = _in_threads(model.predict, inputs)
+    assert all(np.array_equal(got, want) for got, want in zip(results, expected))
+
+
 def test_evaluate_and_score_from_many_threads_match_one_thread():
     model = fastbp.MLP([64, 256, 256, 10], seed=0)
     trainer = fastbp.Trainer(model, fastbp.CrossEntropyLoss(), fastbp.SGD(model))
