@@ -72,14 +72,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict_proba(self, X):
         """Softmax of the outputs, (n_samples, n_classes)."""
-        logits = self._outputs(X).astype(np.float64)
+        outputs = self._outputs(X)
+        logits = outputs.astype(np.float64)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        return (shifted / shifted.sum(axis=1, keepdims=True)).astype(outputs.dtype, copy=False)
 
     def predict_log_proba(self, X):
-        logits = self._outputs(X).astype(np.float64)
+        outputs = self._outputs(X)
+        logits = outputs.astype(np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
-        return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return (shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))).astype(outputs.dtype, copy=False)
 
     def predict(self, X):
         outputs = self._outputs(X)
@@ -112,7 +114,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  alpha=0.0001, batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5,
                  max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False,
                  momentum=0.9, nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9,
-                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype="float64"):
+                 beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None):
         self.loss = loss
         shared = dict(locals())
         del shared["self"], shared["loss"], shared["__class__"]
@@ -154,7 +156,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._fit(X, y, incremental=True)
 
     def predict(self, X):
-        outputs = self._outputs(X).astype(np.float64)
+        outputs = self._outputs(X)
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
 
     def score(self, X, y, sample_weight=None):

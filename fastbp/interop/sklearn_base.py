@@ -50,7 +50,10 @@ class _BaseMLP(BaseEstimator):
     """Shared by both estimators: parameters, checks and the training run.
 
     Parameters are sklearn.neural_network.MLPClassifier's, with its defaults
-    and meanings, plus ``dtype`` ("float64", the default, or "float32").
+    and meanings, plus ``dtype``: "float32" or "float64", or None (the
+    default) to follow ``X`` as scikit-learn does: float32 ``X`` trains and
+    predicts in float32, any other in float64; ``partial_fit`` and a warm
+    start go on in the fitted network's dtype.
     Beyond scikit-learn: ``solver`` also takes "adamw" and "rmsprop",
     ``activation`` every fastbp activation name. Not implemented: the
     "lbfgs" solver (``max_fun`` is accepted, and unused, for that reason).
@@ -82,7 +85,7 @@ class _BaseMLP(BaseEstimator):
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
                  shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype="float64"):
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -150,7 +153,7 @@ class _BaseMLP(BaseEstimator):
             betas=(as_float("beta_1", self.beta_1, low=0.0, high=1.0, high_open=True),
                    as_float("beta_2", self.beta_2, low=0.0, high=1.0, high_open=True)),
             eps=as_float("epsilon", self.epsilon, low=0.0, low_open=True),
-            patience=patience, dtype=as_dtype("dtype", self.dtype))
+            patience=patience, dtype=None if self.dtype is None else as_dtype("dtype", self.dtype))
 
     def _gradient_scale(self, n_outputs):
         """fastbp's loss gradient divided by scikit-learn's (see MLPRegressor)."""
@@ -217,6 +220,9 @@ class _BaseMLP(BaseEstimator):
         _check_lengths(_naming("X", check_array, X, dtype=(np.float64, np.float32), input_name="X"),
                        self._checked_y(y))
         X, y = validate_data(self, X, y, reset=new, dtype=(np.float64, np.float32), **self._validation_kwargs)
+        if p["dtype"] is None:
+            # X's own dtype for a new network; a fitted one goes on in its own
+            p["dtype"] = X.dtype if new else self.trainer_.model.dtype
         X = X.astype(p["dtype"], copy=False)
         targets = self._targets(y, new, classes, warm)
         rng = check_random_state(self.random_state)
@@ -367,4 +373,6 @@ class _BaseMLP(BaseEstimator):
     def _outputs(self, X):
         check_is_fitted(self, "trainer_")
         X = _naming("X", validate_data, self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.trainer_.model.predict(X)
+        # in the dtype of X times the weights, as scikit-learn answers
+        return self.trainer_.model.predict(X).astype(np.result_type(X.dtype, self.trainer_.model.dtype),
+                                                     copy=False)

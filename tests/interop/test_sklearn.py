@@ -127,3 +127,27 @@ def test_bad_parameters_are_reported_at_fit():
                             ({"validation_fraction": 1.0}, "validation_fraction must be a finite number")]:
         with pytest.raises((ValueError, TypeError), match=message):
             MLPClassifier(**params).fit(X, y)
+
+
+@pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
+def test_float32_input_trains_and_predicts_in_float32_as_scikit_learn(estimator):
+    from sklearn import neural_network
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 3)).astype(np.float32)
+    y = (X.sum(axis=1) > 0).astype(int) if estimator is MLPClassifier else X.sum(axis=1)
+    ours = estimator(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    theirs = getattr(neural_network, estimator.__name__)(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    with pytest.warns(Warning):  # scikit-learn's ConvergenceWarning after 3 iterations
+        theirs.fit(X, y)
+    answer = "predict_proba" if estimator is MLPClassifier else "predict"
+    for fitted in (ours, theirs):
+        assert fitted.coefs_[0].dtype == np.float32 and fitted.intercepts_[0].dtype == np.float32
+        assert getattr(fitted, answer)(X).dtype == np.float32
+        # float64 X times float32 weights answers in float64
+        assert getattr(fitted, answer)(X.astype(np.float64)).dtype == np.float64
+    # partial_fit goes on in the fitted dtype; float64 X, or dtype given, trains in float64
+    ours.partial_fit(X.astype(np.float64), y)
+    assert ours.coefs_[0].dtype == np.float32
+    assert estimator(hidden_layer_sizes=(5,), max_iter=3).fit(X.astype(np.float64), y).coefs_[0].dtype == np.float64
+    assert estimator(hidden_layer_sizes=(5,), max_iter=3, dtype="float64").fit(X, y).coefs_[0].dtype == np.float64

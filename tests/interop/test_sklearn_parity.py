@@ -49,7 +49,7 @@ def replay_stopping(sklearn_estimator, values, early_stopping):
 @pytest.mark.parametrize("ours, theirs", PAIRS)
 def test_every_scikit_learn_parameter_is_accepted_with_its_default(ours, theirs):
     sklearn_params = theirs().get_params()
-    assert ours().get_params() == {**sklearn_params, "dtype": "float64"}
+    assert ours().get_params() == {**sklearn_params, "dtype": None}
     names = [name for name in inspect.signature(ours).parameters if name != "dtype"]
     assert names == list(inspect.signature(theirs).parameters)  # same order, so positional calls agree
     ours(**sklearn_params)  # the TypeError of old: no unknown keyword
