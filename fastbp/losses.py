@@ -123,6 +123,23 @@ class BCEWithLogitsLoss(_Loss):
         return targets, labels
 
 
+class PoissonNLLLoss(_Loss):
+    """Poisson negative log-likelihood of counts given log rates, as torch's
+    ``PoissonNLLLoss(log_input=True, full=False)``: ``exp(pred) - target * pred``
+    reduced. The prediction is the log of the rate: ``exp`` of the model's
+    output is the expected count."""
+    code = kernels.POISSON_NLL
+
+    def targets(self, target, n_rows, n_outputs, dtype):
+        targets, labels = super().targets(target, n_rows, n_outputs, dtype)
+        negative = targets < 0
+        if negative.any():
+            where = tuple(int(i) for i in np.argwhere(negative)[0])
+            raise ValueError(f"target must hold counts >= 0 for PoissonNLLLoss, got {targets[where]} at index "
+                             f"{where}")
+        return targets, labels
+
+
 class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy from logits (batch, n_classes) and integer labels
     (batch,), with optional label smoothing."""
@@ -143,7 +160,7 @@ class CrossEntropyLoss(_Loss):
 
 
 LOSSES = {"mse": MSELoss, "l1": L1Loss, "huber": HuberLoss, "cross_entropy": CrossEntropyLoss,
-          "bce_with_logits": BCEWithLogitsLoss}
+          "bce_with_logits": BCEWithLogitsLoss, "poisson_nll": PoissonNLLLoss}
 
 
 def as_loss(value):

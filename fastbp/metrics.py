@@ -30,7 +30,8 @@ def r2(outputs, targets):
 
 
 def score(loss, outputs, targets, labels):
-    """The metric ``metric_name(loss)`` names, for model outputs."""
+    """The metric ``metric_name(loss)`` names, for model outputs (for the
+    Poisson loss, log rates: R^2 of the rates)."""
     if metric_name(loss) == "accuracy":
         return accuracy(outputs, targets, labels, loss.code)
-    return r2(outputs, targets)
+    return r2(np.exp(outputs) if loss.code == kernels.POISSON_NLL else outputs, targets)

@@ -10,7 +10,7 @@ from kernels.activations import (
 from kernels.blas import gemm
 from kernels.layers.dense import dense_backward, dense_forward
 from kernels.losses import (
-    BCE_WITH_LOGITS, CROSS_ENTROPY, HUBER, L1, MSE,
+    BCE_WITH_LOGITS, CROSS_ENTROPY, HUBER, L1, MSE, POISSON_NLL,
     cross_entropy_loss, loss_value_and_grad, pointwise_loss,
 )
 from kernels.network import network_backward, network_backward_layers, network_forward

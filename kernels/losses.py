@@ -10,8 +10,8 @@ import math
 from kernels.checks import check_indices, check_same_shape, check_size
 from kernels.config import inline_jit, jit
 
-MSE, L1, HUBER, CROSS_ENTROPY, BCE_WITH_LOGITS = range(5)
-N_LOSSES = 5
+MSE, L1, HUBER, CROSS_ENTROPY, BCE_WITH_LOGITS, POISSON_NLL = range(6)
+N_LOSSES = 6
 
 
 @inline_jit
@@ -26,6 +26,10 @@ def _pointwise(x, y, code, delta):
         # max(x, 0) - x*y + log(1 + exp(-|x|)) is torch's form without overflow
         loss = max(x, 0.0) - x * y + math.log1p(e)
         return loss, probability - y
+    if code == POISSON_NLL:
+        # torch's PoissonNLLLoss(log_input=True): x is the log of the rate
+        rate = math.exp(x)
+        return rate - y * x, rate - y
     d = x - y
     if code == MSE:
         return d * d, 2.0 * d
@@ -39,14 +43,15 @@ def _pointwise(x, y, code, delta):
 
 @jit
 def pointwise_loss(dpred, pred, target, code, delta, mean):
-    """MSE, L1, Huber or BCE-with-logits: value returned, gradient written.
+    """MSE, L1, Huber, BCE-with-logits or Poisson NLL: value returned, gradient written.
 
     Parameters
     ----------
     dpred : (batch, n) array, written with d(loss)/d(pred)
-    pred : (batch, n) array; logits for BCE_WITH_LOGITS
-    target : (batch, n) array; probabilities in [0, 1] for BCE_WITH_LOGITS
-    code : MSE, L1, HUBER or BCE_WITH_LOGITS
+    pred : (batch, n) array; logits for BCE_WITH_LOGITS, log rates for POISSON_NLL
+    target : (batch, n) array; probabilities in [0, 1] for BCE_WITH_LOGITS,
+        counts (any value >= 0) for POISSON_NLL
+    code : MSE, L1, HUBER, BCE_WITH_LOGITS or POISSON_NLL
     delta : float, the Huber threshold (ignored by the others)
     mean : bool, divide by ``pred.size`` (else sum)
 
@@ -55,8 +60,8 @@ def pointwise_loss(dpred, pred, target, code, delta, mean):
     kernel = "pointwise_loss"
     check_same_shape(kernel, "target", target, "pred", pred)
     check_same_shape(kernel, "dpred", dpred, "pred", pred)
-    if code != MSE and code != L1 and code != HUBER and code != BCE_WITH_LOGITS:
-        raise ValueError("pointwise_loss: code must be kernels.MSE, L1, HUBER or BCE_WITH_LOGITS, got "
+    if code < 0 or code >= N_LOSSES or code == CROSS_ENTROPY:
+        raise ValueError("pointwise_loss: code must be kernels.MSE, L1, HUBER, BCE_WITH_LOGITS or POISSON_NLL, got "
                          + str(code) + " (cross-entropy is kernels.cross_entropy_loss)")
     return scaled_pointwise_loss(dpred, pred, target, code, delta, 1.0 / pred.size if mean else 1.0)
 

@@ -185,7 +185,7 @@ def check_epoch(kernel, network, optimizer, loss_code, data, work, batch_size, m
     if n_chunks is not None and n_chunks < 1:
         raise ValueError(kernel + ": n_chunks must be at least 1, got " + str(n_chunks))
     if loss_code < 0 or loss_code >= N_LOSSES:
-        raise ValueError(kernel + ": loss_code must be one of kernels.MSE ... BCE_WITH_LOGITS, got " + str(loss_code))
+        raise ValueError(kernel + ": loss_code must be one of kernels.MSE ... POISSON_NLL, got " + str(loss_code))
     rows = min(batch_size, n)  # the largest batch gathered
     check_indices(kernel, "order", order, X.shape[0], "X.shape[0] (n)")
     if loss_code == CROSS_ENTROPY:

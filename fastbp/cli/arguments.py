@@ -9,10 +9,10 @@ import fastbp
 from fastbp import data
 from kernels import isa as kernels_isa
 from fastbp.activations import NAMES as ACTIVATIONS
-from fastbp.losses import LOSSES
 from fastbp.optim import OPTIMIZERS
 from fastbp.preprocessing import IMPUTE, UNKNOWN_CATEGORY
 from fastbp.cli.bench import harness, runners
+from fastbp.cli.settings import CLASSIFY_LOSSES, REGRESS_LOSSES
 
 
 OVERWRITE = ("replace an existing output file that fastbp did not write (without it, only its own checkpoints, "
@@ -123,7 +123,8 @@ def build_parser():
                        f"labels (<= {data.MAX_INFERRED_CLASSES}) classify, anything else regresses")
     train.add_argument("--hidden", type=_widths, metavar="W1,W2", help="hidden layer widths (default 256,128)")
     train.add_argument("--activation", choices=ACTIVATIONS, help="hidden activation (default relu)")
-    train.add_argument("--loss", choices=LOSSES, help="default cross_entropy to classify, mse to regress")
+    train.add_argument("--loss", choices=CLASSIFY_LOSSES + REGRESS_LOSSES,
+                       help="default cross_entropy to classify, mse to regress")
     train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
     train.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01 for sgd, else 0.001)")
     train.add_argument("--momentum", type=_fraction, help="sgd (default 0.9) and rmsprop (default 0)")

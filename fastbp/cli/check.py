@@ -150,13 +150,16 @@ def _loss(name, dtype, setup):
         loss, target = LOSSES[name](label_smoothing=0.1), rng.integers(0, n_out, size=batch)
     else:
         loss = LOSSES[name]()
-        target = rng.random((batch, n_out)) if name == "bce_with_logits" else rng.standard_normal((batch, n_out))
+        target = {"bce_with_logits": lambda: rng.random((batch, n_out)),
+                  "poisson_nll": lambda: rng.poisson(2.0, (batch, n_out)).astype(np.float64)}.get(
+            name, lambda: rng.standard_normal((batch, n_out)))()
     target_t = torch.tensor(target)
     value, dpred = _loss_value_and_grad(loss, pred.astype(dtype), target, device)
     pred_t = torch.tensor(pred, requires_grad=True)
     torch_loss = {"mse": torch.nn.MSELoss(), "l1": torch.nn.L1Loss(), "huber": torch.nn.HuberLoss(),
                   "cross_entropy": torch.nn.CrossEntropyLoss(label_smoothing=0.1),
-                  "bce_with_logits": torch.nn.BCEWithLogitsLoss()}[name]
+                  "bce_with_logits": torch.nn.BCEWithLogitsLoss(),
+                  "poisson_nll": torch.nn.PoissonNLLLoss(log_input=True)}[name]
     value_t = torch_loss(pred_t, target_t)
     value_t.backward()
     return [_error(value, value_t.item(), dtype), _error(dpred, pred_t.grad.numpy(), dtype)]

@@ -174,12 +174,12 @@ def test_column_sums(rows, dtype):
 
 
 LOSSES = [(kernels.MSE, 0.0), (kernels.L1, 0.0), (kernels.HUBER, 0.7), (kernels.BCE_WITH_LOGITS, 0.0),
-          (kernels.CROSS_ENTROPY, 0.0), (kernels.CROSS_ENTROPY, 0.2)]
+          (kernels.POISSON_NLL, 0.0), (kernels.CROSS_ENTROPY, 0.0), (kernels.CROSS_ENTROPY, 0.2)]
 
 
 @on_device
 @pytest.mark.parametrize("mean", [True, False], ids=["mean", "sum"])
-@pytest.mark.parametrize("code, param", LOSSES, ids=["mse", "l1", "huber", "bce", "ce", "ce_smooth"])
+@pytest.mark.parametrize("code, param", LOSSES, ids=["mse", "l1", "huber", "bce", "poisson", "ce", "ce_smooth"])
 @pytest.mark.parametrize("shape", [(1, 1), (11, 3)], ids=["1x1", "11x3"])
 def test_loss(code, param, mean, shape, dtype):
     import kernels.cuda as device_kernels

@@ -308,6 +308,8 @@ POINTWISE = [
     ("huber", lambda p, t, r: F.huber_loss(p, t, reduction=r, delta=0.8), kernels.HUBER, 0.8),
     ("bce_with_logits", lambda p, t, r: F.binary_cross_entropy_with_logits(p, t, reduction=r),
      kernels.BCE_WITH_LOGITS, 0.0),
+    ("poisson_nll", lambda p, t, r: F.poisson_nll_loss(p, t, log_input=True, full=False, reduction=r),
+     kernels.POISSON_NLL, 0.0),
 ]
 
 
@@ -320,6 +322,8 @@ def test_pointwise_loss(name, torch_fn, code, param, shape, reduction, dtype):
     if code == kernels.BCE_WITH_LOGITS:
         target = rng.uniform(size=shape)
         pred.reshape(-1)[:2] = [1000.0, -1000.0][:pred.size]  # extreme logits stay finite
+    elif code == kernels.POISSON_NLL:
+        target = rng.poisson(np.exp(pred)).astype(np.float64)  # counts, zeros among them
     else:
         target = pred + rng.standard_normal(shape)
         target.reshape(-1)[:1] = pred.reshape(-1)[:1]  # a zero residual: L1's subgradient 0
