@@ -11,7 +11,7 @@ from kernels.blas import gemm
 from kernels.layers.dense import dense_backward, dense_forward
 from kernels.losses import (
     BCE_WITH_LOGITS, CROSS_ENTROPY, HUBER, L1, MSE, POISSON_NLL,
-    cross_entropy_loss, loss_value_and_grad, pointwise_loss,
+    cross_entropy_loss, loss_value_and_grad, pointwise_loss, weighted_loss_value_and_grad,
 )
 from kernels.network import network_backward, network_backward_layers, network_forward
 from kernels.optimizers import ADAM, RMSPROP, SGD, adam_step, optimizer_step, rmsprop_step, sgd_step, state_rows

@@ -168,3 +168,37 @@ def scaled_loss_value_and_grad(dpred, pred, target, labels, code, param, scale):
     if code == CROSS_ENTROPY:
         return scaled_cross_entropy_loss(dpred, pred, labels, param, scale)
     return scaled_pointwise_loss(dpred, pred, target, code, param, scale)
+
+
+@jit
+def weighted_loss_value_and_grad(dpred, pred, target, labels, weights, code, param, scale):
+    """``loss_value_and_grad`` with a weight per row: returns
+    ``scale * sum_i weights[i] * loss_i`` (``loss_i`` summed over the row's
+    outputs) and writes ``dpred`` with each row's gradient times
+    ``scale * weights[i]``. A weighted mean is ``scale = 1 / sum(weights)``
+    (times ``1 / n_outputs`` for the pointwise losses); a zero weight leaves
+    the row out."""
+    kernel = "weighted_loss_value_and_grad"
+    check_same_shape(kernel, "dpred", dpred, "pred", pred)
+    check_size(kernel, "weights", weights, 0, pred.shape[0], "pred.shape[0] (batch)")
+    if code == CROSS_ENTROPY:
+        check_size(kernel, "labels", labels, 0, pred.shape[0], "pred.shape[0] (batch)")
+        check_indices(kernel, "labels", labels, pred.shape[1], "pred.shape[1] (n_classes)")
+    else:
+        check_same_shape(kernel, "target", target, "pred", pred)
+        if code < 0 or code >= N_LOSSES:
+            raise ValueError("weighted_loss_value_and_grad: code must be one of kernels.MSE ... POISSON_NLL, got "
+                             + str(code))
+    total = 0.0
+    for i in range(pred.shape[0]):
+        row_scale = scale * weights[i]
+        if code == CROSS_ENTROPY:
+            row = cross_entropy_row(dpred, pred, labels, i, param, row_scale)
+        else:
+            row = 0.0
+            for j in range(pred.shape[1]):
+                loss, grad = _pointwise(float(pred[i, j]), float(target[i, j]), code, param)
+                row += loss
+                dpred[i, j] = grad * row_scale
+        total += weights[i] * row
+    return total * scale

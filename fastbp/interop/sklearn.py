@@ -13,6 +13,7 @@ import numpy as np
 from fastbp.interop.sklearn_base import LEARNING_RATES, SOLVERS, _BaseMLP, _naming  # noqa: F401
 from fastbp._checks import as_choice
 from sklearn.base import ClassifierMixin, RegressorMixin
+from sklearn.utils.metaestimators import available_if
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import column_or_1d
@@ -21,7 +22,9 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier: softmax outputs, cross-entropy loss.
+    """Multi-layer perceptron classifier: softmax outputs, cross-entropy loss;
+    for multilabel ``y`` (an (n_samples, n_labels) indicator matrix), one
+    sigmoid output per label with binary cross-entropy, as scikit-learn.
 
     See _BaseMLP for the parameters. Fitted attributes, as scikit-learn's:
     ``classes_``, ``loss_``, ``loss_curve_``, ``n_iter_`` (epochs of the last
@@ -31,14 +34,33 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ``n_features_in_``; and ``model_``, the fastbp.MLP.
     """
 
-    _loss = "cross_entropy"
-    _validation_kwargs = {}
+    _validation_kwargs = {"multi_output": True}
     _y_dtype = None  # labels may be strings
+
+    @property
+    def _loss(self):
+        return "bce_with_logits" if getattr(self, "_multilabel", False) else "cross_entropy"
 
     def _n_units(self):
         return len(self.classes_)
 
+    def _gradient_scale(self, n_outputs):
+        # scikit-learn's multilabel loss sums over the labels; fastbp's mean takes their mean
+        return 1.0 / n_outputs if self._multilabel else 1.0
+
+    def _data_loss(self, loss):
+        return loss * self.n_outputs_ if self._multilabel else loss
+
     def _targets(self, y, new, classes, warm):
+        multilabel = type_of_target(y) == "multilabel-indicator"
+        if new:
+            self._multilabel = multilabel
+        elif multilabel != self._multilabel:
+            raise ValueError(f"y is {'multilabel' if multilabel else 'one label per sample'}, but "
+                             f"{type(self).__name__} was fitted on {'multilabel' if self._multilabel else 'single'}"
+                             " targets")
+        if multilabel:
+            return self._multilabel_targets(y, new, classes)
         y = column_or_1d(y, warn=True)
         _naming("y", check_classification_targets, y)
         if new:
@@ -46,38 +68,61 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             if classes is not None and len(np.unique(classes)) != len(labels):
                 raise ValueError(f"y holds labels {sorted(set(np.unique(y)) - set(classes))} that are not in "
                                  f"classes={list(classes)}")
-            if len(labels) < 2:
-                raise ValueError(f"{type(self).__name__} needs samples of at least two classes to train; "
-                                 f"y has only one class ({labels[0]})")
+            # one class, as scikit-learn allows, is one output that always wins
             self.classes_ = labels
         elif warm and not np.array_equal(np.unique(y), self.classes_):
-            raise ValueError(f"{type(self).__name__}: warm_start needs y to hold the classes of the previous fit, "
-                             f"{list(self.classes_)}; y holds {list(np.unique(y))}. Set warm_start=False to "
-                             "train anew on these classes.")
+            raise ValueError(f"warm_start can only be used where `y` has the same classes as in the previous call "
+                             f"to fit. Previously got {self.classes_}, `y` has {np.unique(y)}. Set "
+                             "warm_start=False to train anew on these classes.")
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(f"`classes={list(np.unique(classes))}` is not the same as on the first call to "
+                             f"partial_fit, which was {list(self.classes_)}")
         unseen = np.setdiff1d(y, self.classes_)
         if unseen.size:
             raise ValueError(f"y holds labels {list(unseen)} that are not in classes_ {list(self.classes_)}")
         return np.searchsorted(self.classes_, y)
 
+    def _multilabel_targets(self, y, new, classes):
+        y = np.asarray(y.toarray() if hasattr(y, "toarray") else y)
+        if new:
+            self.classes_ = np.arange(y.shape[1]) if classes is None else np.unique(classes)
+        if y.shape[1] != len(self.classes_):
+            raise ValueError(f"y has {y.shape[1]} labels per sample, but classes_ holds {len(self.classes_)}")
+        return y.astype(np.float64)
+
+    def _indicator_targets(self, y):
+        """Targets for ``_loss_grad_lbfgs`` from y as scikit-learn's label
+        binarizer gives it (or as fit takes it)."""
+        y = np.asarray(y)
+        if self._multilabel:
+            return y.astype(np.float64)
+        if y.ndim == 2:
+            return (y[:, 0] if y.shape[1] == 1 else np.argmax(y, axis=1)).astype(np.int64)
+        return np.searchsorted(self.classes_, y)
+
+    @available_if(_BaseMLP._check_solver)
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y); the first call needs ``classes``, every
-        label that will ever appear."""
+        label that will ever appear (for multilabel y, one per column)."""
         first = not hasattr(self, "trainer_")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
-        if type_of_target(y) == "multilabel-indicator":
-            raise ValueError(f"y must hold one label per sample, got multilabel targets of shape {np.shape(y)}, "
-                             "which are not supported; for one-hot rows pass y.argmax(axis=1)")
-        return self._fit(X, y, incremental=True, classes=np.unique(classes) if first else None)
+        return self._fit(X, y, incremental=True, classes=np.unique(classes) if classes is not None else None)
 
     def predict_proba(self, X):
-        """Softmax of the outputs, (n_samples, n_classes)."""
+        """Softmax of the outputs, (n_samples, n_classes); for multilabel, the
+        sigmoid of each output."""
         outputs = self._outputs(X)
         logits = outputs.astype(np.float64)
+        if self._multilabel:
+            return (0.5 * (1.0 + np.tanh(0.5 * logits))).astype(outputs.dtype, copy=False)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(outputs.dtype, copy=False)
 
     def predict_log_proba(self, X):
+        if getattr(self, "_multilabel", False):  # as scikit-learn: ties of saturated probabilities stay ties
+            with np.errstate(divide="ignore"):
+                return np.log(self.predict_proba(X))
         outputs = self._outputs(X)
         logits = outputs.astype(np.float64)
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -85,6 +130,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def predict(self, X):
         outputs = self._outputs(X)
+        if self._multilabel:
+            return (outputs > 0).astype(np.int64)
         return self.classes_[np.argmax(outputs, axis=1)]
 
     def score(self, X, y, sample_weight=None):
@@ -93,20 +140,23 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor: identity outputs, squared-error loss.
+    """Multi-layer perceptron regressor: identity outputs, squared-error loss,
+    or with ``loss="poisson"`` the log of the rate (predictions ``exp`` of the
+    outputs) and the Poisson loss, as scikit-learn.
 
-    See _BaseMLP for the parameters; ``loss`` comes first, as in scikit-learn,
-    and only "squared_error" is supported. y may have several columns; a
-    single column gives predictions of shape (n_samples,), as scikit-learn.
+    See _BaseMLP for the parameters; ``loss`` comes first, as in scikit-learn.
+    y may have several columns; a single column gives predictions of shape
+    (n_samples,), as scikit-learn.
 
     scikit-learn's loss is ``mean((pred - y)**2) / 2`` with the gradient
     ``(pred - y) / batch`` per output; fastbp trains on the mean squared error,
     whose gradient is ``2 / n_outputs`` times that: the optimizer's rate or
     epsilon and its L2 term are scaled so that each step is scikit-learn's,
-    and ``loss_curve_`` reports scikit-learn's loss.
+    and ``loss_curve_`` reports scikit-learn's loss. The Poisson loss is
+    torch's ``PoissonNLLLoss``, scikit-learn's less a constant of the data,
+    which its reported loss adds back.
     """
 
-    _loss = "mse"
     _validation_kwargs = {"y_numeric": True, "multi_output": True}
     _y_dtype = np.float64
 
@@ -125,16 +175,25 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags.target_tags.multi_output = True
         return tags
 
+    @property
+    def _loss(self):
+        return "poisson_nll" if self.loss == "poisson" else "mse"
+
     def _checked_params(self):
         params = super()._checked_params()
-        as_choice("loss", self.loss, ("squared_error",))
+        as_choice("loss", self.loss, ("squared_error", "poisson"))
         return params
 
     def _gradient_scale(self, n_outputs):
-        return 2.0 / n_outputs
+        return (1.0 if self.loss == "poisson" else 2.0) / n_outputs
 
     def _data_loss(self, loss):
+        if self.loss == "poisson":
+            return loss * self._n_targets + self._data_loss_offset()
         return loss / 2
+
+    def _data_loss_offset(self):
+        return self._poisson_offset if self.loss == "poisson" else 0.0
 
     def _n_units(self):
         return self._n_targets
@@ -149,14 +208,26 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if y.shape[1] != self._n_targets:
             raise ValueError(f"y has {y.shape[1]} targets, but {type(self).__name__} was fitted with "
                              f"{self._n_targets}")
+        if self.loss == "poisson":
+            if (y < 0).any():
+                raise ValueError(f"y must be >= 0 for loss='poisson' (counts or rates), got {y.min()}")
+            # scikit-learn's loss is the deviance's half: y log y - y more than torch's, per output
+            self._poisson_offset = float(np.sum(np.mean(np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0) - y,
+                                                        axis=0)))
         return y
 
+    def _indicator_targets(self, y):
+        return np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+
+    @available_if(_BaseMLP._check_solver)
     def partial_fit(self, X, y):
         """One epoch over (X, y), going on from the previous call."""
         return self._fit(X, y, incremental=True)
 
     def predict(self, X):
         outputs = self._outputs(X)
+        if self.loss == "poisson":
+            outputs = np.exp(outputs)
         return outputs.ravel() if outputs.shape[1] == 1 else outputs
 
     def score(self, X, y, sample_weight=None):

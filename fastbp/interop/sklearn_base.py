@@ -6,10 +6,10 @@ import warnings
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin
+    from sklearn.base import BaseEstimator
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
+    from sklearn.utils.metaestimators import available_if
     from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 except ImportError:
     raise ImportError("fastbp.interop.sklearn needs scikit-learn; install it with: pip install 'fastbp[sklearn]'") from None
@@ -17,16 +17,14 @@ except ImportError:
 from fastbp._checks import as_bool, as_choice, as_dtype, as_float, as_int, describe
 from fastbp.activations import NAMES as ACTIVATIONS
 from fastbp.mlp import MLP
-from fastbp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from fastbp.optim import Optimizer
 from fastbp.trainer import Trainer
+from fastbp.interop import sklearn_solvers as solvers
 
 # scikit-learn's activation names, where they differ from fastbp's
 _ACTIVATION_ALIASES = {"logistic": "sigmoid"}
-SOLVERS = ("sgd", "adam", "adamw", "rmsprop")
+SOLVERS = ("lbfgs", "sgd", "adam", "adamw", "rmsprop")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
-# scikit-learn's values that fastbp does not implement, with what to use instead
-_UNSUPPORTED = {("solver", "lbfgs"): "use 'adam' or 'sgd' (or fastbp's 'adamw' or 'rmsprop')",
-                ("loss", "poisson"): "use 'squared_error'"}
 
 
 def _naming(name, check, *args, **kwargs):
@@ -55,8 +53,11 @@ class _BaseMLP(BaseEstimator):
     predicts in float32, any other in float64; ``partial_fit`` and a warm
     start go on in the fitted network's dtype.
     Beyond scikit-learn: ``solver`` also takes "adamw" and "rmsprop",
-    ``activation`` every fastbp activation name. Not implemented: the
-    "lbfgs" solver (``max_fun`` is accepted, and unused, for that reason).
+    ``activation`` every fastbp activation name. "lbfgs" minimises
+    scikit-learn's objective with SciPy's L-BFGS-B on fastbp's compiled
+    full-batch loss and gradient (``fastbp.lbfgs``), with its ``max_iter``,
+    ``max_fun`` and ``tol``. ``sample_weight`` with unequal weights needs
+    "lbfgs"; the stochastic solvers take equal weights (the unweighted fit).
 
     Training follows scikit-learn's rules: ``learning_rate`` "invscaling" and
     "adaptive" (sgd only); ``loss_curve_`` holds scikit-learn's loss, L2 term
@@ -78,8 +79,6 @@ class _BaseMLP(BaseEstimator):
     from the current parameters (a new activation or dtype applies to them);
     a new ``hidden_layer_sizes`` is refused. ``partial_fit`` keeps its optimizer.
     """
-
-    _loss = None
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
                  batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
@@ -120,9 +119,6 @@ class _BaseMLP(BaseEstimator):
             raise type(error)(f"{type(self).__name__}: {error}") from None
 
     def _checked_params(self):
-        for (name, value), advice in _UNSUPPORTED.items():
-            if getattr(self, name, None) == value:
-                raise ValueError(f"{name}={value!r} is not supported; {advice}")
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, (int, np.integer)) else sizes
         if isinstance(sizes, str) or not hasattr(sizes, "__iter__"):
@@ -159,24 +155,14 @@ class _BaseMLP(BaseEstimator):
         """fastbp's loss gradient divided by scikit-learn's (see MLPRegressor)."""
         return 1.0
 
-    def _optimizer(self, model, p, batch_size):
-        """A new optimizer whose steps are scikit-learn's for the same parameters.
-
-        fastbp's loss gradient is ``scale`` times scikit-learn's, so the rate
-        (sgd) or epsilon (the adaptive solvers, which divide the scale out) and
-        the L2 term are scaled to match; scikit-learn's penalty gradient is
-        ``alpha * W / batch_size``.
-        """
-        scale = self._gradient_scale(model.sizes[-1])
-        decay = scale * p["alpha"] / batch_size
-        if p["solver"] == "sgd":
-            return SGD(model, lr=p["lr"] / scale, momentum=p["momentum"], weight_decay=decay,
-                       nesterov=p["nesterov"] and p["momentum"] > 0)
-        if p["solver"] == "rmsprop":
-            return RMSprop(model, lr=p["lr"], momentum=p["momentum"], eps=scale * p["eps"], weight_decay=decay)
-        if p["solver"] == "adamw":
-            return AdamW(model, lr=p["lr"], betas=p["betas"], eps=scale * p["eps"], weight_decay=p["alpha"])
-        return Adam(model, lr=p["lr"], betas=p["betas"], eps=scale * p["eps"], weight_decay=decay)
+    @property
+    def _optimizer(self):
+        """The stochastic solver's learning rate as scikit-learn's
+        ``_optimizer.learning_rate`` reads it."""
+        check_is_fitted(self, "trainer_")
+        optimizer = self.trainer_.optimizer
+        rate = optimizer.lr * (self._gradient_scale(self.model_.sizes[-1]) if optimizer.name == "SGD" else 1.0)
+        return _LearningRate(rate)
 
     def _model(self, n_in, p, rng, new):
         """The network to train: a new one, or the fitted one (in the current
@@ -206,7 +192,7 @@ class _BaseMLP(BaseEstimator):
         rebuilt.load_state_dict({**rebuilt.state_dict(), "params": params})
         return rebuilt
 
-    def _fit(self, X, y, incremental, classes=None):
+    def _fit(self, X, y, incremental, classes=None, sample_weight=None):
         p = self._check_params()
         name = type(self).__name__
         if incremental and p["early_stopping"]:
@@ -225,18 +211,19 @@ class _BaseMLP(BaseEstimator):
             p["dtype"] = X.dtype if new else self.trainer_.model.dtype
         X = X.astype(p["dtype"], copy=False)
         targets = self._targets(y, new, classes, warm)
+        rows, sample_weight = solvers.sample_weights(sample_weight, X.shape[0], p["solver"])
+        if rows is not None:
+            X, targets = X[rows], targets[rows]
         rng = check_random_state(self.random_state)
         model = self._model(X.shape[1], p, rng, new)
+        self.n_layers_, self.n_outputs_ = len(model.sizes), model.sizes[-1]
+        if p["solver"] == "lbfgs":
+            self.trainer_ = Trainer(model, self._loss, solvers.new_optimizer(self, model, p, X.shape[0]))
+            solvers.fit_lbfgs(self, model, X, targets, p, sample_weight)
+            return self
         validation = None
         if p["early_stopping"]:
-            stratify = targets if isinstance(self, ClassifierMixin) else None
-            X, X_val, targets, t_val = train_test_split(X, targets, test_size=p["validation_fraction"],
-                                                        random_state=rng.randint(np.iinfo(np.int32).max),
-                                                        stratify=stratify)
-            if X_val.shape[0] < 2:
-                raise ValueError(f"{name}: the validation set holds {X_val.shape[0]} samples, too few to score; "
-                                 "raise validation_fraction or give more samples")
-            validation = (X_val, t_val)
+            X, targets, validation = solvers.validation_split(self, X, targets, p["validation_fraction"], rng)
         if p["batch_size"] != "auto" and p["batch_size"] > X.shape[0]:
             warnings.warn(f"batch_size={p['batch_size']} is larger than the {X.shape[0]} training samples; "
                           f"using {X.shape[0]}")
@@ -255,7 +242,7 @@ class _BaseMLP(BaseEstimator):
         seed = None  # partial_fit goes on with its shuffling stream
         if not incremental or new:
             # scikit-learn builds a new optimizer on every fit; partial_fit keeps it
-            self.trainer_ = Trainer(model, self._loss, self._optimizer(model, p, batch_size))
+            self.trainer_ = Trainer(model, self._loss, solvers.new_optimizer(self, model, p, batch_size))
             seed = int(rng.randint(np.iinfo(np.int32).max))
         elif model is not self.trainer_.model:
             # partial_fit after a new activation or dtype: the same optimizer state drives the rebuilt network
@@ -270,12 +257,18 @@ class _BaseMLP(BaseEstimator):
         def end_epoch(trainer, logs):
             stops.append(self._end_epoch(trainer, logs, p, X.shape[0], batch_size, validation))
 
-        self.trainer_.fit(X, targets, epochs=1 if incremental else p["max_iter"], batch_size=batch_size,
-                          shuffle=p["shuffle"], seed=seed, validation_data=validation, callbacks=[end_epoch])
+        try:
+            self.trainer_.fit(X, targets, epochs=1 if incremental else p["max_iter"], batch_size=batch_size,
+                              shuffle=p["shuffle"], seed=seed, validation_data=validation, callbacks=[end_epoch])
+        except FloatingPointError as error:
+            if not p["early_stopping"]:
+                raise ValueError(f"{solvers.NON_FINITE} ({error})") from None
+            # as scikit-learn: the diverged epoch scores NaN and the best epoch's weights are kept
+            self.validation_scores_.append(float("nan"))
+            stops.append(True)
         if p["early_stopping"]:
             model.load_state_dict({**model.state_dict(), "params": self._best_params})
-        self.n_layers_ = len(model.sizes)
-        self.n_outputs_ = model.sizes[-1]
+        solvers.check_finite(model)
         if not incremental and self.n_iter_ == p["max_iter"] and not stops[-1]:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({p['max_iter']}) reached and the "
                           "optimization hasn't converged yet.", ConvergenceWarning)
@@ -336,6 +329,23 @@ class _BaseMLP(BaseEstimator):
         """scikit-learn's loss from fastbp's mean training loss (see MLPRegressor)."""
         return loss
 
+    def _data_loss_offset(self):
+        """What scikit-learn's loss adds to fastbp's, a constant of the data."""
+        return 0.0
+
+    def _check_solver(self):
+        if self.solver == "lbfgs":
+            raise AttributeError(f"partial_fit is only available for stochastic optimizers; {self.solver!r} is not "
+                                 "stochastic")
+        return True
+
+    def _loss_grad_lbfgs(self, packed, X, y, sample_weight, *buffers):
+        """scikit-learn's private ``_loss_grad_lbfgs``: (loss, gradient) of the
+        L-BFGS objective at ``packed``, scikit-learn's packing of coefs_ and
+        intercepts_ (the buffers it also takes are not needed here)."""
+        check_is_fitted(self, "trainer_")
+        return solvers.loss_grad(self, packed, X, self._indicator_targets(y), sample_weight)
+
     @property
     def coefs_(self):
         """Weights per layer, (n_in, n_out) as scikit-learn shapes them (copies)."""
@@ -353,10 +363,10 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "trainer_")
         return self.trainer_.model
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Train from scratch (or on from the last fit with warm_start) for up
-        to max_iter epochs."""
-        return self._fit(X, y, incremental=False)
+        to max_iter epochs (iterations of lbfgs)."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     def _checked_y(self, y):
         if y is None:  # scikit-learn's words, which its estimator checks look for
@@ -376,3 +386,8 @@ class _BaseMLP(BaseEstimator):
         # in the dtype of X times the weights, as scikit-learn answers
         return self.trainer_.model.predict(X).astype(np.result_type(X.dtype, self.trainer_.model.dtype),
                                                      copy=False)
+
+
+class _LearningRate:
+    def __init__(self, learning_rate):
+        self.learning_rate = learning_rate

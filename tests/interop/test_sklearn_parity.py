@@ -56,9 +56,7 @@ def test_every_scikit_learn_parameter_is_accepted_with_its_default(ours, theirs)
 
 
 @pytest.mark.parametrize("estimator, params, message", [
-    (MLPClassifier, {"solver": "lbfgs"}, "MLPClassifier: solver='lbfgs' is not supported; use 'adam' or 'sgd'"),
-    (MLPRegressor, {"solver": "lbfgs"}, "MLPRegressor: solver='lbfgs' is not supported; use 'adam' or 'sgd'"),
-    (MLPRegressor, {"loss": "poisson"}, "MLPRegressor: loss='poisson' is not supported; use 'squared_error'"),
+    (MLPRegressor, {"loss": "absolute_error"}, "MLPRegressor: loss must be one of 'squared_error', 'poisson'"),
     (MLPClassifier, {"learning_rate": "cyclic"}, "MLPClassifier: learning_rate must be one of 'constant', "
                                                  "'invscaling', 'adaptive'"),
     (MLPClassifier, {"power_t": -1.0}, "MLPClassifier: power_t must be"),
@@ -161,12 +159,12 @@ def test_warm_start_refuses_a_new_architecture_and_keeps_the_model():
 
 def test_early_stopping_follows_scikit_learns_rule_and_keeps_the_best_scoring_weights(monkeypatch):
     X, y = blobs(300, seed=1)
-    splits, split = [], fastbp.interop.sklearn_base.train_test_split
+    splits, split = [], fastbp.interop.sklearn_solvers.train_test_split
 
     def recording_split(*arrays, **kwargs):
         splits.append(split(*arrays, **kwargs))
         return splits[-1]
-    monkeypatch.setattr(fastbp.interop.sklearn_base, "train_test_split", recording_split)
+    monkeypatch.setattr(fastbp.interop.sklearn_solvers, "train_test_split", recording_split)
     params = dict(hidden_layer_sizes=(32,), early_stopping=True, n_iter_no_change=4, tol=1e-3,
                   learning_rate_init=0.01, max_iter=300, random_state=0)
     classifier = MLPClassifier(**params).fit(X, y)
