@@ -1,12 +1,15 @@
 """L-BFGS fit time: fastbp's MLPClassifier / MLPRegressor with solver="lbfgs"
-against scikit-learn's, on the same data, parameters and initial weights.
+against scikit-learn's, on the same data, parameters and initial weights;
+and on a sparse one-hot table of 10,000 columns, fastbp on the sparse rows
+against fastbp on their dense copy ("fastbp-dense").
 
 Every measurement is a fresh process of its own (one framework, one
 dataset), the rounds interleaved so that a busy spell on the machine hits
 both alike; a process fits once untimed (compilation, caches) and then
 times ``--fits`` fits. The table gives the median over the rounds of the
 seconds per fit, the spread (min-max), and scikit-learn's median over
-fastbp's (above 1: fastbp is faster). Run from the repository root:
+fastbp's (above 1: fastbp is faster; for the one-hot table, also the dense
+copy's over the sparse rows'). Run from the repository root:
 
     python bench/lbfgs.py [--rounds 5] [--threads 1]
 
@@ -25,6 +28,7 @@ CASES = {
     "digits 1797x64, 10 classes": ("MLPClassifier", "digits", (100,), 200),
     "covtype-like 20000x54, 7 classes": ("MLPClassifier", "classification", (100,), 100),
     "regression 5000x20": ("MLPRegressor", "regression", (64, 64), 200),
+    "one-hot 20000x10000, 10 ones a row": ("MLPClassifier", "one-hot", (32,), 30),
 }
 
 
@@ -32,6 +36,15 @@ def data(kind):
     import numpy as np
     from sklearn.datasets import load_digits, make_classification, make_regression
     from sklearn.preprocessing import StandardScaler
+    if kind == "one-hot":
+        import scipy.sparse
+        rng = np.random.default_rng(0)
+        # ten categorical columns of 1,000 categories each, one-hot encoded
+        codes = rng.integers(0, 1000, (20000, 10))
+        columns = (codes + 1000 * np.arange(10)).ravel()
+        X = scipy.sparse.csr_array((np.ones(columns.size), columns, np.arange(0, columns.size + 1, 10)),
+                                   shape=(20000, 10000))
+        return X, (codes[:, 0] % 7 + codes[:, 1] % 3) % 4
     if kind == "digits":
         X, y = load_digits(return_X_y=True)
     elif kind == "classification":
@@ -45,11 +58,13 @@ def data(kind):
 def worker(framework, case, fits):
     import warnings
     estimator_name, kind, hidden, max_iter = CASES[case]
-    if framework == "fastbp":
+    if framework.startswith("fastbp"):
         from fastbp.interop import sklearn as module
     else:
         from sklearn import neural_network as module
     X, y = data(kind)
+    if framework == "fastbp-dense":
+        X = X.toarray()
     estimator = getattr(module, estimator_name)(solver="lbfgs", hidden_layer_sizes=hidden, max_iter=max_iter,
                                                 random_state=0)
     with warnings.catch_warnings():
@@ -77,6 +92,8 @@ def main():
     print(f"{'case':36} {'fastbp s (spread)':>22} {'scikit-learn s (spread)':>26} {'ratio':>6}  iterations, loss")
     for case in CASES:
         seconds = {"fastbp": [], "sklearn": []}
+        if CASES[case][1] == "one-hot":
+            seconds["fastbp-dense"] = []
         last = {}
         for _ in range(args.rounds):
             for framework in seconds:
@@ -88,6 +105,9 @@ def main():
         ratio = statistics.median(seconds["sklearn"]) / statistics.median(seconds["fastbp"])
         notes = ", ".join(f"{name} {r['n_iter']} it {r['loss']:.4g}" for name, r in last.items())
         print(f"{case:36} {cells[0]:>22} {cells[1]:>26} {ratio:6.2f}  {notes}", flush=True)
+        if "fastbp-dense" in seconds:
+            dense = statistics.median(seconds["fastbp-dense"]) / statistics.median(seconds["fastbp"])
+            print(f"{'':36} fastbp-dense {cells[2]}: {dense:.1f}x the sparse rows' time", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from kernels.layers.table import layer_units
 from fastbp._checks import as_float, as_int, as_matrix, describe
 from fastbp.losses import as_loss
 from fastbp.mlp import MLP
+from fastbp.sparse import SparseNetwork, as_csr, is_sparse, row_chunks
 
 # rows per kernel call: bounds the activations kept for backward
 _CHUNK_ROWS = 8192
@@ -31,7 +32,8 @@ class FullBatchObjective:
     The loss is the loss's own reduction over every row, weighted by
     ``sample_weight`` when given (a weighted mean for reduction="mean":
     ``sum_i w_i loss_i / sum_i w_i``), plus ``0.5 * l2 * sum(W**2)`` over the
-    weight matrices (not the biases); ``factor`` multiplies the loss term
+    weight matrices (not the biases). ``X`` may be a scipy.sparse matrix:
+    the first layer then runs on its CSR rows (``fastbp.sparse``); ``factor`` multiplies the loss term
     (a loss defined as a multiple of fastbp's). ``theta`` is written into the model's
     parameters at each call, so the model holds the last point evaluated.
     """
@@ -40,7 +42,12 @@ class FullBatchObjective:
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastbp.MLP, got {describe(model)}")
         self.model, self.loss = model, as_loss(loss)
-        self.X = as_matrix("X", X, model.dtype, model.sizes[0])
+        self.sparse = None
+        if is_sparse(X):
+            self.X = as_csr("X", X, model.dtype, model.sizes[0])
+            self.sparse = SparseNetwork(model), row_chunks(self.X, _CHUNK_ROWS)
+        else:
+            self.X = as_matrix("X", X, model.dtype, model.sizes[0])
         n, n_out = self.X.shape[0], model.sizes[-1]
         if np.ndim(y) >= 1 and np.shape(y)[0] != n:
             raise ValueError(f"y must hold one target per row of X: X has {n} rows, y has {np.shape(y)[0]}")
@@ -74,18 +81,25 @@ class FullBatchObjective:
         for start in range(0, n, _CHUNK_ROWS):
             stop = min(start + _CHUNK_ROWS, n)
             rows = stop - start
-            model._ensure_capacity(rows)
-            x = self.X[start:stop]
-            kernels.network_forward(model._z, model._a, x, params, layers, activation_params)
-            prediction = layer_units(model._a, layers, last, rows)
-            dprediction = model._scratch[0, :rows * n_out].reshape(rows, n_out)
+            if self.sparse is not None:
+                network, x = self.sparse[0], self.sparse[1][start // _CHUNK_ROWS]
+                prediction, dprediction = network.forward(x), network.output_gradient(rows)
+            else:
+                model._ensure_capacity(rows)
+                x = self.X[start:stop]
+                kernels.network_forward(model._z, model._a, x, params, layers, activation_params)
+                prediction = layer_units(model._a, layers, last, rows)
+                dprediction = model._scratch[0, :rows * n_out].reshape(rows, n_out)
             targets = self.targets[start:stop] if self.targets.size else self.targets
             labels = self.labels[start:stop] if self.labels.size else self.labels
             weights = np.ones(rows) if self.weights is None else self.weights[start:stop]
             total += kernels.weighted_loss_value_and_grad(dprediction, prediction, targets, labels, weights,
                                                           loss.code, loss.param, self.scale)
-            kernels.network_backward(grads, model._scratch, x, params, layers, activation_params, model._z,
-                                     model._a, False, start > 0)
+            if self.sparse is not None:
+                network.backward(x, start > 0)
+            else:
+                kernels.network_backward(grads, model._scratch, x, params, layers, activation_params, model._z,
+                                         model._a, False, start > 0)
         model._forward_rows = None  # the buffers no longer hold one forward pass
         self.gradient[...] = grads
         if self.l2:

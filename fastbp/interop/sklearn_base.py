@@ -1,6 +1,7 @@
 """What the scikit-learn estimators of ``fastbp.interop.sklearn`` share: their
 parameters, checks and training run, on fastbp's public interface."""
 import re
+import types
 import warnings
 
 import numpy as np
@@ -18,6 +19,7 @@ from fastbp._checks import as_bool, as_choice, as_dtype, as_float, as_int, descr
 from fastbp.activations import NAMES as ACTIVATIONS
 from fastbp.mlp import MLP
 from fastbp.optim import Optimizer
+from fastbp.sparse import SparseNetwork, is_sparse
 from fastbp.trainer import Trainer
 from fastbp.interop import sklearn_solvers as solvers
 
@@ -40,8 +42,8 @@ def _naming(name, check, *args, **kwargs):
 
 
 def _check_lengths(X, y):
-    if len(X) != len(y):
-        raise ValueError(f"y has {len(y)} samples but X has {len(X)}; give one target per row of X")
+    if X.shape[0] != len(y):
+        raise ValueError(f"y has {len(y)} samples but X has {X.shape[0]}; give one target per row of X")
 
 
 class _BaseMLP(BaseEstimator):
@@ -162,7 +164,7 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "trainer_")
         optimizer = self.trainer_.optimizer
         rate = optimizer.lr * (self._gradient_scale(self.model_.sizes[-1]) if optimizer.name == "SGD" else 1.0)
-        return _LearningRate(rate)
+        return types.SimpleNamespace(learning_rate=rate)
 
     def _model(self, n_in, p, rng, new):
         """The network to train: a new one, or the fitted one (in the current
@@ -203,13 +205,14 @@ class _BaseMLP(BaseEstimator):
         warm = p["warm_start"] and not incremental
         new = not hasattr(self, "trainer_") or not (incremental or warm)
         # checked one by one first, so that an error says which of the two is wrong
-        _check_lengths(_naming("X", check_array, X, dtype=(np.float64, np.float32), input_name="X"),
-                       self._checked_y(y))
-        X, y = validate_data(self, X, y, reset=new, dtype=(np.float64, np.float32), **self._validation_kwargs)
+        _check_lengths(_naming("X", check_array, X, dtype=(np.float64, np.float32), input_name="X",
+                               accept_sparse="csr"), self._checked_y(y))
+        X, y = validate_data(self, X, y, reset=new, dtype=(np.float64, np.float32), accept_sparse="csr",
+                             **self._validation_kwargs)
         if p["dtype"] is None:
             # X's own dtype for a new network; a fitted one goes on in its own
             p["dtype"] = X.dtype if new else self.trainer_.model.dtype
-        X = X.astype(p["dtype"], copy=False)
+        X = solvers.training_input(X.astype(p["dtype"], copy=False), p["solver"])
         targets = self._targets(y, new, classes, warm)
         rows, sample_weight = solvers.sample_weights(sample_weight, X.shape[0], p["solver"])
         if rows is not None:
@@ -333,6 +336,11 @@ class _BaseMLP(BaseEstimator):
         """What scikit-learn's loss adds to fastbp's, a constant of the data."""
         return 0.0
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
     def _check_solver(self):
         if self.solver == "lbfgs":
             raise AttributeError(f"partial_fit is only available for stochastic optimizers; {self.solver!r} is not "
@@ -346,16 +354,8 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "trainer_")
         return solvers.loss_grad(self, packed, X, self._indicator_targets(y), sample_weight)
 
-    @property
-    def coefs_(self):
-        """Weights per layer, (n_in, n_out) as scikit-learn shapes them (copies)."""
-        check_is_fitted(self, "trainer_")
-        return [W.T.copy() for W, _ in self.trainer_.model.params]
-
-    @property
-    def intercepts_(self):
-        check_is_fitted(self, "trainer_")
-        return [b.copy() for _, b in self.trainer_.model.params]
+    coefs_ = solvers.parameters("coefs_", "Weights per layer, (n_in, n_out) as scikit-learn shapes them")
+    intercepts_ = solvers.parameters("intercepts_", "Biases per layer, (n_out,)")
 
     @property
     def model_(self):
@@ -382,12 +382,8 @@ class _BaseMLP(BaseEstimator):
 
     def _outputs(self, X):
         check_is_fitted(self, "trainer_")
-        X = _naming("X", validate_data, self, X, reset=False, dtype=(np.float64, np.float32))
+        X = _naming("X", validate_data, self, X, reset=False, dtype=(np.float64, np.float32), accept_sparse="csr")
+        model = self.trainer_.model
         # in the dtype of X times the weights, as scikit-learn answers
-        return self.trainer_.model.predict(X).astype(np.result_type(X.dtype, self.trainer_.model.dtype),
-                                                     copy=False)
-
-
-class _LearningRate:
-    def __init__(self, learning_rate):
-        self.learning_rate = learning_rate
+        outputs = SparseNetwork(model).predict(X.astype(model.dtype)) if is_sparse(X) else model.predict(X)
+        return outputs.astype(np.result_type(X.dtype, model.dtype), copy=False)

@@ -8,9 +8,11 @@ import numpy as np
 from sklearn.base import is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
+from sklearn.utils.validation import check_is_fitted
 
 from fastbp.lbfgs import FullBatchObjective, minimize
 from fastbp.optim import SGD, Adam, AdamW, RMSprop
+from fastbp.sparse import is_sparse
 
 NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain large values and need to "
               "be preprocessed.")
@@ -62,6 +64,24 @@ def sample_weights(sample_weight, n, solver):
         raise ValueError(f"sample_weight with unequal nonzero weights is supported with solver='lbfgs'; "
                          f"solver={solver!r} takes equal weights (and zeros, which leave samples out)")
     return rows, weights
+
+
+# the largest dense copy of a sparse X the stochastic solvers make
+DENSE_LIMIT_BYTES = 1 << 30
+
+
+def training_input(X, solver):
+    """X as the solver trains on it: L-BFGS takes sparse X as it is (its
+    first layer runs on the CSR rows); the stochastic solvers' compiled
+    epoch reads dense rows, so they take a dense copy up to DENSE_LIMIT_BYTES."""
+    if not is_sparse(X) or solver == "lbfgs":
+        return X
+    size = X.shape[0] * X.shape[1] * X.dtype.itemsize
+    if size > DENSE_LIMIT_BYTES:
+        raise ValueError(f"X is sparse, {X.shape[0]} x {X.shape[1]}; solver={solver!r} trains on dense rows, and "
+                         f"a dense copy would take {size / 2**30:.1f} GiB. Use solver='lbfgs', which trains on the "
+                         "sparse rows, or fewer columns")
+    return X.toarray()
 
 
 def validation_split(estimator, X, targets, fraction, rng):
@@ -123,6 +143,34 @@ def fit_lbfgs(estimator, model, X, targets, p, sample_weight):
         message = result.message.decode() if isinstance(result.message, bytes) else str(result.message)
         warnings.warn(f"lbfgs failed to converge after {estimator.n_iter_} iteration(s) (status={result.status}): "
                       f"{message}. Increase max_iter (and max_fun) or scale the data.", ConvergenceWarning)
+
+
+def parameters(name, doc):
+    """The property ``coefs_`` or ``intercepts_``: reading gives copies;
+    setting a fitted estimator's writes the arrays into its network, checked
+    against its shapes (as scikit-learn's attributes can be set)."""
+    part = 0 if name == "coefs_" else 1
+
+    def get(estimator):
+        check_is_fitted(estimator, "trainer_")
+        return [W.T.copy() if part == 0 else b.copy() for W, b in estimator.trainer_.model.params]
+
+    def put(estimator, values):
+        check_is_fitted(estimator, "trainer_", msg=f"{name} can be set on a fitted estimator only: fit it first")
+        model = estimator.trainer_.model
+        targets = [W.T if part == 0 else b for W, b in model.params]
+        if not isinstance(values, (list, tuple)) or len(values) != len(targets):
+            raise ValueError(f"{name} must be a list of {len(targets)} arrays, one per layer")
+        arrays = [np.asarray(value, dtype=np.float64) for value in values]
+        for i, (array, target) in enumerate(zip(arrays, targets)):
+            if array.shape != target.shape:
+                raise ValueError(f"{name}[{i}] must have shape {target.shape}, got {array.shape}")
+            if not np.isfinite(array).all():
+                raise ValueError(f"{name}[{i}] holds NaN or infinity")
+        for array, target in zip(arrays, targets):
+            target[...] = array
+
+    return property(get, put, doc=doc + " (copies; settable once fitted).")
 
 
 def packing(model):
