@@ -2,6 +2,7 @@
 backpropagation, validated number for number against PyTorch autograd."""
 from fastbp.activations import Activation
 from fastbp.history import History
+from fastbp.lbfgs import LBFGS
 from fastbp.files import load, load_checkpoint
 from fastbp.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss
 from fastbp.mlp import MLP
@@ -14,5 +15,5 @@ __version__ = "0.1.0"
 
 __all__ = ["MLP", "Activation", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "BCEWithLogitsLoss",
            "PoissonNLLLoss",
-           "SGD", "Adam", "AdamW", "RMSprop", "Optimizer",
+           "SGD", "Adam", "AdamW", "RMSprop", "LBFGS", "Optimizer",
            "StepLR", "CosineAnnealingLR", "ReduceLROnPlateau", "Trainer", "History", "Pipeline", "load", "load_checkpoint"]

@@ -8,6 +8,7 @@ import numpy as np
 import kernels
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, describe
 from fastbp.history import History
+from fastbp.lbfgs import LBFGS
 from fastbp.losses import as_loss
 from fastbp.metrics import metric_name, score
 from fastbp.mlp import MLP
@@ -26,7 +27,8 @@ class Trainer(TrainerState):
     Args:
         model: a fastbp.MLP.
         loss: a fastbp loss (or its name, e.g. "cross_entropy").
-        optimizer: a fastbp optimizer built on ``model``.
+        optimizer: a fastbp optimizer built on ``model`` (fastbp.LBFGS: each
+            epoch one L-BFGS iteration over the whole training set).
         max_grad_norm: clip the global gradient norm to this before each
             update (torch.nn.utils.clip_grad_norm_); None for no clipping.
         schedule: a learning-rate schedule built on ``optimizer``
@@ -58,10 +60,12 @@ class Trainer(TrainerState):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastbp.MLP, got {describe(model)}")
         loss = as_loss(loss)
-        if not isinstance(optimizer, Optimizer):
+        if not isinstance(optimizer, (Optimizer, LBFGS)):
             raise TypeError(f"optimizer must be a fastbp optimizer, got {describe(optimizer)}")
         if optimizer.model is not model:
             raise ValueError("optimizer must be built on the same model the Trainer trains")
+        if isinstance(optimizer, LBFGS) and (schedule is not None or max_grad_norm is not None):
+            raise ValueError("LBFGS takes neither a schedule nor max_grad_norm: its line search sets each step")
         if schedule is not None:
             if not isinstance(schedule, Schedule):
                 raise TypeError(f"schedule must be a fastbp schedule or None, got {describe(schedule)}")
@@ -193,6 +197,10 @@ class Trainer(TrainerState):
         callbacks = [self._as_callback(i, c) for i, c in enumerate(callbacks or ())]
         checkpoint_every, checkpoint_path = self._checkpoint_arguments(checkpoint_every, checkpoint_path)
         on_nonfinite = as_choice("on_nonfinite", on_nonfinite, ("raise", "skip"))
+        full_batch = isinstance(self.optimizer, LBFGS)
+        if full_batch and (checkpoint_every is not None or on_nonfinite == "skip" or self.model.device == "cuda"):
+            raise ValueError("LBFGS trains on the CPU, with on_nonfinite='raise' and without checkpoint_every: "
+                             "SciPy keeps its state inside one fit call")
         resumed = self._stopped_epoch(X.shape[0], batch_size, shuffle, seed)
         if seed is not None or self._rng_state is None:
             self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
@@ -206,47 +214,43 @@ class Trainer(TrainerState):
         order = np.arange(n, dtype=np.int64)
         keep_best = patience is not None and restore_best
         self.stop_training = False
-        if model.device == "cuda":
-            from fastbp.backends.cuda import DeviceFit
+        end_epoch = (lambda logs, start: self._end_epoch(logs, start, validation, min_delta, callbacks, patience))
+        if full_batch:
+            times = [time.perf_counter()]
 
-            backend = DeviceFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0)
+            def iteration(value):
+                times.append(time.perf_counter())
+                self.epoch += 1
+                return end_epoch({"epoch": self.epoch, "lr": optimizer.lr, "skipped": 0, "loss": value}, times[-2])
+            if epochs:
+                optimizer.run(loss, X, targets, labels, epochs, iteration)
         else:
-            backend = HostFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0,
-                              self._epoch_function(rows))
-        for _ in range(epochs):
-            start = time.perf_counter()
-            logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
-            position, loss_sum, skipped = resumed or (0, 0.0, (0, 0))
-            resumed = self._epoch_state = None
-            # a checkpoint in the middle of the epoch draws its order again from here
-            epoch_rng_state = None if checkpoint_every is None else self._rng_state.copy()
-            if shuffle:
-                kernels.random_permutation(order, self._rng_state)
-            loss_sum, skipped = self._epoch_steps(backend.steps, order, position, loss_sum, skipped, batch_size,
-                                                  shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
-                                                  epoch_rng_state, backend.stretch)
-            logs["skipped"] = skipped[0]
-            logs["loss"] = loss_sum / (n - skipped[1]) if skipped[1] < n else math.nan
-            if not np.isfinite(logs["loss"]):
-                raise FloatingPointError(self._diverged(skipped, n, batch_size))
-            self.epoch += 1
-            if validation is not None:
-                logs["val_loss"], outputs = self._evaluate(*validation)
-                logs["val_metric"] = score(loss, outputs, validation[1], validation[2])
-            logs["seconds"] = time.perf_counter() - start
-            self.history.append(logs)
-            monitored = logs.get("val_loss", logs["loss"])
-            if self._best is None or monitored < self._best[1] - min_delta:
-                self._best = (self.epoch, monitored)
-                kept = model._params.copy() if self._best_params is None else self._best_params[1]
-                kept[...] = model._params
-                self._best_params = (self.epoch, kept)
-            if self.schedule is not None:
-                self.schedule.step(monitored)
-            for callback in callbacks:
-                callback(self, logs)
-            if self.stop_training or (patience is not None and self.epoch - self._best[0] >= patience):
-                break
+            if model.device == "cuda":
+                from fastbp.backends.cuda import DeviceFit
+
+                backend = DeviceFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0)
+            else:
+                backend = HostFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0,
+                                  self._epoch_function(rows))
+            for _ in range(epochs):
+                start = time.perf_counter()
+                logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
+                position, loss_sum, skipped = resumed or (0, 0.0, (0, 0))
+                resumed = self._epoch_state = None
+                # a checkpoint in the middle of the epoch draws its order again from here
+                epoch_rng_state = None if checkpoint_every is None else self._rng_state.copy()
+                if shuffle:
+                    kernels.random_permutation(order, self._rng_state)
+                loss_sum, skipped = self._epoch_steps(backend.steps, order, position, loss_sum, skipped, batch_size,
+                                                      shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
+                                                      epoch_rng_state, backend.stretch)
+                logs["skipped"] = skipped[0]
+                logs["loss"] = loss_sum / (n - skipped[1]) if skipped[1] < n else math.nan
+                if not np.isfinite(logs["loss"]):
+                    raise FloatingPointError(self._diverged(skipped, n, batch_size))
+                self.epoch += 1
+                if end_epoch(logs, start):
+                    break
         if keep_best and self._best is not None and self._best[0] != self.epoch:
             best = self._best_params
             if best is not None and best[0] == self._best[0]:
@@ -257,6 +261,27 @@ class Trainer(TrainerState):
                               f"predates fastbp keeping them); the model keeps epoch {self.epoch}'s",
                               UserWarning, stacklevel=2)
         return self.history
+
+    def _end_epoch(self, logs, start, validation, min_delta, callbacks, patience):
+        """After an epoch: validation, the history's row, the best epoch, the
+        schedule, the callbacks; returns whether training stops."""
+        model = self.model
+        if validation is not None:
+            logs["val_loss"], outputs = self._evaluate(*validation)
+            logs["val_metric"] = score(self.loss, outputs, validation[1], validation[2])
+        logs["seconds"] = time.perf_counter() - start
+        self.history.append(logs)
+        monitored = logs.get("val_loss", logs["loss"])
+        if self._best is None or monitored < self._best[1] - min_delta:
+            self._best = (self.epoch, monitored)
+            kept = model._params.copy() if self._best_params is None else self._best_params[1]
+            kept[...] = model._params
+            self._best_params = (self.epoch, kept)
+        if self.schedule is not None:
+            self.schedule.step(monitored)
+        for callback in callbacks:
+            callback(self, logs)
+        return self.stop_training or (patience is not None and self.epoch - self._best[0] >= patience)
 
     def _epoch_function(self, rows):
         """The CPU epoch ``fit`` runs (``kernels.train_epoch``'s arguments and
@@ -323,30 +348,6 @@ class Trainer(TrainerState):
                 finally:
                     self._epoch_state = None
         return loss_sum, skipped
-
-    def _diverged(self, skipped, n, batch_size, position=None):
-        """The FloatingPointError's message for a step that went non-finite at
-        entry ``position`` of the epoch's order (None: the epoch's loss, every
-        batch skipped or the sum of finite batch losses overflowed)."""
-        model, optimizer = self.model, self.optimizer
-        epoch, lr = self.epoch + 1, optimizer.lr
-        lower = f"lower the learning rate (lr={lr}), set max_grad_norm"
-        fix = f"{lower}, or fit(on_nonfinite='skip') to skip such batches"
-        if position is None:
-            if skipped[1] == n:
-                return (f"training diverged: every batch of epoch {epoch} ({skipped[0]}) had a non-finite loss or "
-                        f"gradient and was skipped; the model is unchanged since; {lower}")
-            return (f"training diverged: the loss summed over epoch {epoch} overflowed, though every batch's was "
-                    f"finite; {lower}")
-        where = next((f"layer {i}'s {part} gradient holds NaN or infinity (the first layer that does)"
-                      for i, (W, b) in enumerate(model.grads) for part, grad in (("weight", W), ("bias", b))
-                      if grad is not None and not np.isfinite(grad).all()),
-                     "the loss is NaN or infinite (the gradients are finite)")
-        batch = position // batch_size + 1
-        return (f"training diverged at step {optimizer.step_count + 1} (batch {batch} of "
-                f"{-(-n // batch_size)} in epoch {epoch}): {where}; "
-                f"the model and optimizer hold the parameters and state of step {optimizer.step_count}, the last "
-                f"finite one; {fix}")
 
     @staticmethod
     def _as_callback(index, callback):

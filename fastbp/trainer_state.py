@@ -202,3 +202,27 @@ class TrainerState:
         except (KeyError, TypeError, ValueError, IndexError) as error:
             raise ValueError(f"{path!r} is a damaged fastbp checkpoint ({type(error).__name__}: {error})") from None
         return trainer
+
+    def _diverged(self, skipped, n, batch_size, position=None):
+        """The FloatingPointError's message for a step that went non-finite at
+        entry ``position`` of the epoch's order (None: the epoch's loss, every
+        batch skipped or the sum of finite batch losses overflowed)."""
+        model, optimizer = self.model, self.optimizer
+        epoch, lr = self.epoch + 1, optimizer.lr
+        lower = f"lower the learning rate (lr={lr}), set max_grad_norm"
+        fix = f"{lower}, or fit(on_nonfinite='skip') to skip such batches"
+        if position is None:
+            if skipped[1] == n:
+                return (f"training diverged: every batch of epoch {epoch} ({skipped[0]}) had a non-finite loss or "
+                        f"gradient and was skipped; the model is unchanged since; {lower}")
+            return (f"training diverged: the loss summed over epoch {epoch} overflowed, though every batch's was "
+                    f"finite; {lower}")
+        where = next((f"layer {i}'s {part} gradient holds NaN or infinity (the first layer that does)"
+                      for i, (W, b) in enumerate(model.grads) for part, grad in (("weight", W), ("bias", b))
+                      if grad is not None and not np.isfinite(grad).all()),
+                     "the loss is NaN or infinite (the gradients are finite)")
+        batch = position // batch_size + 1
+        return (f"training diverged at step {optimizer.step_count + 1} (batch {batch} of "
+                f"{-(-n // batch_size)} in epoch {epoch}): {where}; "
+                f"the model and optimizer hold the parameters and state of step {optimizer.step_count}, the last "
+                f"finite one; {fix}")
