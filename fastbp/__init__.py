@@ -2,12 +2,11 @@
 backpropagation, validated number for number against PyTorch autograd."""
 from fastbp.activations import Activation
 from fastbp.history import History
-from fastbp.lbfgs import LBFGS
 from fastbp.files import load, load_checkpoint
 from fastbp.losses import BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, PoissonNLLLoss
 from fastbp.mlp import MLP
 from fastbp.pipeline import Pipeline
-from fastbp.optim import SGD, Adam, AdamW, Optimizer, RMSprop
+from fastbp.optim import LBFGS, SGD, Adam, AdamW, Optimizer, RMSprop
 from fastbp.schedules import CosineAnnealingLR, ReduceLROnPlateau, StepLR
 from fastbp.trainer import Trainer
 

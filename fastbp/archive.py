@@ -247,7 +247,8 @@ def checkpoint_state(path, contents, optimizer_layout):
                      "hyperparameters": {name: bool(value) if name in flags else float(value)
                                          for name, value in zip(names, hyper)},
                      "step_count": int(contents["optimizer_step"]),
-                     "state": np.stack([row if row.size else np.zeros(n, dtype) for row in rows[:n_state]])}
+                     "state": np.array([row if row.size else np.zeros(n, dtype) for row in rows[:n_state]],
+                                       dtype=dtype).reshape(n_state, n)}
         loss_name, loss_arguments = training["loss"]
         schedule = training["schedule"]
         rng_state = contents["rng_state"]

@@ -147,7 +147,8 @@ class Optimizer:
 # the hyperparameters that are switches (0.0 / 1.0 in the kernel's array)
 FLAGS = ("nesterov", "amsgrad", "decoupled", "centered")
 # the ranges the constructors accept, for the hyperparameters of a loaded state
-_RANGES = {"lr": dict(low=0.0), "momentum": dict(low=0.0), "weight_decay": dict(low=0.0),
+_RANGES = {"lr": dict(low=0.0), "max_fun": dict(low=1.0), "history_size": dict(low=1.0), "tol": dict(low=0.0),
+           "ftol": dict(low=0.0), "momentum": dict(low=0.0), "weight_decay": dict(low=0.0),
            "beta1": dict(low=0.0, high=1.0, high_open=True), "beta2": dict(low=0.0, high=1.0, high_open=True),
            "eps": dict(low=0.0, low_open=True), "alpha": dict(low=0.0, high=1.0)}
 
@@ -226,4 +227,80 @@ class RMSprop(Optimizer):
 
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
+class LBFGS(Optimizer):
+    """L-BFGS as a ``fastbp.Trainer``'s optimizer: each epoch of
+    ``Trainer.fit`` is one L-BFGS iteration over the whole training set
+    (SciPy's L-BFGS-B on the compiled full-batch loss, ``fastbp.lbfgs``;
+    ``batch_size`` and ``shuffle`` do not apply), with the history,
+    validation, early stopping and callbacks of any fit.
+
+    Args:
+        model: the fastbp.MLP the trainer trains.
+        weight_decay: L2 coefficient, ``0.5 * weight_decay * sum(W**2)`` over
+            the weight matrices (not the biases) added to the loss.
+        max_fun, tol, ftol, history_size: as ``fastbp.lbfgs.fit``.
+
+    SciPy keeps the curvature pairs inside one ``fit`` call: the next call,
+    or a run resumed from a checkpoint, starts them afresh. After a fit,
+    ``result`` holds SciPy's ``OptimizeResult`` (why it stopped: ``message``).
+    """
+
+    code = None
+    hyperparameters = ("weight_decay", "max_fun", "tol", "ftol", "history_size")
+    n_state = 0
+    # the line search picks each step's length; 1 is reported as the epoch's rate
+    lr = 1.0
+
+    def __init__(self, model, weight_decay=0.0, max_fun=15000, tol=1e-4, ftol=2.2e-9, history_size=10):
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a fastbp.MLP, got {describe(model)}")
+        self.model = model
+        # counts come back from a state dict as whole floats
+        max_fun, history_size = (int(v) if isinstance(v, float) and v.is_integer() else v for v in (max_fun, history_size))
+        self._hyper = np.array([as_float("weight_decay", weight_decay, low=0.0), as_int("max_fun", max_fun, minimum=1),
+                                as_float("tol", tol, low=0.0), as_float("ftol", ftol, low=0.0),
+                                as_int("history_size", history_size, minimum=1)], dtype=np.float64)
+        self.step_count = 0  # loss-and-gradient evaluations, over every fit
+        self._state = np.zeros((0, model.n_params), dtype=model.dtype)
+        self.result = None
+
+    def __repr__(self):
+        return (f"LBFGS(weight_decay={self.weight_decay}, max_fun={int(self.max_fun)}, tol={self.tol}, "
+                f"ftol={self.ftol}, history_size={int(self.history_size)})")
+
+    @property
+    def state_in_use(self):
+        return ()
+
+    def _set_state_array(self, rows):
+        self._state = rows[:0].copy()
+
+    def step(self):
+        raise TypeError("LBFGS takes its steps inside Trainer.fit (or fastbp.lbfgs.fit), over the whole training "
+                        "set; it has no step() of one minibatch")
+
+    def _bundle(self):
+        self.step()
+
+    def run(self, loss, X, targets, labels, epochs, end_epoch):
+        """Up to ``epochs`` iterations over ``(X, targets, labels)`` (as the
+        Trainer holds them); ``end_epoch(loss)`` after each, the model at the
+        iterate, returns whether to stop."""
+        from fastbp.lbfgs import FullBatchObjective, minimize
+
+        model, decay = self.model, self.weight_decay
+        y = labels if loss.code == kernels.CROSS_ENTROPY else targets
+        objective = FullBatchObjective(model, loss, X, y, l2=decay)
+
+        def each_iteration(iteration, value):
+            return end_epoch(value - sum(0.5 * decay * float(np.dot(W.ravel(), W.ravel())) for W, _ in model.params))
+
+        self.result = minimize(objective, max_iter=epochs, max_fun=int(self.max_fun), tol=self.tol, ftol=self.ftol,
+                               history_size=int(self.history_size), callback=each_iteration)
+        self.step_count += int(self.result.nfev)
+        if not np.isfinite(model._params).all():
+            raise FloatingPointError(f"L-BFGS diverged: the parameters hold NaN or infinity ({self.result.message}); "
+                                     "scale the inputs, or add weight_decay")
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "lbfgs": LBFGS}

@@ -8,11 +8,10 @@ import numpy as np
 import kernels
 from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, describe
 from fastbp.history import History
-from fastbp.lbfgs import LBFGS
 from fastbp.losses import as_loss
 from fastbp.metrics import metric_name, score
 from fastbp.mlp import MLP
-from fastbp.optim import Optimizer
+from fastbp.optim import LBFGS, Optimizer
 from fastbp.schedules import Schedule
 from fastbp.backends.cpu import HostFit, epoch_function
 from fastbp.trainer_state import TrainerState
@@ -60,7 +59,7 @@ class Trainer(TrainerState):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastbp.MLP, got {describe(model)}")
         loss = as_loss(loss)
-        if not isinstance(optimizer, (Optimizer, LBFGS)):
+        if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastbp optimizer, got {describe(optimizer)}")
         if optimizer.model is not model:
             raise ValueError("optimizer must be built on the same model the Trainer trains")

@@ -125,7 +125,9 @@ def build_parser():
     train.add_argument("--activation", choices=ACTIVATIONS, help="hidden activation (default relu)")
     train.add_argument("--loss", choices=CLASSIFY_LOSSES + REGRESS_LOSSES,
                        help="default cross_entropy to classify, mse to regress")
-    train.add_argument("--optimizer", choices=OPTIMIZERS, help="default adamw")
+    train.add_argument("--optimizer", choices=OPTIMIZERS,
+                       help="default adamw; lbfgs: each epoch one L-BFGS iteration over the whole training set "
+                            "(no --lr, schedule or batches)")
     train.add_argument("--lr", type=_positive_float, help="learning rate (default 0.01 for sgd, else 0.001)")
     train.add_argument("--momentum", type=_fraction, help="sgd (default 0.9) and rmsprop (default 0)")
     train.add_argument("--weight-decay", type=_non_negative_float, help="L2 penalty (decoupled for adamw; default 0, 0.01 for adamw)")

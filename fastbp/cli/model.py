@@ -3,7 +3,7 @@ built from its settings, and a resumed run's schedule laid out again."""
 from fastbp.data import DataError
 from fastbp.losses import LOSSES
 from fastbp.mlp import MLP
-from fastbp.optim import OPTIMIZERS
+from fastbp.optim import LBFGS, OPTIMIZERS
 from fastbp.schedules import CosineAnnealingLR, ReduceLROnPlateau, StepLR
 from fastbp.trainer import Trainer
 from fastbp.cli.settings import CLASSIFY_LOSSES, REGRESS_LOSSES, flag_message
@@ -36,6 +36,8 @@ def _build(settings, prepared):
     model = MLP([prepared.n_features, *settings["hidden"], n_out], activation=settings["activation"],
                 dtype=settings["dtype"], seed=settings["seed"])
     name = settings["optimizer"]
+    if name == "lbfgs":
+        return Trainer(model, LOSSES[loss_name](), _lbfgs(model, settings))
     kwargs = {"lr": settings["lr"] if settings["lr"] is not None else (0.01 if name == "sgd" else 1e-3)}
     if settings["weight_decay"] is not None:  # else the optimizer's default: 0, or 0.01 for adamw
         kwargs["weight_decay"] = settings["weight_decay"]
@@ -46,6 +48,15 @@ def _build(settings, prepared):
     optimizer = OPTIMIZERS[name](model, **kwargs)
     return Trainer(model, LOSSES[loss_name](), optimizer, max_grad_norm=settings["max_grad_norm"],
                    schedule=plan_schedule(settings["lr_schedule"], optimizer, settings["epochs"]))
+
+
+def _lbfgs(model, settings):
+    """--optimizer lbfgs: an epoch is one iteration over the whole training
+    set; the line search sets each step, so the flags of a step's size are refused."""
+    for flag, key in (("--lr", "lr"), ("--momentum", "momentum"), ("--max-grad-norm", "max_grad_norm")):
+        if settings[key] is not None:
+            raise DataError(f"{flag} does not apply to --optimizer lbfgs: its line search sets each step")
+    return LBFGS(model, weight_decay=settings["weight_decay"] or 0.0)
 
 
 def plan_schedule(name, optimizer, epochs):
@@ -66,6 +77,9 @@ def replan(trainer, settings, given):
     so that the rate is the one a run planned that long would have now.
     Returns what changed, for the header ("" for nothing)."""
     optimizer, old, total = trainer.optimizer, trainer.schedule, settings["epochs"]
+    if isinstance(optimizer, LBFGS):
+        _lbfgs(trainer.model, {**settings, **{key: given.get(key) for key in ("lr", "momentum", "max_grad_norm")}})
+        return ""
     if given.get("lr") is not None or given.get("lr_schedule") is not None:
         # a schedule that has run its course leaves the rate near 0: start again from the run's first rate
         optimizer.lr = given["lr"] if given.get("lr") is not None else (old.base_lr if old else optimizer.lr)

@@ -65,6 +65,9 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     rank, world_size = _check_options(device, distributed, save, save_every, checkpoint_every, plot)
     limit = thread_limit(threads)
     settings, trainer = _settings(given, resume, device)
+    if settings["optimizer"] == "lbfgs" and (device == "cuda" or distributed or checkpoint_every is not None):
+        raise DataError("--optimizer lbfgs trains on the CPU in one process, without --checkpoint-every (SciPy keeps "
+                        "its state inside the run); --save keeps the run")
     # saving over the checkpoint a run resumes from is how it goes on
     inputs = data_inputs(settings["data"], settings["target"])
     save = check_output("--save", save, inputs, overwrite)
@@ -177,9 +180,12 @@ def _parts(trainer, prepared):
 def _header(trainer, settings, prepared, device, world_size, resume, change):
     """The line that says what trains: model, optimizer, loss, batch, schedule, where."""
     model = trainer.model
+    steps = (f"lbfgs (weight decay {trainer.optimizer.weight_decay:g}), {trainer.loss.name} loss, full batch"
+             if settings["optimizer"] == "lbfgs" else
+             f"{settings['optimizer']} lr {trainer.optimizer.lr:g}, {trainer.loss.name} loss, batch "
+             f"{settings['batch_size']}, {settings['lr_schedule']} schedule")
     return (f"model: MLP {list(model.sizes)} {settings['activation']}, {model.dtype.name}, "
-            f"{model.n_params:,} parameters; {settings['optimizer']} lr {trainer.optimizer.lr:g}, "
-            f"{trainer.loss.name} loss, batch {settings['batch_size']}, {settings['lr_schedule']} schedule"
+            f"{model.n_params:,} parameters; {steps}"
             + (", standardized inputs" + (" and targets" if prepared.task == "regress" else "")
                if settings["standardize"] else "")
             + (", on the GPU" if device == "cuda" else "")

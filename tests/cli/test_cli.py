@@ -161,7 +161,7 @@ def test_check_without_torch_says_so():
     (["--hidden", "0"], "--hidden: every width must be >= 1"),
     (["--epochs", "-1"], "--epochs: expected an integer >= 0, got -1"),
     (["--dataset", "mnist"], "--dataset: unknown dataset 'mnist'; valid names: digits, breast_cancer"),
-    (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+    (["--optimizer", "newton"], "argument --optimizer: invalid choice: 'newton'"),
     (["--data", "missing.csv"], "--data: no file at 'missing.csv'"),
     (["--data", "{folder}/digits.csv"], "--target: a CSV file needs --target COLUMN"),
     (["--data", "{folder}/digits.csv", "--target", "label"], "has no column 'label'; its columns are pixel0"),

@@ -56,6 +56,8 @@ def files(tmp_path_factory):
     (["--val-split", "1"], ["--val-split", "got 1"]),
     (["--dtype", "float16"], ["--dtype", "'float16'"]),
     (["--epochs", "0"], ["--epochs 0 trains nothing"]),
+    (["--optimizer", "lbfgs", "--lr", "0.1"], ["--lr does not apply to --optimizer lbfgs"]),
+    (["--optimizer", "lbfgs", "--checkpoint-every", "5"], ["--optimizer lbfgs trains on the CPU in one process"]),
     (["--save-every", "0"], ["--save-every", "got 0"]),
     (["--data", "{files}/nan_target.npz"], ["--data", "targets", "NaN", "index (5, 0)"]),
     (["--data", "{files}/continuous.npz", "--task", "classify"], ["looks continuous", "--task regress"]),
@@ -104,6 +106,22 @@ def test_resume_with_a_new_rate_and_schedule(tmp_path, capsys):
     assert "new step schedule from lr 0.002 over epochs 4-9" in out
     history = fastbp.Trainer.load(tmp_path / "m.npz").history
     np.testing.assert_allclose(history.lr[3:], [0.002] * 2 + [0.0002] * 2 + [0.00002] * 2, rtol=1e-12)
+
+
+def test_lbfgs_trains_full_batch_epochs_saves_predicts_and_resumes(tmp_path, capsys):
+    status, out, err = train(capsys, *SMALL, "--optimizer", "lbfgs", "--weight-decay", "0.001", "--epochs", 5,
+                             "--save", tmp_path / "m.npz")
+    assert status == 0, err
+    assert "lbfgs (weight decay 0.001), cross_entropy loss, full batch" in out
+    trainer = fastbp.Trainer.load(tmp_path / "m.npz")
+    assert isinstance(trainer.optimizer, fastbp.LBFGS) and trainer.epoch == 5
+    losses = list(trainer.history.loss)
+    # each iteration lowers the objective; with so small an L2 term, the data loss too
+    assert losses == sorted(losses, reverse=True)
+    status, out, err = train(capsys, "--quiet", "--resume", tmp_path / "m.npz", "--epochs", 8,
+                             "--save", tmp_path / "m.npz")
+    assert status == 0, err
+    assert fastbp.Trainer.load(tmp_path / "m.npz").epoch == 8
 
 
 def test_version_and_bare_command():

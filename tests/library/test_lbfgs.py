@@ -59,8 +59,25 @@ def test_what_lbfgs_cannot_do_is_refused_naming_it():
         trainer.fit(X, y, epochs=2, on_nonfinite="skip")
     np.testing.assert_array_equal(model.state_dict()["params"], before)
     assert trainer.epoch == 0
-    trainer.fit(X, y, epochs=2)
-    with pytest.raises(TypeError, match="writes no checkpoint"):
-        trainer.save("unused.npz")
+    with pytest.raises(TypeError, match="takes its steps inside Trainer.fit"):
+        trainer.optimizer.step()
     with pytest.raises(ValueError, match="weight_decay must be"):
         fastbp.LBFGS(model, weight_decay=-1.0)
+
+
+def test_a_checkpoint_of_an_lbfgs_run_goes_on_from_its_weights(tmp_path):
+    X, y = _data()
+    model = _model()
+    trainer = fastbp.Trainer(model, "cross_entropy", fastbp.LBFGS(model, weight_decay=1e-3, history_size=5))
+    trainer.fit(X, y, epochs=4)
+    trainer.save(tmp_path / "run.npz")
+    loaded = fastbp.Trainer.load(tmp_path / "run.npz")
+    assert repr(loaded.optimizer) == repr(trainer.optimizer)
+    assert loaded.optimizer.step_count == trainer.optimizer.step_count
+    np.testing.assert_array_equal(loaded.model.state_dict()["params"], model.state_dict()["params"])
+    loaded.fit(X, y, epochs=3)  # the curvature pairs start afresh: from the same weights, a new run
+    fresh = _model()
+    fresh.load_state_dict(model.state_dict())
+    fastbp.lbfgs.fit(fresh, "cross_entropy", X, y, l2=1e-3, max_iter=3, tol=1e-4, history_size=5)
+    assert loaded.epoch == 7
+    np.testing.assert_array_equal(loaded.model.state_dict()["params"], fresh.state_dict()["params"])
