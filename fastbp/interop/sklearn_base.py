@@ -1,5 +1,5 @@
 """What the scikit-learn estimators of ``fastbp.interop.sklearn`` share: their
-parameters, checks and training run, on fastbp's public interface."""
+parameters, checks and training run, on fastbp's library."""
 import re
 import types
 import warnings
@@ -163,7 +163,7 @@ class _BaseMLP(BaseEstimator):
         ``_optimizer.learning_rate`` reads it."""
         check_is_fitted(self, "trainer_")
         optimizer = self.trainer_.optimizer
-        rate = optimizer.lr * (self._gradient_scale(self.model_.sizes[-1]) if optimizer.name == "SGD" else 1.0)
+        rate = optimizer.lr * (self._gradient_scale(self.model_.sizes[-1]) if optimizer.name == "sgd" else 1.0)
         return types.SimpleNamespace(learning_rate=rate)
 
     def _model(self, n_in, p, rng, new):

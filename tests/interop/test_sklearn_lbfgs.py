@@ -196,6 +196,14 @@ def test_coefs_and_intercepts_set_on_a_fitted_estimator_are_its_weights():
         MLPClassifier().intercepts_ = theirs.intercepts_
 
 
+def test_optimizer_learning_rate_reads_as_scikit_learns():
+    X, y = _regression()
+    params = dict(solver="sgd", learning_rate="invscaling", hidden_layer_sizes=(4,), max_iter=3, random_state=0)
+    ours = _quiet(MLPRegressor(**params), X, y)
+    theirs = _quiet(sklearn.neural_network.MLPRegressor(**params), X, y)
+    assert ours._optimizer.learning_rate == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+
+
 def test_poisson_regression_predicts_rates_and_refuses_negative_counts():
     rng = np.random.default_rng(0)
     X = rng.uniform(size=(200, 2))
