@@ -31,10 +31,11 @@ class FullBatchObjective:
     The loss is the loss's own reduction over every row, weighted by
     ``sample_weight`` when given (a weighted mean for reduction="mean":
     ``sum_i w_i loss_i / sum_i w_i``), plus ``0.5 * l2 * sum(W**2)`` over the
-    weight matrices (not the biases). ``X`` may be a scipy.sparse matrix:
-    the first layer then runs on its CSR rows (``fastbp.sparse``); ``factor`` multiplies the loss term
-    (a loss defined as a multiple of fastbp's). ``theta`` is written into the model's
-    parameters at each call, so the model holds the last point evaluated.
+    weight matrices (not the biases); ``factor`` multiplies the loss term
+    (for a loss defined as a multiple of fastbp's). ``X`` may be a
+    scipy.sparse matrix: the first layer then runs on its CSR rows
+    (``fastbp.sparse``). ``theta`` is written into the model's parameters at
+    each call, so the model holds the last point evaluated.
     """
 
     def __init__(self, model, loss, X, y, sample_weight=None, l2=0.0, factor=1.0):
