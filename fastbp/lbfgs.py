@@ -67,6 +67,8 @@ class FullBatchObjective:
             per_row = 1.0 if self.loss.code == kernels.CROSS_ENTROPY else 1.0 / n_out
             self.scale = per_row / weights.sum() if mean else 1.0
         self.scale *= as_float("factor", factor, low=0.0, low_open=True)
+        # the weights of unweighted rows, made once
+        self.weights = np.ones(min(n, _CHUNK_ROWS)) if self.weights is None else self.weights
         self.gradient = np.zeros(model.n_params)
         self._weight_views = [(W, g) for (W, _), (g, _) in zip(model.params, model._views(self.gradient))]
         self.evaluations = 0
@@ -92,7 +94,7 @@ class FullBatchObjective:
                 dprediction = model._scratch[0, :rows * n_out].reshape(rows, n_out)
             targets = self.targets[start:stop] if self.targets.size else self.targets
             labels = self.labels[start:stop] if self.labels.size else self.labels
-            weights = np.ones(rows) if self.weights is None else self.weights[start:stop]
+            weights = self.weights[:rows] if self.weights.shape[0] < n else self.weights[start:stop]
             total += kernels.weighted_loss_value_and_grad(dprediction, prediction, targets, labels, weights,
                                                           loss.code, loss.param, self.scale)
             if self.sparse is not None:
@@ -103,11 +105,15 @@ class FullBatchObjective:
         model._forward_rows = None  # the buffers no longer hold one forward pass
         self.gradient[...] = grads
         if self.l2:
+            total += self.penalty()
             for W, g in self._weight_views:
-                total += 0.5 * self.l2 * float(np.dot(W.ravel(), W.ravel()))
                 g += self.l2 * W
         self.evaluations += 1
         return total, self.gradient.copy()
+
+    def penalty(self):
+        """The L2 term at the model's current parameters, ``0.5 * l2 * sum(W**2)``."""
+        return 0.5 * self.l2 * sum(float(np.dot(W.ravel(), W.ravel())) for W, _ in self._weight_views)
 
 
 def fit(model, loss, X, y, *, sample_weight=None, l2=0.0, max_iter=200, max_fun=15000, tol=1e-4, ftol=2.2e-9,

@@ -288,12 +288,12 @@ class LBFGS(Optimizer):
         iterate, returns whether to stop."""
         from fastbp.lbfgs import FullBatchObjective, minimize
 
-        model, decay = self.model, self.weight_decay
+        model = self.model
         y = labels if loss.code == kernels.CROSS_ENTROPY else targets
-        objective = FullBatchObjective(model, loss, X, y, l2=decay)
+        objective = FullBatchObjective(model, loss, X, y, l2=self.weight_decay)
 
         def each_iteration(iteration, value):
-            return end_epoch(value - sum(0.5 * decay * float(np.dot(W.ravel(), W.ravel())) for W, _ in model.params))
+            return end_epoch(value - objective.penalty())  # the data loss, as the other optimizers report
 
         self.result = minimize(objective, max_iter=epochs, max_fun=int(self.max_fun), tol=self.tol, ftol=self.ftol,
                                history_size=int(self.history_size), callback=each_iteration)
