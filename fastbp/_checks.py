@@ -171,6 +171,25 @@ def _writeable(array):
     return array if array.flags.writeable else array.copy()
 
 
+def as_weights(name, value, length, what="sample", positive=False):
+    """Weights as a contiguous float64 (length,) array: finite and >= 0
+    (> 0 when ``positive``), with a positive sum; ``what`` names what each
+    entry weighs (one per sample, one per class)."""
+    array = _as_numeric_array(name, value, "")
+    if array.ndim != 1 or array.shape[0] != length:
+        raise ValueError(f"{name} must hold one weight per {what} ({length}), got shape {array.shape}")
+    array = np.array(array, dtype=np.float64)
+    _check_finite(name, array)
+    bad = array <= 0 if positive else array < 0
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} (each {what}'s weight), got "
+                         f"{array[index]:g} at index {index}")
+    if not array.sum() > 0:
+        raise ValueError(f"{name} must have a positive sum, got all zeros: no {what} would count")
+    return array
+
+
 def as_labels(name, value, n_classes, rows=None):
     """Integer class labels in [0, n_classes) as a contiguous int64 (n,) array,
     ``n_classes`` being the model's number of outputs."""

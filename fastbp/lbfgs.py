@@ -14,7 +14,7 @@ import numpy as np
 
 import kernels
 from kernels.layers.table import layer_units
-from fastbp._checks import as_float, as_int, as_matrix, describe
+from fastbp._checks import as_float, as_int, as_matrix, as_weights, describe
 from fastbp.losses import as_loss
 from fastbp.mlp import MLP
 from fastbp.sparse import SparseNetwork, as_csr, is_sparse, row_chunks
@@ -30,7 +30,8 @@ class FullBatchObjective:
 
     The loss is the loss's own reduction over every row, weighted by
     ``sample_weight`` when given (a weighted mean for reduction="mean":
-    ``sum_i w_i loss_i / sum_i w_i``), plus ``0.5 * l2 * sum(W**2)`` over the
+    ``sum_i w_i loss_i / sum_i w_i``, and the loss's class weights, as
+    ``loss(pred, y, sample_weight)`` defines them), plus ``0.5 * l2 * sum(W**2)`` over the
     weight matrices (not the biases); ``factor`` multiplies the loss term
     (for a loss defined as a multiple of fastbp's). ``X`` may be a
     scipy.sparse matrix: the first layer then runs on its CSR rows
@@ -56,16 +57,12 @@ class FullBatchObjective:
         mean = self.loss.reduction == "mean"
         if sample_weight is None:
             self.weights = None
-            self.scale = kernels.losses.mean_scale(self.loss.code, n, n_out, mean)
         else:
-            weights = as_matrix("sample_weight", np.reshape(sample_weight, (-1, 1)) if np.ndim(sample_weight) == 1
-                                else sample_weight, np.float64, 1, rows=n, column_name="columns")[:, 0]
-            if (weights < 0).any() or not weights.sum() > 0:
-                raise ValueError("sample_weight must be >= 0 with a positive sum, got "
-                                 f"{'a negative weight' if (weights < 0).any() else 'weights summing to 0'}")
-            self.weights = np.ascontiguousarray(weights)
-            per_row = 1.0 if self.loss.code == kernels.CROSS_ENTROPY else 1.0 / n_out
-            self.scale = per_row / weights.sum() if mean else 1.0
+            self.weights = as_weights("sample_weight", np.ravel(sample_weight) if np.ndim(sample_weight) == 2
+                                      and np.shape(sample_weight)[1] == 1 else sample_weight, n)
+        self.class_weights = self.loss.class_weights
+        divisor = self.loss.divisor(self.labels, np.empty(0) if self.weights is None else self.weights, n)
+        self.scale = kernels.losses.mean_scale(self.loss.code, divisor, n_out, mean)
         self.scale *= as_float("factor", factor, low=0.0, low_open=True)
         # the weights of unweighted rows, made once
         self.weights = np.ones(min(n, _CHUNK_ROWS)) if self.weights is None else self.weights
@@ -96,7 +93,7 @@ class FullBatchObjective:
             labels = self.labels[start:stop] if self.labels.size else self.labels
             weights = self.weights[:rows] if self.weights.shape[0] < n else self.weights[start:stop]
             total += kernels.weighted_loss_value_and_grad(dprediction, prediction, targets, labels, weights,
-                                                          loss.code, loss.param, self.scale)
+                                                          self.class_weights, loss.code, loss.param, self.scale)
             if self.sparse is not None:
                 network.backward(x, start > 0)
             else:

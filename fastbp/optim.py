@@ -282,15 +282,16 @@ class LBFGS(Optimizer):
     def _bundle(self):
         self.step()
 
-    def run(self, loss, X, targets, labels, epochs, end_epoch):
+    def run(self, loss, X, targets, labels, epochs, end_epoch, weights=None):
         """Up to ``epochs`` iterations over ``(X, targets, labels)`` (as the
-        Trainer holds them); ``end_epoch(loss)`` after each, the model at the
-        iterate, returns whether to stop."""
+        Trainer holds them, with its row ``weights`` or None);
+        ``end_epoch(loss)`` after each, the model at the iterate, returns
+        whether to stop."""
         from fastbp.lbfgs import FullBatchObjective, minimize
 
         model = self.model
         y = labels if loss.code == kernels.CROSS_ENTROPY else targets
-        objective = FullBatchObjective(model, loss, X, y, l2=self.weight_decay)
+        objective = FullBatchObjective(model, loss, X, y, sample_weight=weights, l2=self.weight_decay)
 
         def each_iteration(iteration, value):
             return end_epoch(value - objective.penalty())  # the data loss, as the other optimizers report

@@ -6,18 +6,16 @@ import warnings
 import numpy as np
 
 import kernels
-from fastbp._checks import as_bool, as_choice, as_float, as_int, as_matrix, describe
+from fastbp._checks import as_bool, as_choice, as_float, as_int, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
-from fastbp.metrics import metric_name, score
+from fastbp import trainer_data
+from fastbp.metrics import metric_name
 from fastbp.mlp import MLP
 from fastbp.optim import LBFGS, Optimizer
 from fastbp.schedules import Schedule
 from fastbp.backends.cpu import HostFit, epoch_function
 from fastbp.trainer_state import TrainerState
-
-# rows per loss call of an evaluation: bounds the gradient scratch
-_LOSS_ROWS = 4096
 
 
 class Trainer(TrainerState):
@@ -103,37 +101,14 @@ class Trainer(TrainerState):
             return None
         return {key: self._epoch_state[key] for key in ("batch_size", "n_samples")}
 
-    def _data(self, X, y, name="X", y_name="y"):
-        model = self.model
-        X = as_matrix(name, X, model.dtype, model.sizes[0])
-        if np.ndim(y) >= 1 and np.shape(y)[0] != X.shape[0]:
-            raise ValueError(f"{y_name} must hold one target per sample of {name}: {name} has {X.shape[0]} rows, "
-                             f"{y_name} has {np.shape(y)[0]}; take both from the same samples (and the same split)")
-        targets, labels = self.loss.targets(y, X.shape[0], model.sizes[-1], model.dtype)
-        return X, targets, labels
-
-    def _validation(self, X, y, validation_data, validation_split):
-        """(train part, validation part or None), each (X, targets, labels)."""
-        if validation_data is not None and validation_split:
-            raise ValueError("give validation_data or validation_split, not both")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError(f"validation_data must be a pair (X_val, y_val), got {describe(validation_data)}")
-            X_val, y_val = validation_data
-            return self._data(X, y), self._data(X_val, y_val, "validation_data[0]", "validation_data[1]")
-        split = as_float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)
-        train = self._data(X, y)
-        n_val = int(round(split * train[0].shape[0]))
-        if n_val == 0:
-            return train, None
-        if n_val == train[0].shape[0]:
-            raise ValueError(f"validation_split={split} leaves no training samples out of {n_val}")
-        cut = train[0].shape[0] - n_val  # the last samples, as Keras takes them
-        return tuple(a[:cut] if a.size else a for a in train), tuple(a[cut:] if a.size else a for a in train)
+    def _data(self, X, y, name="X", y_name="y", sample_weight=None):
+        """(X, targets, labels, weights) checked against the model and loss
+        (``fastbp.trainer_data.rows``)."""
+        return trainer_data.rows(self.model, self.loss, X, y, sample_weight, name, y_name)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=None, validation_data=None,
             validation_split=0.0, early_stopping=None, min_delta=0.0, restore_best=True, callbacks=(),
-            checkpoint_every=None, checkpoint_path=None, on_nonfinite="raise"):
+            checkpoint_every=None, checkpoint_path=None, on_nonfinite="raise", sample_weight=None):
         """Train for ``epochs`` more passes over (X, y) in minibatches.
 
         Args:
@@ -146,7 +121,8 @@ class Trainer(TrainerState):
             shuffle: draw a new sample order each epoch.
             seed: seeds the shuffling; None continues the previous stream (or
                 starts a random one).
-            validation_data: (X_val, y_val) scored after every epoch.
+            validation_data: (X_val, y_val) scored after every epoch, or
+                (X_val, y_val, sample_weight_val) for a weighted score.
             validation_split: or the fraction of (X, y) to hold out for that,
                 taken from the end of the data.
             early_stopping: stop once the validation loss (the training loss
@@ -179,11 +155,19 @@ class Trainer(TrainerState):
                 batch is left out (no update) and training goes on; the
                 history's ``skipped`` counts such batches per epoch, and an
                 epoch whose every batch is skipped raises.
+            sample_weight: None, or a weight >= 0 per sample (n_samples,):
+                each batch's loss is the weighted mean over its rows
+                (``loss(pred, y, sample_weight)``), and a row weighing 0 is
+                left out of training, as if it were not in X. The history's
+                ``loss`` is each batch's weighted loss, counted by its rows;
+                its ``val_loss`` the weighted mean over the validation rows.
+                On the CPU, in one process.
 
         Returns:
             the trainer's History (every epoch of every fit call so far).
         """
-        (X, targets, labels), validation = self._validation(X, y, validation_data, validation_split)
+        (X, targets, labels, weights), validation = trainer_data.split(self.model, self.loss, X, y, sample_weight,
+                                                                       validation_data, validation_split)
         epochs = as_int("epochs", epochs, minimum=0)
         batch_size = as_int("batch_size", batch_size, minimum=1)
         shuffle = as_bool("shuffle", shuffle)
@@ -200,11 +184,17 @@ class Trainer(TrainerState):
         if full_batch and (checkpoint_every is not None or on_nonfinite == "skip" or self.model.device == "cuda"):
             raise ValueError("LBFGS trains on the CPU, with on_nonfinite='raise' and without checkpoint_every: "
                              "SciPy keeps its state inside one fit call")
-        resumed = self._stopped_epoch(X.shape[0], batch_size, shuffle, seed)
+        if (weights.size or self.loss.class_weights.size) and not self._weighs_rows():
+            raise ValueError("sample_weight and class weights train on the CPU, in one process: fit this model "
+                             "with device='cpu' and without distributed training")
+        # the rows that count: a row weighing 0 is left out, so the run is the one without it
+        kept = np.flatnonzero(weights > 0) if weights.size and not weights.all() else None
+        n = X.shape[0] if kept is None else kept.shape[0]
+        resumed = self._stopped_epoch(n, batch_size, shuffle, seed)
         if seed is not None or self._rng_state is None:
             self._rng_state = np.random.SeedSequence(seed).generate_state(1, dtype=np.uint64)
         model, optimizer, loss = self.model, self.optimizer, self.loss
-        n, rows = X.shape[0], min(batch_size, X.shape[0])
+        rows = min(batch_size, n)
         if self._last_params is not None:
             model._params[...] = self._last_params
             self._last_params = None
@@ -222,7 +212,7 @@ class Trainer(TrainerState):
                 self.epoch += 1
                 return end_epoch({"epoch": self.epoch, "lr": optimizer.lr, "skipped": 0, "loss": value}, times[-2])
             if epochs:
-                optimizer.run(loss, X, targets, labels, epochs, iteration)
+                optimizer.run(loss, X, targets, labels, epochs, iteration, weights if weights.size else None)
         else:
             if model.device == "cuda":
                 from fastbp.backends.cuda import DeviceFit
@@ -230,7 +220,8 @@ class Trainer(TrainerState):
                 backend = DeviceFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0)
             else:
                 backend = HostFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0,
-                                  self._epoch_function(rows))
+                                  self._epoch_function(rows), weights)
+            rows_order = order if kept is None else np.empty_like(order)
             for _ in range(epochs):
                 start = time.perf_counter()
                 logs = {"epoch": self.epoch + 1, "lr": optimizer.lr}
@@ -240,7 +231,9 @@ class Trainer(TrainerState):
                 epoch_rng_state = None if checkpoint_every is None else self._rng_state.copy()
                 if shuffle:
                     kernels.random_permutation(order, self._rng_state)
-                loss_sum, skipped = self._epoch_steps(backend.steps, order, position, loss_sum, skipped, batch_size,
+                if kept is not None:
+                    np.take(kept, order, out=rows_order)
+                loss_sum, skipped = self._epoch_steps(backend.steps, rows_order, position, loss_sum, skipped, batch_size,
                                                       shuffle, on_nonfinite, checkpoint_every, checkpoint_path,
                                                       epoch_rng_state, backend.stretch)
                 logs["skipped"] = skipped[0]
@@ -267,7 +260,7 @@ class Trainer(TrainerState):
         model = self.model
         if validation is not None:
             logs["val_loss"], outputs = self._evaluate(*validation)
-            logs["val_metric"] = score(self.loss, outputs, validation[1], validation[2])
+            logs["val_metric"] = trainer_data.weighted_score(self.loss, outputs, *validation[1:])
         logs["seconds"] = time.perf_counter() - start
         self.history.append(logs)
         monitored = logs.get("val_loss", logs["loss"])
@@ -360,30 +353,26 @@ class Trainer(TrainerState):
         """The model's outputs for X (n_samples, n_in)."""
         return self.model.predict(X)
 
-    def _evaluate(self, X, targets, labels):
+    def _evaluate(self, X, targets, labels, weights=trainer_data.NO_WEIGHTS):
         """(loss per sample over the whole of X, as History reports it, and the
         outputs (n_samples, n_out))."""
-        mean = self.loss.reduction == "mean"
-        outputs = self.model.predict(X)
-        total = 0.0
-        for start in range(0, X.shape[0], _LOSS_ROWS):
-            output = outputs[start:start + _LOSS_ROWS]
-            stop = start + output.shape[0]
-            value = kernels.loss_value_and_grad(
-                np.empty_like(output), output, targets[start:stop] if targets.size else targets,
-                labels[start:stop] if labels.size else labels, self.loss.code, self.loss.param, mean)
-            # mean: the value is per element (per sample for cross-entropy)
-            total += value * output.shape[0] if mean else value
-        return total / X.shape[0], outputs
+        return trainer_data.evaluate(self.model, self.loss, X, targets, labels, weights)
 
-    def evaluate(self, X, y):
+    def _weighs_rows(self):
+        """Whether this trainer's epochs take sample and class weights."""
+        return self.model.device == "cpu"
+
+    def evaluate(self, X, y, sample_weight=None):
         """The loss over the whole of (X, y), as one batch of that loss would
-        give (for reduction="sum", the sum over the samples)."""
-        X, targets, labels = self._data(X, y)
-        per_sample = self._evaluate(X, targets, labels)[0]
+        give (for reduction="sum", the sum over the samples), weighted by
+        ``sample_weight`` if given."""
+        X, targets, labels, weights = self._data(X, y, sample_weight=sample_weight)
+        per_sample = self._evaluate(X, targets, labels, weights)[0]
         return per_sample if self.loss.reduction == "mean" else per_sample * X.shape[0]
 
-    def score(self, X, y):
-        """The metric of ``history.metric`` (accuracy or R^2) on (X, y)."""
-        X, targets, labels = self._data(X, y)
-        return score(self.loss, self._evaluate(X, targets, labels)[1], targets, labels)
+    def score(self, X, y, sample_weight=None):
+        """The metric of ``history.metric`` (accuracy or R^2) on (X, y),
+        weighted by ``sample_weight`` if given."""
+        X, targets, labels, weights = self._data(X, y, sample_weight=sample_weight)
+        return trainer_data.weighted_score(self.loss, self._evaluate(X, targets, labels, weights)[1], targets,
+                                           labels, weights)

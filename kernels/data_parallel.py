@@ -30,24 +30,25 @@ def parallel_gradients(chunk_grads, values, network, loss, data, work, start, ro
     ``values`` : (n_chunks,) float64 array, the parts' loss shares
     The rest as in ``kernels.step.batch_gradients`` and ``train_epoch``.
     """
-    batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch, batch_weights = work
     layers = network.layers
     n_chunks = values.shape[0]
     n_in, n_out = layers[0, N_IN], layers[layers.shape[0] - 1, N_OUT]
     _, total_units, max_width = buffer_sizes(layers)
-    has_targets, has_labels = data.targets.shape[0] > 0, data.labels.shape[0] > 0
+    has_targets, has_labels, has_weights = data.targets.shape[0] > 0, data.labels.shape[0] > 0, data.weights.shape[0] > 0
     flat_scratch = scratch.reshape(scratch.size)
     threads = thread_count()
     for c in prange(n_chunks):
         set_thread_count(1)  # each part's products run on its own thread
         first, end = rows * c // n_chunks, rows * (c + 1) // n_chunks
-        xb, tb, lb = gather_batch(batch_x[first * n_in:], batch_targets[first * n_out * has_targets:],
-                                  batch_labels[first * has_labels:], data, start + first, end - first)
+        xb, tb, lb, wb = gather_batch(batch_x[first * n_in:], batch_targets[first * n_out * has_targets:],
+                                      batch_labels[first * has_labels:], batch_weights[first * has_weights:], data,
+                                      start + first, end - first)
         chunk_scratch = matrix_view(flat_scratch, 2 * first * max_width, 2, (end - first) * max_width)
         grads = network.grads if c == 0 else chunk_grads[c - 1]
         # the parts' gradients are checked once added up, by take_step
         values[c] = batch_gradients(grads, z_store[first * total_units:], a_store[first * total_units:],
-                                    chunk_scratch, xb, tb, lb, network, loss, loss_scale)[0]
+                                    chunk_scratch, xb, tb, lb, wb, network, loss, loss_scale)[0]
     set_thread_count(threads)
     if parts > 1:
         add_rows_parallel(network.grads, chunk_grads, parts)

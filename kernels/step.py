@@ -19,13 +19,13 @@ from kernels.views import rows_view, unchecked_view
 
 
 @inline_jit
-def gather_batch(batch_x, batch_targets, batch_labels, data, start, rows):
+def gather_batch(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows):
     """The samples ``data.order[start:start + rows]`` as (x, targets,
-    labels) of ``rows`` rows (targets or labels empty, as in the data):
-    copied to the front of the gather buffers, or, when they are
-    consecutive rows of the data (an unshuffled epoch), views of the data
-    itself, with nothing to copy."""
-    X, targets, labels, order = data
+    labels, weights) of ``rows`` rows (targets, labels or weights empty, as
+    in the data): copied to the front of the gather buffers, or, when they
+    are consecutive rows of the data (an unshuffled epoch), views of the
+    data itself, with nothing to copy."""
+    X, targets, labels, order, weights = data
     first = order[start]
     consecutive = True
     for r in range(1, rows):
@@ -34,20 +34,20 @@ def gather_batch(batch_x, batch_targets, batch_labels, data, start, rows):
         # order's entries are in range (checked at entry, or built so by a caller that
         # turned the checks off), so these slices are whole
         return (rows_view(X, first, rows, batch_x), rows_view(targets, first, rows, batch_targets),
-                rows_view(labels, first, rows, batch_labels))
-    gather_rows(batch_x, batch_targets, batch_labels, data, start, rows)
+                rows_view(labels, first, rows, batch_labels), rows_view(weights, first, rows, batch_weights))
+    gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
     n_in, n_out = X.shape[1], targets.shape[1]
     # unchecked: the copy has just written these rows, so the caller had
     # made sure they fit (and nothing inlined may raise: see batch_gradients)
     return (unchecked_view(batch_x, 0, rows, n_in),
             unchecked_view(batch_targets, 0, rows if targets.shape[0] > 0 else 0, n_out),
-            batch_labels[:rows if labels.shape[0] > 0 else 0])
+            batch_labels[:rows if labels.shape[0] > 0 else 0], batch_weights[:rows if weights.shape[0] > 0 else 0])
 
 
 @inline_jit
-def gather_rows(batch_x, batch_targets, batch_labels, data, start, rows):
+def gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows):
     """``gather_batch``'s copy alone, for a caller that reads the flat buffers."""
-    X, targets, labels, order = data
+    X, targets, labels, order, weights = data
     n_in, n_out = X.shape[1], targets.shape[1]
     for r in range(rows):
         sample = order[start + r]
@@ -57,6 +57,8 @@ def gather_rows(batch_x, batch_targets, batch_labels, data, start, rows):
             batch_targets[r * n_out + j] = targets[sample, j]
         if labels.shape[0] > 0:
             batch_labels[r] = labels[sample]
+        if weights.shape[0] > 0:
+            batch_weights[r] = weights[sample]
 
 
 # Inlined, with batch_loss: as functions of their own between the epoch and
@@ -65,16 +67,16 @@ def gather_rows(batch_x, batch_targets, batch_labels, data, start, rows):
 # loop of the data-parallel epoch, a raise is a second exit from the loop,
 # which then runs on one thread.
 @inline_jit
-def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network, loss, loss_scale):
+def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale):
     """Forward, loss and backward over a minibatch, or a part of one.
 
     ``grads`` is written (not accumulated); ``z_store``, ``a_store`` and
-    ``scratch`` are the part's buffers; ``x``, ``target``, ``labels`` the
-    gathered rows; ``loss_scale`` the whole minibatch's
+    ``scratch`` are the part's buffers; ``x``, ``target``, ``labels``,
+    ``weights`` the gathered rows; ``loss_scale`` the whole minibatch's
     ``kernels.losses.mean_scale``. Returns this part's share of the
     minibatch loss, and whether every gradient it wrote is finite.
     """
-    value = batch_loss(z_store, a_store, scratch, x, target, labels, network, loss, loss_scale)
+    value = batch_loss(z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale)
     params, _, layers, layer_params = network
     finite = _network_backward(grads, scratch, x, params, layers, layer_params, z_store, a_store, x.shape[0], False,
                                False, 0, -1)
@@ -82,7 +84,7 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network
 
 
 @inline_jit
-def batch_loss(z_store, a_store, scratch, x, target, labels, network, loss, loss_scale):
+def batch_loss(z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale):
     """The forward pass and loss of ``batch_gradients``: returns the loss
     share and leaves d(loss)/d(prediction) in ``scratch`` row 0, where the
     backward starts."""
@@ -92,15 +94,17 @@ def batch_loss(z_store, a_store, scratch, x, target, labels, network, loss, loss
     _network_forward(z_store, a_store, x, params, layers, layer_params, rows)
     prediction = layer_units(a_store, layers, last, rows)
     dprediction = scratch_view(scratch, np.int64(0), rows, layers[last, N_OUT])
-    return scaled_loss_value_and_grad(dprediction, prediction, target, labels, loss.code, loss.param, loss_scale)
+    return scaled_loss_value_and_grad(dprediction, prediction, target, labels, weights, loss.class_weights, loss.code,
+                                      loss.param, loss_scale)
 
 
 @inline_jit
-def small_batch_gradients(work, network, loss, loss_scale, rows):
+def small_batch_gradients(work, network, loss, loss_scale, rows, weighted):
     """``batch_gradients`` for a network that is ``kernels.network.all_small``,
     over the first ``rows`` rows of the flat gather buffers, with the
-    network's loops written into the step."""
-    batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
+    network's loops written into the step; ``weighted``: the rows have
+    gathered weights."""
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch, batch_weights = work
     params, grads, layers, layer_params = network
     last = layers.shape[0] - 1
     n_out = layers[last, N_OUT]
@@ -108,8 +112,9 @@ def small_batch_gradients(work, network, loss, loss_scale, rows):
     prediction = unchecked_view(a_store, rows * layers[last, UNIT_OFFSET], rows, n_out)
     dprediction = unchecked_view(scratch[0], 0, rows, n_out)
     target = unchecked_view(batch_targets, 0, rows if batch_targets.shape[0] > 0 else 0, n_out)
-    value = scaled_loss_value_and_grad(dprediction, prediction, target, batch_labels[:rows], loss.code, loss.param,
-                                       loss_scale)
+    value = scaled_loss_value_and_grad(dprediction, prediction, target, batch_labels[:rows],
+                                       batch_weights[:rows if weighted else 0], loss.class_weights, loss.code,
+                                       loss.param, loss_scale)
     finite = _small_network_backward(grads, scratch, batch_x, params, layers, layer_params, z_store, a_store, rows,
                                      False, False, 0, -1)
     return value, finite

@@ -10,7 +10,7 @@ from kernels.checks import check_at_least, check_dtype, check_indices, check_siz
 from kernels.bundles import Data, Network, Optimizer, Work
 from kernels.config import PARALLEL_UPDATE, jit, split_passes, thread_count
 from kernels.data_parallel import parallel_gradients
-from kernels.losses import CROSS_ENTROPY, N_LOSSES, mean_scale
+from kernels.losses import CROSS_ENTROPY, N_LOSSES, batch_weight, mean_scale
 from kernels.network import N_IN, N_OUT, all_small, check_network, check_units
 from kernels.optimizers import check_optimizer
 from kernels.step import batch_gradients, gather_batch, gather_rows, small_batch_gradients, take_step
@@ -100,7 +100,8 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     -------
     (loss_sum, step, done) : ``loss_sum`` plus, over the samples trained on,
         each sample's share of its batch loss (batch loss times batch size for
-        ``mean``), the number of updates taken so far, and how many entries
+        ``mean``; with weights, the batch's weighted mean times its rows),
+        the number of updates taken so far, and how many entries
         of ``order`` were trained on: ``m``, or the start of the batch that
         went non-finite
 
@@ -109,16 +110,17 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     update.
     """
     if check_arguments is not None:
-        check_epoch("train_epoch", network, optimizer, loss.code, data, work, batch_size, max_grad_norm, n_chunks)
+        check_epoch("train_epoch", network, optimizer, loss, data, work, batch_size, max_grad_norm, n_chunks)
     # Every kernel below is handed these arrays dozens of times per step;
     # without their reference counts, those hand-overs cost nothing.
     network = Network(borrowed(network.params), borrowed(network.grads), borrowed(network.layers),
                       borrowed(network.layer_params))
     optimizer = Optimizer(optimizer.code, borrowed(optimizer.hyper), borrowed(optimizer.state))
-    data = Data(borrowed(data.X), borrowed(data.targets), borrowed(data.labels), borrowed(data.order))
+    data = Data(borrowed(data.X), borrowed(data.targets), borrowed(data.labels), borrowed(data.order),
+                borrowed(data.weights))
     work = Work(borrowed(work.batch_x), borrowed(work.batch_targets), borrowed(work.batch_labels),
-                borrowed(work.z_store), borrowed(work.a_store), borrowed(work.scratch))
-    batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
+                borrowed(work.z_store), borrowed(work.a_store), borrowed(work.scratch), borrowed(work.batch_weights))
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch, batch_weights = work
     layers, n_params = network.layers, network.params.shape[0]
     n = data.order.shape[0]
     n_out = layers[layers.shape[0] - 1, N_OUT]
@@ -139,24 +141,27 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
                  split_passes(n_params, min(batch_size, n)) else 1)
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        scale = mean_scale(loss.code, rows, n_out, loss.mean)
+        # the batch's rows, or the sum of their weights: the mean's divisor
+        divisor = batch_weight(data.weights, data.labels, loss.class_weights, data.order, start, rows)
+        scale = mean_scale(loss.code, divisor, n_out, loss.mean)
         # the gradients, checked as they are written (checked) or by take_step
         checked = False
         if n_chunks is not None:
             value = parallel_gradients(chunk_grads, values, network, loss, data, work, start, rows, scale, parts)
         else:
             if small_steps is not None and small:
-                gather_rows(batch_x, batch_targets, batch_labels, data, start, rows)
-                value, checked = small_batch_gradients(work, network, loss, scale, rows)
+                gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
+                value, checked = small_batch_gradients(work, network, loss, scale, rows, data.weights.shape[0] > 0)
             else:
-                xb, tb, lb = gather_batch(batch_x, batch_targets, batch_labels, data, start, rows)
-                value, checked = batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss,
-                                                 scale)
+                xb, tb, lb, wb = gather_batch(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
+                value, checked = batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, wb, network,
+                                                 loss, scale)
             if not checked:
                 return loss_sum, step, start
         if not take_step(network, optimizer, value, step, max_grad_norm, parts, not checked,
                          small_steps is not None and small):
             return loss_sum, step, start
+        # with weights, each batch's weighted mean counted by its rows (as scikit-learn's loss_)
         loss_sum += value * rows if loss.mean else value
         step += 1
     return loss_sum, step, n
@@ -171,11 +176,12 @@ def train_epoch_data_parallel(network, optimizer, loss, data, work, step, loss_s
 
 
 @jit
-def check_epoch(kernel, network, optimizer, loss_code, data, work, batch_size, max_grad_norm, n_chunks=None):
+def check_epoch(kernel, network, optimizer, loss, data, work, batch_size, max_grad_norm, n_chunks=None):
     """The arguments of ``train_epoch`` agree with each other."""
+    loss_code = loss.code
     params, grads, layers, layer_params = network
-    X, targets, labels, order = data
-    batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
+    X, targets, labels, order, weights = data
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch, batch_weights = work
     check_optimizer(kernel, optimizer.code, params, grads, optimizer.state, optimizer.hyper)
     total_units, max_width = check_network(kernel, X, params, layers, layer_params)
     n, n_in, n_out = order.shape[0], layers[0, N_IN], layers[layers.shape[0] - 1, N_OUT]
@@ -198,6 +204,13 @@ def check_epoch(kernel, network, optimizer, loss_code, data, work, batch_size, m
         check_dtype(kernel, "targets", targets, "params", params)
         check_at_least(kernel, "batch_targets", batch_targets, 0, rows * n_out, "min(batch_size, n) * n_out")
         check_dtype(kernel, "batch_targets", batch_targets, "params", params)
+    if weights.shape[0] > 0:
+        check_size(kernel, "weights", weights, 0, X.shape[0], "X.shape[0] (n), or none")
+        check_at_least(kernel, "batch_weights", batch_weights, 0, rows, "min(batch_size, n)")
+    if loss.class_weights.shape[0] > 0:
+        if loss_code != CROSS_ENTROPY:
+            raise ValueError(kernel + ": class_weights are cross-entropy's; give none for another loss")
+        check_size(kernel, "class_weights", loss.class_weights, 0, n_out, "the last layer's n_out (n_classes)")
     check_at_least(kernel, "batch_x", batch_x, 0, rows * n_in, "min(batch_size, n) * n_in")
     check_dtype(kernel, "batch_x", batch_x, "params", params)
     check_units(kernel, z_store, a_store, params, rows, total_units)

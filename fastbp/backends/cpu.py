@@ -53,24 +53,25 @@ class HostFit:
     into memory a stretch at a time (``data.gather``, which keeps little of
     the mapping resident)."""
 
-    def __init__(self, model, optimizer, loss, X, targets, labels, batch_size, max_grad_norm, epoch):
+    def __init__(self, model, optimizer, loss, X, targets, labels, batch_size, max_grad_norm, epoch,
+                 weights=np.empty(0)):
         n, n_in, n_out = X.shape[0], model.sizes[0], model.sizes[-1]
         rows = min(batch_size, n)
         self.optimizer, self.batch_size, self.max_grad_norm = optimizer, batch_size, max_grad_norm
-        self.data = (X, targets, labels)
+        self.data = (X, targets, labels, weights)
         self.train_epoch, self.blas_threads = epoch
         self.network, self.loss = model._bundle(), loss._bundle()
         self.work = kernels.Work(np.empty(rows * n_in, dtype=model.dtype),
                                  np.empty(rows * n_out if targets.size else 0, dtype=model.dtype),
                                  np.empty(rows if labels.size else 0, dtype=np.int64), model._z, model._a,
-                                 model._scratch)
+                                 model._scratch, np.empty(rows if weights.size else 0))
         self.stretch, self.gathered = n, None
         if data.file_mapping(X) is not None:
             self.stretch = stretch = min(n, data.mapped_rows(X, batch_size))
             self.gathered = (np.empty((stretch, n_in), dtype=model.dtype),
                              np.empty((stretch, n_out) if targets.size else (0, 0), dtype=model.dtype),
                              np.empty(stretch if labels.size else 0, dtype=np.int64),
-                             np.arange(stretch, dtype=np.int64))
+                             np.arange(stretch, dtype=np.int64), np.empty(stretch if weights.size else 0))
 
     def steps(self, order, loss_sum):
         """Train over ``order``, a whole epoch or a stretch of one, from the
@@ -88,15 +89,18 @@ class HostFit:
         rows of a memory-mapped X gathered into memory (then numbered
         0..k-1), so the kernel reads memory and checks the stretch's labels,
         not all of them, at each call."""
-        X, targets, labels = self.data
+        X, targets, labels, weights = self.data
         if self.gathered is None:
-            return kernels.Data(X, targets, labels, order)
-        rows, row_targets, row_labels, positions = self.gathered
+            return kernels.Data(X, targets, labels, order, weights)
+        rows, row_targets, row_labels, positions, row_weights = self.gathered
         k = order.shape[0]
         data.gather(X, order, rows)
         if targets.size:
             np.take(targets, order, axis=0, out=row_targets[:k])
         if labels.size:
             np.take(labels, order, out=row_labels[:k])
+        if weights.size:
+            np.take(weights, order, out=row_weights[:k])
         return kernels.Data(rows[:k], row_targets[:k] if targets.size else targets,
-                            row_labels[:k] if labels.size else labels, positions[:k])
+                            row_labels[:k] if labels.size else labels, positions[:k],
+                            row_weights[:k] if weights.size else weights)

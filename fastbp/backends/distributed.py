@@ -237,6 +237,10 @@ class DistributedTrainer(Trainer):
         self.allreduce_seconds = 0.0
         return super().fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, **options)
 
+    def _weighs_rows(self):
+        # a weighted mean across ranks needs every rank's weight sum at every step
+        return self.world_size == 1 and super()._weighs_rows()
+
     def _epoch_function(self, rows):
         if self.world_size == 1:
             # alone, there is nothing to average: the one-process epoch, no collective per step
@@ -263,16 +267,18 @@ class DistributedTrainer(Trainer):
         epoch_sum, loss_sum = loss_sum, 0.0
         for start in range(0, mine.shape[0], local_batch):
             rows = min(local_batch, mine.shape[0] - start)
-            x, target, labels = stages.gather_batch(work.batch_x, work.batch_targets, work.batch_labels, data,
-                                                    start, rows)
+            # sample weights are refused here (Trainer.fit): every rank's share weighs alike
+            x, target, labels, weights = stages.gather_batch(work.batch_x, work.batch_targets, work.batch_labels,
+                                                             work.batch_weights, data, start, rows)
             scale = mean_scale(loss.code, rows, n_out, loss.mean)
             if plan is None:
                 # checked by take_step, once all-reduced
                 value = stages.batch_gradients(grads, work.z_store, work.a_store, work.scratch, x, target, labels,
-                                               network, loss, scale)[0]
+                                               weights, network, loss, scale)[0]
                 self._all_reduce(gradients, step + 1)
             else:
-                value = self._bucketed_gradients(plan, step + 1, work, x, target, labels, network, loss, scale)
+                value = self._bucketed_gradients(plan, step + 1, work, x, target, labels, weights, network, loss,
+                                                 scale)
             if loss.mean:
                 # every rank's share is equally large: the mean of the ranks'
                 # gradients is the global batch's
@@ -294,13 +300,13 @@ class DistributedTrainer(Trainer):
         self._all_reduce(_as_tensor(totals), step)
         return epoch_sum + (totals[0] / totals[1] * samples if rows else 0.0), step
 
-    def _bucketed_gradients(self, plan, step, work, x, target, labels, network, loss, loss_scale):
+    def _bucketed_gradients(self, plan, step, work, x, target, labels, weights, network, loss, loss_scale):
         """``kernels.step.batch_gradients`` with each bucket's all-reduce
         started as soon as the backward has written it; returns once all are
         done."""
         params, grads, layers, layer_params = network
-        value = stages.batch_loss(work.z_store, work.a_store, work.scratch, x, target, labels, network, loss,
-                                  loss_scale)
+        value = stages.batch_loss(work.z_store, work.a_store, work.scratch, x, target, labels, weights, network,
+                                  loss, loss_scale)
         pending = []
         for first, end, start, stop in plan:
             network_backward_layers(grads, work.scratch, x, params, layers, layer_params, work.z_store,

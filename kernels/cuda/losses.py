@@ -32,17 +32,22 @@ def _pointwise(dpred, loss_sum, pred, target, code, delta, scale, weight):
 
 
 @cuda.jit
-def _cross_entropy(dlogits, loss_sum, logits, labels, label_smoothing, scale, weight):
+def _cross_entropy(dlogits, loss_sum, logits, labels, label_smoothing, scale, weight, class_weights):
     # one thread per row, each kernels.losses.cross_entropy_row
     partial = cuda.shared.array(THREADS, float64)
     thread = cuda.threadIdx.x
     total = 0.0
     for i in range(thread, logits.shape[0], THREADS):
-        total += _cross_entropy_row(dlogits, logits, labels, i, label_smoothing, scale)
+        total += _cross_entropy_row(dlogits, logits, labels, i, label_smoothing, scale, class_weights)
     partial[thread] = total
     total = block_sum(partial)
     if thread == 0:
         loss_sum[0] += total * scale * weight
+
+
+def _no_weights():
+    """An empty float64 device array, for a kernel's absent weights."""
+    return cuda.device_array(0, dtype=np.float64)
 
 
 def _read(loss_sum):
@@ -70,7 +75,9 @@ def cross_entropy_loss(dlogits, logits, labels, label_smoothing, mean, loss_sum=
     ``pointwise_loss``."""
     into = cuda.to_device(np.zeros(1)) if loss_sum is None else loss_sum
     scale = 1.0 / logits.shape[0] if mean else 1.0
-    _cross_entropy[1, THREADS](dlogits, into, logits, labels, float(label_smoothing), scale, float(weight))
+    # no class weights: the device epoch trains unweighted losses (fastbp refuses weights there)
+    _cross_entropy[1, THREADS](dlogits, into, logits, labels, float(label_smoothing), scale, float(weight),
+                               _no_weights())
     return _read(into) if loss_sum is None else None
 
 

@@ -49,7 +49,7 @@ def gather_rows(batch_x, batch_targets, batch_labels, data, start, rows):
     ``data.order[start:start + rows]`` to the front of the flat gather
     buffers (targets or labels skipped where the data has none). All arrays
     on the device."""
-    X, targets, labels, order = data
+    X, targets, labels, order, _ = data
     _gather[blocks_for(rows * X.shape[1]), THREADS](batch_x, batch_targets, batch_labels, X, targets, labels,
                                                      order, start, rows)
 
@@ -57,7 +57,7 @@ def gather_rows(batch_x, batch_targets, batch_labels, data, start, rows):
 def batch_views(batch_x, batch_targets, batch_labels, data, rows):
     """The first ``rows`` gathered samples as (x, targets, labels); a loss
     without targets (or labels) gets the data's empty array itself."""
-    X, targets, labels, _ = data
+    X, targets, labels = data.X, data.targets, data.labels
     n_in, n_out = X.shape[1], targets.shape[1]
     return (batch_x[:rows * n_in].reshape(rows, n_in),
             batch_targets[:rows * n_out].reshape(rows, n_out) if targets.shape[0] > 0 else targets,
@@ -80,7 +80,7 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network
     layer passes. The other arguments are as in ``train_epoch``.
     """
     params, _, layers, activation_params = network
-    loss_code, loss_param, loss_mean = loss
+    loss_code, loss_param, loss_mean = loss.code, loss.param, loss.mean
     rows = x.shape[0]
     if tables is not None:
         fused_network_forward(z_store, a_store, x, params, tables)
@@ -179,7 +179,7 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     that went non-finite is not taken, nor any after it, ``done`` is the
     start of its batch, and ``grads`` hold its gradients.
     """
-    batch_x, batch_targets, batch_labels, z_store, a_store, scratch = work
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch, _ = work
     n = data.order.shape[0]
     # [loss sum, this step's loss, gradient norm]
     scalars = cuda.to_device(np.array([loss_sum, 0.0, 0.0]))

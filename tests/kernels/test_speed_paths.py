@@ -156,9 +156,9 @@ def _reference_epoch(params, grads, code, hyper, states, X, targets, labels, bat
     network, loss = kernels.Network(params, grads, layers, activation_params), kernels.Loss(loss_code, loss_param, True)
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        xb, tb, lb = stages.gather_batch(batch_x, batch_targets, batch_labels, data, start, rows)
+        xb, tb, lb, wb = stages.gather_batch(batch_x, batch_targets, batch_labels, np.empty(0), data, start, rows)
         scale = kernels.losses.mean_scale(loss_code, rows, n_out, True)
-        stages.batch_gradients(grads, z, a, scratch, xb, tb, lb, network, loss, scale)
+        stages.batch_gradients(grads, z, a, scratch, xb, tb, lb, wb, network, loss, scale)
         if max_grad_norm > 0.0:
             kernels.clip_grad_norm(grads, max_grad_norm)
         step += 1
@@ -296,16 +296,19 @@ def test_a_batch_of_consecutive_rows_is_read_in_place(loss):
     X = rng.standard_normal((20, 3))
     targets = rng.standard_normal((20, 2)) if loss == "mse" else np.empty((0, 0))
     labels = rng.integers(0, 2, 20) if loss == "cross_entropy" else np.empty(0, np.int64)
-    buffers = np.zeros(8 * 3), np.zeros(8 * 2 if loss == "mse" else 0), np.zeros(8 if labels.size else 0, np.int64)
+    weights = rng.random(20)
+    buffers = (np.zeros(8 * 3), np.zeros(8 * 2 if loss == "mse" else 0), np.zeros(8 if labels.size else 0, np.int64),
+               np.zeros(8))
     for order in (np.arange(20), np.arange(20)[::-1].copy(), np.array([4, 5, 6, 8, 9, 10, 11, 12, 13, 14]),
                   np.array([9, 9, 9])):
         for start, rows in ((0, 3), (2, 1), (len(order) - 3, 3)):
-            xb, tb, lb = gather_batch(*buffers, kernels.Data(X, targets, labels, order), start, rows)
+            xb, tb, lb, wb = gather_batch(*buffers, kernels.Data(X, targets, labels, order, weights), start, rows)
             picked = order[start:start + rows]
             assert np.shares_memory(xb, X) == bool(np.all(np.diff(picked) == 1))
             np.testing.assert_array_equal(xb, X[picked])
             np.testing.assert_array_equal(tb, targets[picked] if targets.size else np.empty((0, 0)))
             np.testing.assert_array_equal(lb, labels[picked] if labels.size else np.empty(0))
+            np.testing.assert_array_equal(wb, weights[picked])
 
 
 def test_fit_runs_the_epoch_compiled_without_argument_checks(monkeypatch):

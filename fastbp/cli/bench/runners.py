@@ -143,7 +143,7 @@ def _fastbp(spec, X, y, initial):
 
         # The data goes to the GPU once, as torch's does (each Trainer.fit
         # would copy it again); a run is then one fused device epoch.
-        device_fit = DeviceFit(model, optimizer, loss, *trainer._data(X, y), spec["batch"], 0.0)
+        device_fit = DeviceFit(model, optimizer, loss, *trainer._data(X, y)[:3], spec["batch"], 0.0)
         order = np.arange(X.shape[0], dtype=np.int64)
 
         def run(record=False):
