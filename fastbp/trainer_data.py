@@ -32,7 +32,8 @@ def split(model, loss, X, y, sample_weight, validation_data, validation_split):
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise TypeError(f"validation_data must be a pair (X_val, y_val) or a triple (X_val, y_val, "
                             f"sample_weight_val), got {describe(validation_data)}")
-        validation = rows(model, loss, *validation_data, "validation_data[0]", "validation_data[1]",
+        X_val, y_val, w_val = (*validation_data, None)[:3]
+        validation = rows(model, loss, X_val, y_val, w_val, "validation_data[0]", "validation_data[1]",
                           "validation_data[2]")
         return rows(model, loss, X, y, sample_weight), validation
     fraction = as_float("validation_split", validation_split, low=0.0, high=1.0, high_open=True)

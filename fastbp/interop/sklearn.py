@@ -12,6 +12,7 @@ import numpy as np
 # sklearn_base first: it says how to install scikit-learn when it is missing
 from fastbp.interop.sklearn_base import LEARNING_RATES, SOLVERS, _BaseMLP, _naming  # noqa: F401
 from fastbp._checks import as_choice
+from fastbp.losses import class_weights
 from sklearn.base import ClassifierMixin, RegressorMixin
 from sklearn.utils.metaestimators import available_if
 from sklearn.metrics import accuracy_score, r2_score
@@ -32,10 +33,51 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ``validation_scores_`` and ``best_validation_score_`` (None without),
     ``coefs_``, ``intercepts_``, ``n_layers_``, ``n_outputs_``,
     ``n_features_in_``; and ``model_``, the fastbp.MLP.
+
+    ``class_weight`` (beyond scikit-learn's MLP, as its other classifiers
+    take it): None, "balanced" (class ``c`` weighs ``n / (n_classes *
+    count_c)`` over the y of ``fit``) or a dict ``{label: weight}`` (other
+    classes weigh 1); each row's weight is its class's times its
+    ``sample_weight``. Not for multilabel y; "balanced" not with
+    ``partial_fit``, which never sees the whole of y.
     """
 
     _validation_kwargs = {"multi_output": True}
     _y_dtype = None  # labels may be strings
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=0.0001,
+                 batch_size="auto", learning_rate="constant", learning_rate_init=0.001, power_t=0.5, max_iter=200,
+                 shuffle=True, random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-8, n_iter_no_change=10, max_fun=15000, dtype=None, class_weight=None):
+        self.class_weight = class_weight
+        shared = dict(locals())
+        del shared["self"], shared["class_weight"], shared["__class__"]
+        super().__init__(**shared)
+
+    def _class_weights(self, y, targets, incremental):
+        if self.class_weight is None:
+            return None
+        name = type(self).__name__
+        if self._multilabel:
+            raise ValueError(f"{name}: class_weight is for one label per sample; y is multilabel")
+        if isinstance(self.class_weight, str):
+            as_choice("class_weight", self.class_weight, ("balanced",))
+            if incremental:
+                raise ValueError(f"{name}: class_weight='balanced' needs the whole of y, which partial_fit never "
+                                 "sees; pass a dict {label: weight}, or call fit")
+            weights = class_weights(targets, "balanced", len(self.classes_))
+        elif isinstance(self.class_weight, dict):
+            unknown = [label for label in self.class_weight if label not in self.classes_]
+            if unknown:
+                raise ValueError(f"{name}: class_weight names {unknown}, which are not classes of y "
+                                 f"{list(self.classes_)}")
+            weights = class_weights(targets, {int(np.searchsorted(self.classes_, label)): weight
+                                              for label, weight in self.class_weight.items()}, len(self.classes_))
+        else:
+            raise TypeError(f"{name}: class_weight must be None, 'balanced' or a dict {{label: weight}}, got "
+                            f"{type(self.class_weight).__name__}")
+        return weights[targets]
 
     @property
     def _loss(self):
@@ -101,13 +143,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return np.searchsorted(self.classes_, y)
 
     @available_if(_BaseMLP._check_solver)
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y); the first call needs ``classes``, every
-        label that will ever appear (for multilabel y, one per column)."""
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y), weighted by ``sample_weight`` if given; the
+        first call needs ``classes``, every label that will ever appear (for
+        multilabel y, one per column)."""
         first = not hasattr(self, "trainer_")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
-        return self._fit(X, y, incremental=True, classes=np.unique(classes) if classes is not None else None)
+        return self._fit(X, y, incremental=True, classes=np.unique(classes) if classes is not None else None,
+                         sample_weight=sample_weight)
 
     def predict_proba(self, X):
         """Softmax of the outputs, (n_samples, n_classes); for multilabel, the
@@ -220,9 +264,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return np.asarray(y, dtype=np.float64).reshape(len(y), -1)
 
     @available_if(_BaseMLP._check_solver)
-    def partial_fit(self, X, y):
-        """One epoch over (X, y), going on from the previous call."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), going on from the previous call, weighted
+        by ``sample_weight`` if given."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X):
         outputs = self._outputs(X)

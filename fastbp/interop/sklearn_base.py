@@ -58,8 +58,10 @@ class _BaseMLP(BaseEstimator):
     ``activation`` every fastbp activation name. "lbfgs" minimises
     scikit-learn's objective with SciPy's L-BFGS-B on fastbp's compiled
     full-batch loss and gradient (``fastbp.lbfgs``), with its ``max_iter``,
-    ``max_fun`` and ``tol``. ``sample_weight`` with unequal weights needs
-    "lbfgs"; the stochastic solvers take equal weights (the unweighted fit).
+    ``max_fun`` and ``tol``. ``fit(X, y, sample_weight=)`` weighs each
+    batch's loss as scikit-learn does (the weighted mean; a zero weight is
+    the row left out); the L2 term divides by the mean weight times the
+    batch size, scikit-learn's batch weight sum where batches weigh alike.
 
     Training follows scikit-learn's rules: ``learning_rate`` "invscaling" and
     "adaptive" (sgd only); ``loss_curve_`` holds scikit-learn's loss, L2 term
@@ -213,8 +215,9 @@ class _BaseMLP(BaseEstimator):
             # X's own dtype for a new network; a fitted one goes on in its own
             p["dtype"] = X.dtype if new else self.trainer_.model.dtype
         X = solvers.training_input(X.astype(p["dtype"], copy=False), p["solver"])
+        weights = solvers.sample_weights(sample_weight, X.shape[0])
         targets = self._targets(y, new, classes, warm)
-        rows, sample_weight = solvers.sample_weights(sample_weight, X.shape[0], p["solver"])
+        rows, sample_weight, mean_weight = solvers.row_weights(weights, self._class_weights(y, targets, incremental))
         if rows is not None:
             X, targets = X[rows], targets[rows]
         rng = check_random_state(self.random_state)
@@ -222,11 +225,12 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_, self.n_outputs_ = len(model.sizes), model.sizes[-1]
         if p["solver"] == "lbfgs":
             self.trainer_ = Trainer(model, self._loss, solvers.new_optimizer(self, model, p, X.shape[0]))
-            solvers.fit_lbfgs(self, model, X, targets, p, sample_weight)
+            solvers.fit_lbfgs(self, model, X, targets, p, sample_weight, mean_weight)
             return self
         validation = None
         if p["early_stopping"]:
-            X, targets, validation = solvers.validation_split(self, X, targets, p["validation_fraction"], rng)
+            X, targets, sample_weight, validation = solvers.validation_split(self, X, targets, sample_weight,
+                                                                             p["validation_fraction"], rng)
         if p["batch_size"] != "auto" and p["batch_size"] > X.shape[0]:
             warnings.warn(f"batch_size={p['batch_size']} is larger than the {X.shape[0]} training samples; "
                           f"using {X.shape[0]}")
@@ -245,7 +249,7 @@ class _BaseMLP(BaseEstimator):
         seed = None  # partial_fit goes on with its shuffling stream
         if not incremental or new:
             # scikit-learn builds a new optimizer on every fit; partial_fit keeps it
-            self.trainer_ = Trainer(model, self._loss, solvers.new_optimizer(self, model, p, batch_size))
+            self.trainer_ = Trainer(model, self._loss, solvers.new_optimizer(self, model, p, batch_size, mean_weight))
             seed = int(rng.randint(np.iinfo(np.int32).max))
         elif model is not self.trainer_.model:
             # partial_fit after a new activation or dtype: the same optimizer state drives the rebuilt network
@@ -262,7 +266,8 @@ class _BaseMLP(BaseEstimator):
 
         try:
             self.trainer_.fit(X, targets, epochs=1 if incremental else p["max_iter"], batch_size=batch_size,
-                              shuffle=p["shuffle"], seed=seed, validation_data=validation, callbacks=[end_epoch])
+                              shuffle=p["shuffle"], seed=seed, validation_data=validation, callbacks=[end_epoch],
+                              sample_weight=sample_weight)
         except FloatingPointError as error:
             if not p["early_stopping"]:
                 raise ValueError(f"{solvers.NON_FINITE} ({error})") from None
@@ -331,6 +336,10 @@ class _BaseMLP(BaseEstimator):
     def _data_loss(self, loss):
         """scikit-learn's loss from fastbp's mean training loss (see MLPRegressor)."""
         return loss
+
+    def _class_weights(self, y, targets, incremental):
+        """A weight per row from ``class_weight`` (the classifier's), or None."""
+        return None
 
     def _data_loss_offset(self):
         """What scikit-learn's loss adds to fastbp's, a constant of the data."""

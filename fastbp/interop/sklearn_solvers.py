@@ -18,16 +18,17 @@ NON_FINITE = ("Solver produced non-finite parameter weights. The input data may 
               "be preprocessed.")
 
 
-def new_optimizer(estimator, model, p, batch_size):
+def new_optimizer(estimator, model, p, batch_size, mean_weight=1.0):
     """A new optimizer whose steps are scikit-learn's for the same parameters.
 
     fastbp's loss gradient is ``scale`` times scikit-learn's, so the rate
     (sgd) or epsilon (the adaptive solvers, which divide the scale out) and
     the L2 term are scaled to match; scikit-learn's penalty gradient is
-    ``alpha * W / batch_size``.
+    ``alpha * W / sw_sum``, the batch's weight sum: ``batch_size`` times the
+    ``mean_weight`` (exact where every batch weighs as much).
     """
     scale = estimator._gradient_scale(model.sizes[-1])
-    decay = scale * p["alpha"] / batch_size
+    decay = scale * p["alpha"] / (batch_size * mean_weight)
     if p["solver"] == "sgd":
         return SGD(model, lr=p["lr"] / scale, momentum=p["momentum"], weight_decay=decay,
                    nesterov=p["nesterov"] and p["momentum"] > 0)
@@ -38,15 +39,10 @@ def new_optimizer(estimator, model, p, batch_size):
     return Adam(model, lr=p["lr"], betas=p["betas"], eps=scale * p["eps"], weight_decay=decay)
 
 
-def sample_weights(sample_weight, n, solver):
-    """``sample_weight`` checked, as ``(rows, weights)``: the rows to train on
-    (None for all) and their weights (None for equal ones).
-
-    A zero weight leaves its row out, as scikit-learn defines it, and equal
-    weights are the unweighted fit, so both reach every solver exactly;
-    other weights only L-BFGS takes for now."""
+def sample_weights(sample_weight, n):
+    """``sample_weight`` checked: a float64 (n,) array, or None."""
     if sample_weight is None:
-        return None, None
+        return None
     weights = np.asarray(sample_weight, dtype=np.float64)
     if weights.ndim == 0:
         weights = np.full(n, float(weights))
@@ -56,14 +52,23 @@ def sample_weights(sample_weight, n, solver):
         raise ValueError("sample_weight must hold finite weights >= 0")
     if not weights.sum() > 0:
         raise ValueError("sample_weight must not be all zero: a zero weight leaves its sample out")
+    return weights
+
+
+def row_weights(weights, class_weights):
+    """(rows, weights, mean weight): the rows to train on (None for all),
+    their weights (None for equal ones, the unweighted fit exactly) and the
+    mean of the weights, which divides scikit-learn's L2 term (its
+    ``sw_sum``). ``weights`` from ``sample_weights`` and ``class_weights``,
+    one per row, multiply; either may be None. A zero weight leaves its row
+    out, as scikit-learn defines it."""
+    if class_weights is not None:
+        weights = class_weights if weights is None else weights * class_weights
+    if weights is None:
+        return None, None, 1.0
     rows = None if weights.all() else np.flatnonzero(weights)
     weights = weights if rows is None else weights[rows]
-    if (weights == weights[0]).all():
-        return rows, None
-    if solver != "lbfgs":
-        raise ValueError(f"sample_weight with unequal nonzero weights is supported with solver='lbfgs'; "
-                         f"solver={solver!r} takes equal weights (and zeros, which leave samples out)")
-    return rows, weights
+    return rows, None if (weights == weights[0]).all() else weights, float(weights.mean())
 
 
 # the largest dense copy of a sparse X the stochastic solvers make
@@ -84,29 +89,33 @@ def training_input(X, solver):
     return X.toarray()
 
 
-def validation_split(estimator, X, targets, fraction, rng):
-    """(X, targets, validation data) for early_stopping: ``fraction`` of the
-    samples held out as scikit-learn holds them out, stratified by class
-    (on the positive class's indicator for two classes, as scikit-learn's
-    binarized labels; not for multilabel targets)."""
+def validation_split(estimator, X, targets, weights, fraction, rng):
+    """(X, targets, weights, validation data) for early_stopping:
+    ``fraction`` of the samples held out as scikit-learn holds them out,
+    stratified by class (on the positive class's indicator for two classes,
+    as scikit-learn's binarized labels; not for multilabel targets), with
+    their ``weights`` (None: none)."""
     name = type(estimator).__name__
     stratify = None
     if is_classifier(estimator) and targets.ndim == 1:
         stratify = (targets == 1).reshape(-1, 1) if len(estimator.classes_) == 2 else targets
+    arrays = (X, targets) if weights is None else (X, targets, weights)
     try:
-        X, X_val, targets, t_val = train_test_split(X, targets, test_size=fraction,
-                                                    random_state=rng.randint(np.iinfo(np.int32).max),
-                                                    stratify=stratify)
+        parts = train_test_split(*arrays, test_size=fraction, random_state=rng.randint(np.iinfo(np.int32).max),
+                                 stratify=stratify)
     except ValueError as error:
         if stratify is None:
             raise
         classes = f" ('True' is the class {estimator.classes_[1]})" if stratify.dtype == bool else ""
         raise ValueError(f"{name}: {error}{classes}; early_stopping holds out validation_fraction of each class, "
                          "so each class needs 2 samples or more") from None
+    X, X_val, targets, t_val = parts[:4]
     if X_val.shape[0] < 2:
         raise ValueError(f"{name}: The validation set is too small ({X_val.shape[0]} samples) to score. Increase "
                          "'validation_fraction' or the size of your dataset.")
-    return X, targets, (X_val, t_val)
+    if weights is None:
+        return X, targets, None, (X_val, t_val)
+    return X, targets, parts[4], (X_val, t_val, parts[5])
 
 
 def check_finite(model):
@@ -114,17 +123,17 @@ def check_finite(model):
         raise ValueError(NON_FINITE)
 
 
-def objective(estimator, model, X, targets, alpha, sample_weight):
+def objective(estimator, model, X, targets, alpha, sample_weight, mean_weight=1.0):
     """scikit-learn's L-BFGS objective: its data loss (fastbp's loss divided
     by the estimator's ``_gradient_scale``) plus ``0.5 * alpha * sum(W**2)``
-    over the weight matrices, divided by the number of samples (by the sum of
-    the weights when weighted)."""
-    total = X.shape[0] if sample_weight is None else float(sample_weight.sum())
+    over the weight matrices, divided by the sum of the weights (rows times
+    ``mean_weight`` for equal ones)."""
+    total = X.shape[0] * mean_weight if sample_weight is None else float(sample_weight.sum())
     return FullBatchObjective(model, estimator._loss, X, targets, sample_weight, l2=alpha / total,
                               factor=1.0 / estimator._gradient_scale(model.sizes[-1]))
 
 
-def fit_lbfgs(estimator, model, X, targets, p, sample_weight):
+def fit_lbfgs(estimator, model, X, targets, p, sample_weight, mean_weight=1.0):
     """Train ``model`` as scikit-learn's ``solver="lbfgs"`` does: at most
     ``max_iter`` iterations and ``max_fun`` evaluations, ``tol`` on the
     projected gradient; sets ``n_iter_`` and ``loss_`` and warns as it does
@@ -134,8 +143,8 @@ def fit_lbfgs(estimator, model, X, targets, p, sample_weight):
     def report(iteration, loss):
         print(f"Iteration {iteration}, loss = {loss:.8f}")
 
-    result = minimize(objective(estimator, model, X, targets, p["alpha"], sample_weight), max_iter=p["max_iter"],
-                      max_fun=p["max_fun"], tol=p["tol"], callback=report if verbose else None)
+    result = minimize(objective(estimator, model, X, targets, p["alpha"], sample_weight, mean_weight),
+                      max_iter=p["max_iter"], max_fun=p["max_fun"], tol=p["tol"], callback=report if verbose else None)
     estimator.n_iter_ = min(int(result.nit), p["max_iter"])
     estimator.loss_ = estimator._data_loss_offset() + float(result.fun)
     check_finite(model)

@@ -14,19 +14,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 # Checks expected to fail, each with its reason (scikit-learn's mechanism for
 # listing them; a listed check that passes is reported as xpass, not hidden).
 EXPECTED_FAILURES = {}
-# the stochastic solvers take sample weights that are equal or zero (a zero leaves its sample out); unequal
-# nonzero weights need solver="lbfgs", whose instances below run these checks
-STOCHASTIC_FAILURES = {
-    "check_sample_weights_not_overwritten": "unequal sample weights need solver='lbfgs'",
-    "check_sample_weight_equivalence_on_dense_data": "unequal sample weights need solver='lbfgs'",
-    "check_sample_weight_equivalence_on_sparse_data": "unequal sample weights need solver='lbfgs'"}
 
 
 @parametrize_with_checks([MLPClassifier(max_iter=100, random_state=0), MLPRegressor(max_iter=100, random_state=0),
                           MLPClassifier(solver="lbfgs", max_iter=100, random_state=0),
                           MLPRegressor(solver="lbfgs", max_iter=100, random_state=0)],
-                         expected_failed_checks=lambda estimator: EXPECTED_FAILURES if estimator.solver == "lbfgs"
-                         else STOCHASTIC_FAILURES)
+                         expected_failed_checks=lambda estimator: EXPECTED_FAILURES)
 def test_scikit_learn_checks(estimator, check):
     check(estimator)
 

@@ -257,23 +257,25 @@ def test_the_same_random_state_learns_as_fast_as_scikit_learn(activation):
 # -- alpha ------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "sample_weight"])
 @pytest.mark.parametrize("estimator, theirs", PAIRS)
-def test_alpha_and_learning_rate_mean_what_they_mean_in_scikit_learn(estimator, theirs):
+def test_alpha_and_learning_rate_mean_what_they_mean_in_scikit_learn(estimator, theirs, weighted):
     """One full-batch SGD step from the same weights lands where scikit-learn's does."""
     rng = np.random.default_rng(5)
     X = rng.standard_normal((40, 3))
     y = rng.integers(0, 3, 40) if estimator is MLPClassifier else np.c_[X[:, 0] * X[:, 1], X[:, 2], -X[:, 0]]
+    weights = {"sample_weight": rng.random(40) * 3 + 0.1} if weighted else {}
     params = dict(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0, alpha=2.0, learning_rate_init=0.1,
                   batch_size=40, max_iter=1, shuffle=False, random_state=0)
-    ours = estimator(**params).fit(X, y)
+    ours = estimator(**params).fit(X, y, **weights)
     reference = theirs(**params)
-    reference.partial_fit(X, y, **({"classes": [0, 1, 2]} if estimator is MLPClassifier else {}))
+    reference.partial_fit(X, y, **weights, **({"classes": [0, 1, 2]} if estimator is MLPClassifier else {}))
     # start scikit-learn from fastbp's weights after its first epoch, then take one step each
     reference.coefs_[:] = [W.copy() for W in ours.coefs_]
     reference.intercepts_[:] = [b.copy() for b in ours.intercepts_]
     reference._optimizer.velocities = [np.zeros_like(p) for p in reference.coefs_ + reference.intercepts_]
-    ours.partial_fit(X, y)
-    reference.partial_fit(X, y)
+    ours.partial_fit(X, y, **weights)
+    reference.partial_fit(X, y, **weights)
     for W, W_reference in zip(ours.coefs_, reference.coefs_):
         np.testing.assert_allclose(W, W_reference, rtol=1e-12, atol=1e-13)
     # biases: scikit-learn leaves them out of the penalty, fastbp's optimizers decay every parameter by
