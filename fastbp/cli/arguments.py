@@ -119,6 +119,12 @@ def build_parser():
                        help="a category not seen in training: an error (default), or all zeros")
     train.add_argument("--max-categories", type=_positive, metavar="N",
                        help="refuse a text column with more categories than this (default 100)")
+    train.add_argument("--sample-weight", metavar="COLUMN",
+                       help="the CSV's or Parquet file's column of sample weights (>= 0; 0 leaves the row out): "
+                            "each batch's loss, the validation loss and the test metric are weighted means")
+    train.add_argument("--class-weight", choices=("balanced",),
+                       help="weigh each class n / (n_classes * its count) over the training split, as "
+                            "scikit-learn's class_weight='balanced' (cross_entropy)")
     train.add_argument("--task", choices=data.TASKS, help="inferred when not given: string or few integer "
                        f"labels (<= {data.MAX_INFERRED_CLASSES}) classify, anything else regresses")
     train.add_argument("--hidden", type=_widths, metavar="W1,W2", help="hidden layer widths (default 256,128)")

@@ -1,7 +1,7 @@
 """A ``fastbp train`` run's trainer: model, loss, optimizer and schedule
 built from its settings, and a resumed run's schedule laid out again."""
 from fastbp.data import DataError
-from fastbp.losses import LOSSES
+from fastbp.losses import LOSSES, CrossEntropyLoss, class_weights
 from fastbp.mlp import MLP
 from fastbp.optim import LBFGS, OPTIMIZERS
 from fastbp.schedules import CosineAnnealingLR, ReduceLROnPlateau, StepLR
@@ -33,11 +33,12 @@ def _build(settings, prepared):
             raise DataError(f"--loss bce_with_logits needs two classes, the data has {n_out}")
         n_out = 1
     settings["loss"] = loss_name
+    loss = _loss(loss_name, settings, prepared)
     model = MLP([prepared.n_features, *settings["hidden"], n_out], activation=settings["activation"],
                 dtype=settings["dtype"], seed=settings["seed"])
     name = settings["optimizer"]
     if name == "lbfgs":
-        return Trainer(model, LOSSES[loss_name](), _lbfgs(model, settings))
+        return Trainer(model, loss, _lbfgs(model, settings))
     kwargs = {"lr": settings["lr"] if settings["lr"] is not None else (0.01 if name == "sgd" else 1e-3)}
     if settings["weight_decay"] is not None:  # else the optimizer's default: 0, or 0.01 for adamw
         kwargs["weight_decay"] = settings["weight_decay"]
@@ -46,8 +47,20 @@ def _build(settings, prepared):
     if name in ("sgd", "rmsprop"):
         kwargs["momentum"] = settings["momentum"] if settings["momentum"] is not None else (0.9 if name == "sgd" else 0.0)
     optimizer = OPTIMIZERS[name](model, **kwargs)
-    return Trainer(model, LOSSES[loss_name](), optimizer, max_grad_norm=settings["max_grad_norm"],
+    return Trainer(model, loss, optimizer, max_grad_norm=settings["max_grad_norm"],
                    schedule=plan_schedule(settings["lr_schedule"], optimizer, settings["epochs"]))
+
+
+def _loss(name, settings, prepared):
+    """The loss ``name``; with --class-weight balanced, cross-entropy
+    weighing each class by n / (n_classes * its count) in the training rows."""
+    if settings.get("class_weight") is None:
+        return LOSSES[name]()
+    if name != "cross_entropy":
+        raise DataError(f"--class-weight weighs the classes of --loss cross_entropy, not {name}"
+                        + (" (the task is regress)" if prepared.task == "regress" else ""))
+    labels = prepared.part("train")[1]
+    return CrossEntropyLoss(weight=class_weights(labels, settings["class_weight"], prepared.n_outputs))
 
 
 def _lbfgs(model, settings):

@@ -23,6 +23,9 @@ class Prepared:
         source = settings["data"] or settings["dataset"]
         known = None if preprocessing is None else Preprocessing.from_dict(preprocessing)
         names, target, dtype = None, settings["target"], np.dtype(settings["dtype"])
+        weight, weights = settings.get("sample_weight"), None
+        if weight is not None and not (settings["data"] and data.kind_of(source) in (".csv", ".parquet")):
+            raise DataError(f"--sample-weight names a column of a CSV or Parquet file; {source!r} has none")
         if settings["data"]:
             extension = data.kind_of(source)
             if extension in (".csv", ".parquet"):
@@ -30,8 +33,9 @@ class Prepared:
                     raise DataError(f"--target: a {dict(csv='CSV', parquet='Parquet')[extension[1:]]} file needs "
                                     f"--target COLUMN naming the target column")
                 features = known.names if known is not None else settings.get("features")
-                X, y = data.read_table(source, extension, target, features, float_type=dtype.name)
+                X, y, w = data.read_table(source, extension, target, features, float_type=dtype.name, weight=weight)
                 names, y = X.column_names, data.target_values(y, source, target)
+                weights = None if w is None else data.weight_values(w, source, weight)
             else:
                 if settings.get("features"):
                     raise DataError(f"--features picks columns by name; {source!r} is an array, which has none")
@@ -77,6 +81,7 @@ class Prepared:
             out = data.scratch_matrix(n, steps.n_features, dtype)
         self.X = steps.transform(X, rows=order, out=out, dtype=dtype, source=source)
         self.y = steps.encode_targets(y, rows=order)
+        self.weights = None if weights is None else weights[order]
         self.steps, self.preprocessing, self.task, self.source = steps, steps.to_dict(), steps.task, source
         self.n_features = steps.n_features
         self.parts = {"test": slice(0, n_test), "val": slice(n_test, n_test + n_val),
@@ -85,6 +90,10 @@ class Prepared:
     def part(self, name):
         index = self.parts[name]
         return self.X[index], self.y[index]
+
+    def part_weights(self, name):
+        """The sample weights of a part, or None without --sample-weight."""
+        return None if self.weights is None else self.weights[self.parts[name]]
 
     def size(self, name):
         return self.parts[name].stop - self.parts[name].start

@@ -9,12 +9,12 @@ DEFAULTS = {
     "weight_decay": None, "epochs": 30, "batch_size": 64, "val_split": 0.1, "test_split": 0.2,
     "early_stopping": None, "lr_schedule": "cosine", "max_grad_norm": None, "seed": 0,
     "dtype": "float32", "standardize": None, "features": None, "impute": None, "unknown_category": None,
-    "max_categories": None, "on_nonfinite": "raise",
+    "max_categories": None, "on_nonfinite": "raise", "class_weight": None, "sample_weight": None,
 }
 # what a checkpoint fixes: giving one of these with --resume is an error
 MODEL_SETTINGS = ("task", "hidden", "activation", "loss", "optimizer", "momentum", "weight_decay",
                   "max_grad_norm", "seed", "dtype", "standardize", "val_split", "test_split",
-                  "features", "impute", "unknown_category", "max_categories")
+                  "features", "impute", "unknown_category", "max_categories", "class_weight", "sample_weight")
 CLASSIFY_LOSSES, REGRESS_LOSSES = ("cross_entropy", "bce_with_logits"), ("mse", "l1", "huber")
 
 

@@ -18,7 +18,7 @@ from fastbp.cli.model import build, replan
 from fastbp.cli.prepare import Prepared, data_inputs, describe_counts, targets_for
 from fastbp.cli.progress import CompileNotice, Progress, thread_limit
 from fastbp.cli.safety import StopOnInterrupt, check_output
-from fastbp.cli.settings import flag_message, resolve
+from fastbp.cli.settings import flag, flag_message, resolve
 
 # without --save-every, the checkpoint is written at most this often (and at the end): a write costs
 # more than an epoch of a small model
@@ -68,6 +68,9 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     if settings["optimizer"] == "lbfgs" and (device == "cuda" or distributed or checkpoint_every is not None):
         raise DataError("--optimizer lbfgs trains on the CPU in one process, without --checkpoint-every (SciPy keeps "
                         "its state inside the run); --save keeps the run")
+    weighted = [flag(key) for key in ("sample_weight", "class_weight") if settings.get(key) is not None]
+    if weighted and (device == "cuda" or distributed):
+        raise DataError(f"{weighted[0]} trains on the CPU in one process; drop --device cuda and --distributed")
     # saving over the checkpoint a run resumes from is how it goes on
     inputs = data_inputs(settings["data"], settings["target"])
     save = check_output("--save", save, inputs, overwrite)
@@ -167,14 +170,14 @@ def _settings(given, resume, device):
 
 
 def _parts(trainer, prepared):
-    """{"train", "val", "test": (X, y)}, the targets as the trainer's loss takes them."""
-    parts = {name: prepared.part(name) for name in ("train", "val", "test")}
+    """{"train", "val", "test": (X, y, sample weights or None)}, the targets as the trainer's loss takes them."""
+    parts = {name: prepared.part(name) + (prepared.part_weights(name),) for name in ("train", "val", "test")}
     stopped, n_train = trainer.unfinished_epoch, len(parts["train"][0])
     if stopped is not None and n_train != stopped["n_samples"]:
         raise DataError(f"--data: {prepared.source} gives {n_train} training samples, but the checkpoint "
                         f"stopped in the middle of an epoch over {stopped['n_samples']}; resume on the data it "
                         f"was trained on")
-    return {name: (X, targets_for(trainer, y)) for name, (X, y) in parts.items()}
+    return {name: (X, targets_for(trainer, y), w) for name, (X, y, w) in parts.items()}
 
 
 def _header(trainer, settings, prepared, device, world_size, resume, change):
@@ -188,6 +191,8 @@ def _header(trainer, settings, prepared, device, world_size, resume, change):
             f"{model.n_params:,} parameters; {steps}"
             + (", standardized inputs" + (" and targets" if prepared.task == "regress" else "")
                if settings["standardize"] else "")
+            + (f", weighted by column {settings['sample_weight']!r}" if settings.get("sample_weight") else "")
+            + (f", {settings['class_weight']} class weights" if settings.get("class_weight") else "")
             + (", on the GPU" if device == "cuda" else "")
             + (f", across {world_size} processes" if world_size else "")
             + (f"; resuming at epoch {trainer.epoch}" if resume else "") + (f", {change}" if change else ""))
@@ -208,7 +213,8 @@ class _Outcome:
 
 def _fit(trainer, settings, parts, fresh, quiet, save, save_every, checkpoint_every):
     """Train up to --epochs in all, then score the test rows unless stopped."""
-    (X_train, y_train), (X_val, y_val), (X_test, y_test) = parts["train"], parts["val"], parts["test"]
+    (X_train, y_train, w_train), (X_val, y_val, w_val), (X_test, y_test, w_test) = (parts["train"], parts["val"],
+                                                                                     parts["test"])
     progress = Progress(settings["epochs"], trainer.epoch, quiet, len(X_train))
     saver, stopper = Saver(save, save_every) if save else None, StopOnInterrupt()
     jit = numba_event.TimingListener()
@@ -218,13 +224,13 @@ def _fit(trainer, settings, parts, fresh, quiet, save, save_every, checkpoint_ev
         with numba_event.install_listener("numba:compiler_lock", jit), stopper:
             trainer.fit(X_train, y_train, epochs=settings["epochs"] - trainer.epoch,
                         batch_size=settings["batch_size"], seed=settings["seed"] if fresh else None,
-                        validation_data=(X_val, y_val) if len(X_val) else None,
+                        validation_data=(X_val, y_val, w_val) if len(X_val) else None, sample_weight=w_train,
                         early_stopping=settings["early_stopping"],
                         callbacks=[progress, stopper] + ([saver] if saver else []),
                         checkpoint_every=checkpoint_every, checkpoint_path=save if checkpoint_every else None,
                         on_nonfinite=settings["on_nonfinite"])
             if len(X_test) and not stopper.pressed:
-                test_score = trainer.score(X_test, y_test)
+                test_score = trainer.score(X_test, y_test, w_test)
     except (TypeError, ValueError) as error:
         # what the library refuses of a setting, such as a --batch-size that does not split across the processes
         if flag_message(error) == str(error):
@@ -255,7 +261,9 @@ def _report(trainer, settings, test, outcome, save, plot, started, data_seconds,
         print(f"best epoch {best} of {trainer.epoch}{why}: {monitored}", file=out)
     if outcome.test_score is not None:
         score = outcome.test_score
-        detail = f" ({int(round(score * n_test))}/{n_test} correct)" if metric == "accuracy" else ""
+        detail = " (weighted)" if test[2] is not None else ""  # a weighted accuracy counts no rows
+        if metric == "accuracy" and test[2] is None:
+            detail = f" ({int(round(score * n_test))}/{n_test} correct)"
         print(f"test {metric} {score:.4f}{detail}", file=out)
     if save and not outcome.aborted:
         outcome.saver.write(trainer)

@@ -17,7 +17,7 @@ from fastbp.data.sources import (  # noqa: F401
     BATCH_ROWS, DATASETS, EXTENSIONS, TASKS, kind_of, load_dataset, read_arrays,
 )
 from fastbp.data.tables import (  # noqa: F401
-    _is_text, batches, choose_columns, header, read_table, target_values, typed_columns,
+    _is_text, batches, choose_columns, header, read_table, target_values, typed_columns, weight_values,
 )
 
 # integer-valued targets with at most this many distinct values are class labels

@@ -132,12 +132,12 @@ def header(path, extension, flag="--data"):
         raise DataError(f"{flag}: cannot read {path!r} as Parquet ({str(error).splitlines()[0]})") from None
 
 
-def choose_columns(path, names, target=None, features=None, need_target=True, flag="--data"):
+def choose_columns(path, names, target=None, features=None, need_target=True, flag="--data", weight=None):
     """(feature columns, target column or None) among a file's column ``names``.
 
     ``target`` names the target column (absent and not ``need_target``: every
     column is a feature); ``features`` the feature columns, in that order
-    (None: every other column, as they come)."""
+    (None: every other column, as they come, but the ``weight`` column)."""
     if len(set(names)) != len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise DataError(f"{flag}: {path!r} has more than one column named {quoted(twice)}; rename them")
@@ -145,7 +145,10 @@ def choose_columns(path, names, target=None, features=None, need_target=True, fl
         if need_target:
             raise DataError(f"--target: {path!r} has no column {target!r}; its columns are {', '.join(names)}")
         target = None
-    others = [name for name in names if name != target]
+    if weight is not None and (weight not in names or weight == target):
+        raise DataError(f"--sample-weight: {path!r} has no column {weight!r} other than the target; its columns "
+                        f"are {', '.join(names)}")
+    others = [name for name in names if name not in (target, weight)]
     chosen = others if features is None else list(features)
     missing = [name for name in chosen if name not in others]
     plural = "s" if len(missing) > 1 else ""
@@ -160,14 +163,14 @@ def choose_columns(path, names, target=None, features=None, need_target=True, fl
     return chosen, target
 
 
-def read_table(path, extension, target=None, features=None, float_type=None, flag="--data"):
-    """(features table, target column) of a CSV or Parquet file, each
-    feature column numeric or text, chosen as ``choose_columns`` says;
-    ``float_type`` ("float32" or "float64") is the type a CSV's numeric
-    columns are parsed to."""
+def read_table(path, extension, target=None, features=None, float_type=None, flag="--data", weight=None):
+    """(features table, target column, weight column or None) of a CSV or
+    Parquet file, each feature column numeric or text, chosen as
+    ``choose_columns`` says; ``float_type`` ("float32" or "float64") is the
+    type a CSV's numeric columns are parsed to."""
     pa = _arrow()
-    chosen, target = choose_columns(path, header(path, extension, flag), target, features, True, flag)
-    columns = chosen + [target]
+    chosen, target = choose_columns(path, header(path, extension, flag), target, features, True, flag, weight)
+    columns = chosen + [target] + ([weight] if weight is not None else [])
     if extension == ".csv":
         table = _csv_table(pa, path, pa.type_for_alias(float_type or "float64"), flag, columns, target)
     else:
@@ -175,7 +178,7 @@ def read_table(path, extension, target=None, features=None, float_type=None, fla
     if table.num_rows == 0:
         raise DataError(f"{flag}: {path!r} has a header but no rows")
     table = typed_columns(pa, table, path, flag)
-    return table.select(chosen), table.column(target)
+    return table.select(chosen), table.column(target), None if weight is None else table.column(weight)
 
 
 def target_values(y, path, name):
@@ -195,6 +198,27 @@ def target_values(y, path, name):
     if _is_text(pa, y.type):
         return np.array(y.to_pylist(), dtype=str)
     return pa.compute.cast(y, pa.float64()).to_numpy()
+
+
+def weight_values(w, path, name):
+    """A sample-weight column as a float64 array: numbers >= 0, none
+    missing, not all zero."""
+    pa = _arrow()
+    where = f"--sample-weight: column {name!r} of {path!r}"
+    if not pa.types.is_integer(w.type) and not pa.types.is_floating(w.type):
+        raise DataError(f"{where} must hold numbers, got {w.type}")
+    if w.null_count:
+        first = int(pa.compute.index(w.is_null(), True).as_py())
+        raise DataError(f"{where} is missing in {w.null_count} rows (first: row {first}); fill them in or remove "
+                        f"those rows")
+    values = pa.compute.cast(w, pa.float64()).to_numpy()
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise DataError(f"{where} must hold finite weights >= 0, got {values[first]:g} in row {first}")
+    if not values.sum() > 0:
+        raise DataError(f"{where} is all zeros: no row would count")
+    return values
 
 
 def _typed_batch(pa, batch, path, flag, as_read):

@@ -204,3 +204,76 @@ def test_a_nonfinite_batch_stops_the_run_or_is_skipped(tmp_path, capsys):
     status, out, err = train(capsys, *common, "--on-nonfinite", "skip", "--save", tmp_path / "run.npz")
     assert status == 0, err
     assert fastbp.Trainer.load(tmp_path / "run.npz").history.skipped == [1, 1]
+
+
+@pytest.fixture(scope="module")
+def weighted_csv(tmp_path_factory):
+    rng = np.random.default_rng(1)
+    n = 200
+    a, b = rng.standard_normal(n), rng.standard_normal(n)
+    label = np.where(a + 0.5 * b > 1.0, "rare", "common")
+    weight = np.where(np.arange(n) % 7 == 0, 0.0, rng.random(n) + 0.5)
+    path = tmp_path_factory.mktemp("weighted") / "weighted.csv"
+    lines = ["a,b,label,w"] + [f"{x:.6f},{y:.6f},{c},{v:.6f}" for x, y, c, v in zip(a, b, label, weight)]
+    path.write_text("\n".join(lines) + "\n")
+    return path, weight
+
+
+def test_sample_weight_and_class_weight_train_weighted_and_resume(weighted_csv, tmp_path, capsys):
+    path, _ = weighted_csv
+    checkpoint = tmp_path / "w.ckpt"
+    args = ["--data", path, "--target", "label", "--sample-weight", "w", "--class-weight", "balanced", *SMALL]
+    status, out, err = train(capsys, *args, "--epochs", 2, "--save", checkpoint)
+    assert status == 0, err
+    assert "weighted by column 'w', balanced class weights" in out and "(weighted)" in out
+    assert "3 features" not in out and "2 features" in out  # the weight column is no feature
+    trainer = fastbp.load_checkpoint(checkpoint)
+    assert trainer.metadata["settings"]["sample_weight"] == "w"
+    # the loss carries its class weights; "rare" (class 1) weighs more
+    assert len(trainer.loss.arguments()["weight"]) == 2
+    assert trainer.loss.class_weights[1] > trainer.loss.class_weights[0]
+    status, out, err = train(capsys, "--resume", checkpoint, "--data", path, "--target", "label", "--epochs", 3,
+                             "--quiet")
+    assert status == 0, err
+
+
+def test_weighted_training_weighs_the_training_rows(weighted_csv, tmp_path, capsys, monkeypatch):
+    path, weight = weighted_csv
+    seen = {}
+    fit = fastbp.Trainer.fit
+
+    def spy(self, X, y, **kwargs):
+        seen["weights"], seen["validation"] = kwargs.get("sample_weight"), kwargs.get("validation_data")
+        return fit(self, X, y, **kwargs)
+    monkeypatch.setattr(fastbp.Trainer, "fit", spy)
+    status, _, err = train(capsys, "--data", path, "--target", "label", "--sample-weight", "w", "--epochs", 1,
+                           *SMALL)
+    assert status == 0, err
+    order = np.random.default_rng(0).permutation(len(weight))
+    n_test, n_val = int(round(0.2 * len(weight))), int(round(0.1 * len(weight)))
+    # read as the run's float32 columns are
+    np.testing.assert_allclose(seen["weights"], weight[order[n_test + n_val:]], rtol=1e-6)
+    np.testing.assert_allclose(seen["validation"][2], weight[order[n_test:n_test + n_val]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("args, parts", [
+    (["--sample-weight", "nope"], ["--sample-weight", "no column 'nope'"]),
+    (["--sample-weight", "label"], ["--sample-weight", "no column 'label' other than the target"]),
+    (["--class-weight", "balanced", "--loss", "bce_with_logits"], ["--class-weight", "not bce_with_logits"]),
+])
+def test_bad_weights_are_one_line_and_exit_2(weighted_csv, args, parts, capsys):
+    path, _ = weighted_csv
+    status, _, err = train(capsys, "--data", path, "--target", "label", "--epochs", 1, *SMALL, *args)
+    assert_one_line(status, err, *parts)
+
+
+def test_a_negative_or_missing_weight_is_refused(tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,label,w\n1,0,1\n2,1,-1\n3,0,2\n4,1,1\n5,0,1\n")
+    status, _, err = train(capsys, "--data", path, "--target", "label", "--sample-weight", "w", *SMALL)
+    assert_one_line(status, err, "--sample-weight", "finite weights >= 0", "got -1 in row 1")
+    path.write_text("a,label,w\n1,0,1\n2,1,\n3,0,2\n4,1,1\n5,0,1\n")
+    status, _, err = train(capsys, "--data", path, "--target", "label", "--sample-weight", "w", *SMALL)
+    assert_one_line(status, err, "--sample-weight", "missing in 1 rows")
+    status, _, err = train(capsys, "--sample-weight", "w", *SMALL)
+    assert_one_line(status, err, "--sample-weight names a column of a CSV or Parquet file")

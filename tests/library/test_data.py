@@ -59,7 +59,7 @@ def expected(df, train, impute):
 
 
 def read(path, impute, train, standardize=False, dtype=np.float64, target="label"):
-    table, y = data.read_table(str(path), os.path.splitext(path)[1], target, float_type="float64")
+    table, y, _ = data.read_table(str(path), os.path.splitext(path)[1], target, float_type="float64")
     y = data.target_values(y, str(path), target)
     steps = Preprocessing.fit(table, y, train, "classify", table.column_names, target, standardize, impute)
     return steps, steps.transform(table, dtype=dtype), y
@@ -96,7 +96,7 @@ def test_the_preprocessing_survives_its_dict_and_json(tmp_path):
     df = frame(n=400)
     df.to_csv(tmp_path / "a.csv", index=False)
     steps, X, _ = read(tmp_path / "a.csv", "median", np.arange(300), standardize=True)
-    table, _ = data.read_table(str(tmp_path / "a.csv"), ".csv", "label")
+    table, _, _ = data.read_table(str(tmp_path / "a.csv"), ".csv", "label")
     again = Preprocessing.from_dict(json.loads(json.dumps(steps.to_dict())))
     np.testing.assert_array_equal(again.transform(table, dtype=np.float64), X)
     # files written before text columns and imputation existed read the same
@@ -161,7 +161,7 @@ def test_predict_streams_a_file_in_batches(tmp_path, monkeypatch, capsys):
     assert len(sizes) > 1 and sum(sizes) == len(df) and max(sizes) < len(df)
     trainer = io.load_checkpoint(model)
     steps = Preprocessing.from_dict(trainer.metadata["preprocessing"])
-    table, _ = data.read_table(str(tmp_path / "train.csv"), ".csv", "label")
+    table, _, _ = data.read_table(str(tmp_path / "train.csv"), ".csv", "label")
     whole = steps.decode(trainer.model.predict(steps.transform(table)), "cross_entropy")
     assert np.load(tmp_path / "p.npy").ravel().tolist() == whole.tolist()
 
