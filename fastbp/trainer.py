@@ -161,7 +161,7 @@ class Trainer(TrainerState):
                 left out of training, as if it were not in X. The history's
                 ``loss`` is each batch's weighted loss, counted by its rows;
                 its ``val_loss`` the weighted mean over the validation rows.
-                On the CPU, in one process.
+                In one process (not with distributed training).
 
         Returns:
             the trainer's History (every epoch of every fit call so far).
@@ -185,8 +185,8 @@ class Trainer(TrainerState):
             raise ValueError("LBFGS trains on the CPU, with on_nonfinite='raise' and without checkpoint_every: "
                              "SciPy keeps its state inside one fit call")
         if (weights.size or self.loss.class_weights.size) and not self._weighs_rows():
-            raise ValueError("sample_weight and class weights train on the CPU, in one process: fit this model "
-                             "with device='cpu' and without distributed training")
+            raise ValueError("sample_weight and class weights train in one process: fit this model without "
+                             "distributed training")
         # the rows that count: a row weighing 0 is left out, so the run is the one without it
         kept = np.flatnonzero(weights > 0) if weights.size and not weights.all() else None
         n = X.shape[0] if kept is None else kept.shape[0]
@@ -217,7 +217,8 @@ class Trainer(TrainerState):
             if model.device == "cuda":
                 from fastbp.backends.cuda import DeviceFit
 
-                backend = DeviceFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0)
+                backend = DeviceFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0,
+                                    weights)
             else:
                 backend = HostFit(model, optimizer, loss, X, targets, labels, batch_size, self.max_grad_norm or 0.0,
                                   self._epoch_function(rows), weights)
@@ -360,7 +361,7 @@ class Trainer(TrainerState):
 
     def _weighs_rows(self):
         """Whether this trainer's epochs take sample and class weights."""
-        return self.model.device == "cpu"
+        return True
 
     def evaluate(self, X, y, sample_weight=None):
         """The loss over the whole of (X, y), as one batch of that loss would

@@ -46,13 +46,13 @@ def require_cuda():
     return cuda
 
 
-def check_device_memory(cuda, model, optimizer, X, targets, labels, rows):
+def check_device_memory(cuda, model, optimizer, X, targets, labels, rows, weights=np.empty(0)):
     """MemoryError, before anything is copied, when what a fit keeps on the
     device would not fit in the GPU's free memory."""
     itemsize = model.dtype.itemsize
     n_params, total_units, max_width = buffer_sizes(model._layers)
     parts = {
-        "the data": X.nbytes + targets.nbytes + labels.nbytes + 8 * X.shape[0],
+        "the data": X.nbytes + targets.nbytes + labels.nbytes + weights.nbytes + 8 * X.shape[0],
         "parameters, gradients and optimizer state": itemsize * n_params * 2
         + sum(state.nbytes for state in optimizer._state),
         f"buffers for batches of {rows}": itemsize * rows * (model.sizes[0] + model.sizes[-1] + 2 * total_units
@@ -71,7 +71,7 @@ class DeviceFit:
     """One ``Trainer.fit`` on the device: the model's and the optimizer's flat
     buffers, the data and the batch buffers, copied or allocated once."""
 
-    def __init__(self, model, optimizer, loss, X, targets, labels, batch_size, max_grad_norm):
+    def __init__(self, model, optimizer, loss, X, targets, labels, batch_size, max_grad_norm, weights=np.empty(0)):
         cuda = require_cuda()
         import kernels.cuda
 
@@ -81,7 +81,11 @@ class DeviceFit:
         # the device holds all of X: one call of steps may take the whole order
         self.stretch = X.shape[0]
         rows = min(batch_size, X.shape[0])
-        check_device_memory(cuda, model, optimizer, X, targets, labels, rows)
+        check_device_memory(cuda, model, optimizer, X, targets, labels, rows, weights)
+        # the host draws the order, so it sums each batch's weights (the mean's divisor)
+        self.weighted = (weights, labels) if weights.size or loss.class_weights.size else None
+        self.device_weights, self.device_class_weights = cuda.to_device(weights), cuda.to_device(loss.class_weights)
+        self.device_batch_weights = cuda.device_array(rows if weights.size else 0, dtype=np.float64)
         self.device_params, self.device_grads = cuda.to_device(model._params), cuda.to_device(model._grads)
         self.device_state = cuda.to_device(optimizer._state)
         self.device_X, self.device_targets, self.device_labels = (cuda.to_device(a) for a in (X, targets, labels))
@@ -104,13 +108,20 @@ class DeviceFit:
         model, optimizer, loss = self.model, self.optimizer, self.loss
         device_order = self.device_order[:order.shape[0]]
         device_order.copy_to_device(order)
+        divisors = None
+        if self.weighted is not None:
+            weights, labels = self.weighted
+            divisors = np.array([kernels.losses.batch_weight(weights, labels, loss.class_weights, order, start,
+                                                             min(self.batch_size, order.shape[0] - start))
+                                 for start in range(0, order.shape[0], self.batch_size)])
         loss_sum, optimizer.step_count, done = self._kernels.train_epoch(
             kernels.Network(self.device_params, self.device_grads, model._layers, model._activation_params),
-            kernels.Optimizer(optimizer.code, optimizer._hyper, self.device_state), loss._bundle(),
-            kernels.Data(self.device_X, self.device_targets, self.device_labels, device_order),
+            kernels.Optimizer(optimizer.code, optimizer._hyper, self.device_state),
+            loss._bundle()._replace(class_weights=self.device_class_weights),
+            kernels.Data(self.device_X, self.device_targets, self.device_labels, device_order, self.device_weights),
             kernels.Work(self.device_batch_x, self.device_batch_targets, self.device_batch_labels, self.device_z,
-                         self.device_a, self.device_scratch),
-            optimizer.step_count, loss_sum, self.batch_size, self.max_grad_norm)
+                         self.device_a, self.device_scratch, self.device_batch_weights),
+            optimizer.step_count, loss_sum, self.batch_size, self.max_grad_norm, divisors)
         self.device_params.copy_to_host(model._params)
         self.device_grads.copy_to_host(model._grads)
         self.device_state.copy_to_host(optimizer._state)

@@ -165,6 +165,25 @@ def _loss(name, dtype, setup):
     return [_error(value, value_t.item(), dtype), _error(dpred, pred_t.grad.numpy(), dtype)]
 
 
+def _weighted_loss(dtype, setup):
+    """Cross-entropy with sample weights, class weights and label smoothing:
+    the weighted mean and its gradient (the CPU kernels: weighted training
+    runs there)."""
+    torch, _, sizes = setup
+    batch, n_out = sizes["loss"]
+    rng = np.random.default_rng(8)
+    pred, labels = rng.standard_normal((batch, n_out)) * 3, rng.integers(0, n_out, size=batch)
+    weights, class_weights = rng.random(batch) * 2, rng.random(n_out) + 0.5
+    loss = LOSSES["cross_entropy"](label_smoothing=0.1, weight=class_weights)
+    value = loss(pred.astype(dtype), labels, sample_weight=weights)
+    pred_t, labels_t, weights_t = torch.tensor(pred, requires_grad=True), torch.tensor(labels), torch.tensor(weights)
+    rows = torch.nn.functional.cross_entropy(pred_t, labels_t, weight=torch.tensor(class_weights), reduction="none",
+                                             label_smoothing=0.1)
+    value_t = (rows * weights_t).sum() / (weights_t * torch.tensor(class_weights)[labels_t]).sum()
+    value_t.backward()
+    return [_error(value, value_t.item(), dtype), _error(loss.backward(), pred_t.grad.numpy(), dtype)]
+
+
 def _training(optimizer_name, dtype, setup):
     """A few epochs of Trainer.fit (the fused epoch kernel, clipping and the
     optimizer) against the same loop in torch: the final parameters."""
@@ -226,6 +245,8 @@ def rows(device="cpu"):
     checks = [(f"dense + {a.name}{'_tanh' if a.params.get('approximate') == 'tanh' else ''}",
                ("out", "dx", "dW,db"), lambda d, a=a: _layer(a, d, setup)) for a in ACTIVATIONS]
     checks += [(f"loss {name}", ("value", "dpred"), lambda d, n=name: _loss(n, d, setup)) for name in LOSSES]
+    if device == "cpu":
+        checks.append(("loss cross_entropy weighted", ("value", "dpred"), lambda d: _weighted_loss(d, setup)))
     checks.append((f"mlp {network} gelu/silu", ("out", "grads"), lambda d: _network(d, setup)))
     checks += [(f"{sizes['training'][3]} epochs {name}", ("params",), lambda d, n=name: _training(n, d, setup))
                for name in OPTIMIZERS]

@@ -69,8 +69,8 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
         raise DataError("--optimizer lbfgs trains on the CPU in one process, without --checkpoint-every (SciPy keeps "
                         "its state inside the run); --save keeps the run")
     weighted = [flag(key) for key in ("sample_weight", "class_weight") if settings.get(key) is not None]
-    if weighted and (device == "cuda" or distributed):
-        raise DataError(f"{weighted[0]} trains on the CPU in one process; drop --device cuda and --distributed")
+    if weighted and distributed:
+        raise DataError(f"{weighted[0]} trains in one process; drop --distributed")
     # saving over the checkpoint a run resumes from is how it goes on
     inputs = data_inputs(settings["data"], settings["target"])
     save = check_output("--save", save, inputs, overwrite)

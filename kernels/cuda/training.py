@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from kernels.losses import mean_scale
 from kernels.network import N_OUT
 from kernels.cuda.config import THREADS, blocks_for, block_sum, no_stop
 from kernels.cuda.losses import loss_value_and_grad
@@ -33,7 +34,7 @@ from kernels.cuda.optimizers import optimizer_step
 
 
 @cuda.jit
-def _gather(batch_x, batch_targets, batch_labels, X, targets, labels, order, start, rows):
+def _gather(batch_x, batch_targets, batch_labels, batch_weights, X, targets, labels, weights, order, start, rows):
     n_in, n_out = X.shape[1], targets.shape[1]
     for index in range(cuda.grid(1), rows * n_in, cuda.gridsize(1)):
         batch_x[index] = X[order[start + index // n_in], index % n_in]
@@ -42,26 +43,30 @@ def _gather(batch_x, batch_targets, batch_labels, X, targets, labels, order, sta
     if labels.shape[0] > 0:
         for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
             batch_labels[r] = labels[order[start + r]]
+    if weights.shape[0] > 0:
+        for r in range(cuda.grid(1), rows, cuda.gridsize(1)):
+            batch_weights[r] = weights[order[start + r]]
 
 
-def gather_rows(batch_x, batch_targets, batch_labels, data, start, rows):
+def gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows):
     """Twin of ``kernels.step.gather_rows``: copy the samples
     ``data.order[start:start + rows]`` to the front of the flat gather
-    buffers (targets or labels skipped where the data has none). All arrays
-    on the device."""
-    X, targets, labels, order, _ = data
-    _gather[blocks_for(rows * X.shape[1]), THREADS](batch_x, batch_targets, batch_labels, X, targets, labels,
-                                                     order, start, rows)
+    buffers (targets, labels or weights skipped where the data has none).
+    All arrays on the device."""
+    X, targets, labels, order, weights = data
+    _gather[blocks_for(rows * X.shape[1]), THREADS](batch_x, batch_targets, batch_labels, batch_weights, X,
+                                                     targets, labels, weights, order, start, rows)
 
 
-def batch_views(batch_x, batch_targets, batch_labels, data, rows):
-    """The first ``rows`` gathered samples as (x, targets, labels); a loss
-    without targets (or labels) gets the data's empty array itself."""
-    X, targets, labels = data.X, data.targets, data.labels
+def batch_views(batch_x, batch_targets, batch_labels, batch_weights, data, rows):
+    """The first ``rows`` gathered samples as (x, targets, labels, weights);
+    a loss without targets (labels, weights) gets the data's empty array itself."""
+    X, targets, labels, weights = data.X, data.targets, data.labels, data.weights
     n_in, n_out = X.shape[1], targets.shape[1]
     return (batch_x[:rows * n_in].reshape(rows, n_in),
             batch_targets[:rows * n_out].reshape(rows, n_out) if targets.shape[0] > 0 else targets,
-            batch_labels[:rows] if labels.shape[0] > 0 else labels)
+            batch_labels[:rows] if labels.shape[0] > 0 else labels,
+            batch_weights[:rows] if weights.shape[0] > 0 else weights)
 
 
 @cuda.jit
@@ -70,14 +75,18 @@ def _fill(values, value):
         values[i] = value
 
 
-def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network, loss, loss_value, tables=None):
+def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network, loss, loss_value, tables=None,
+                    weights=None, scale=None):
     """Twin of ``kernels.step.batch_gradients``: forward, loss and backward
     over a gathered minibatch, ``grads`` written (not accumulated).
 
     The loss goes into the (1,) float64 device array ``loss_value`` (added to
     it) instead of being returned; ``tables`` are the network's
     ``fused_tables`` where it ``fits_fused``, else None for the layer by
-    layer passes. The other arguments are as in ``train_epoch``.
+    layer passes; ``weights`` the rows' weights (None: none) and ``scale``
+    the batch's ``kernels.losses.mean_scale`` (None: of its rows);
+    ``loss.class_weights`` a device array. The other arguments are as in
+    ``train_epoch``.
     """
     params, _, layers, activation_params = network
     loss_code, loss_param, loss_mean = loss.code, loss.param, loss.mean
@@ -88,7 +97,9 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network
         network_forward(z_store, a_store, x, params, layers, activation_params)
     prediction = layer_units(a_store, layers, layers.shape[0] - 1, rows)
     dprediction = scratch_view(scratch, 0, rows, int(layers[-1, N_OUT]))
-    loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_mean, loss_value)
+    class_weights = loss.class_weights if loss.class_weights.shape[0] > 0 else None
+    loss_value_and_grad(dprediction, prediction, target, labels, loss_code, loss_param, loss_mean, loss_value,
+                        weights=weights, class_weights=class_weights, scale=scale)
     if tables is not None:
         fused_network_backward(grads, scratch, x, params, layers, z_store, a_store, tables)
     else:
@@ -170,7 +181,7 @@ def update(network, optimizer, step, status):
     optimizer_step(code, network.params, network.grads, state, hyper, step, status)
 
 
-def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size, max_grad_norm):
+def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size, max_grad_norm, divisors=None):
     """Twin of ``kernels.train_epoch``, over the same bundles: the arrays are
     device arrays, except ``optimizer.hyper``, ``network.layers`` and
     ``network.layer_params``, which drive the launches from the host. Trains
@@ -178,8 +189,13 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     one) and returns (loss_sum, step, done) as the CPU kernel does: a step
     that went non-finite is not taken, nor any after it, ``done`` is the
     start of its batch, and ``grads`` hold its gradients.
+
+    ``data.weights`` (empty: none) weighs the rows and ``loss.class_weights``
+    (a device array, empty: none) the classes; ``divisors`` (host) then
+    holds each batch's ``kernels.losses.batch_weight``, which the host knows
+    from the order it drew.
     """
-    batch_x, batch_targets, batch_labels, z_store, a_store, scratch, _ = work
+    batch_x, batch_targets, batch_labels, z_store, a_store, scratch, batch_weights = work
     n = data.order.shape[0]
     # [loss sum, this step's loss, gradient norm]
     scalars = cuda.to_device(np.array([loss_sum, 0.0, 0.0]))
@@ -188,11 +204,16 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     status = cuda.to_device(np.array([0, n], dtype=np.int64))
     tables = fused_tables(network.layers, network.layer_params) if fits_fused(network.layers) else None
     first_step = step
+    n_out = int(network.layers[-1, N_OUT])
+    scale = None
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        gather_rows(batch_x, batch_targets, batch_labels, data, start, rows)
-        xb, tb, lb = batch_views(batch_x, batch_targets, batch_labels, data, rows)
-        batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss, loss_value, tables)
+        gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
+        xb, tb, lb, wb = batch_views(batch_x, batch_targets, batch_labels, batch_weights, data, rows)
+        if divisors is not None:
+            scale = mean_scale(loss.code, divisors[start // batch_size], n_out, loss.mean)
+        batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss, loss_value, tables,
+                        wb if wb.shape[0] > 0 else None, scale)
         # take_step's stages, each skipped on the device once a step went non-finite
         finite_step(loss_value, network.grads, status, start)
         add_loss(loss_sum, loss_value, rows if loss.mean else 1.0, status)
@@ -203,8 +224,11 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     stopped, done = (int(v) for v in status.copy_to_host())
     if stopped:
         rows = min(batch_size, n - done)
-        gather_rows(batch_x, batch_targets, batch_labels, data, done, rows)
-        xb, tb, lb = batch_views(batch_x, batch_targets, batch_labels, data, rows)
-        batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss, loss_value, tables)
+        gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, done, rows)
+        xb, tb, lb, wb = batch_views(batch_x, batch_targets, batch_labels, batch_weights, data, rows)
+        if divisors is not None:
+            scale = mean_scale(loss.code, divisors[done // batch_size], n_out, loss.mean)
+        batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss, loss_value, tables,
+                        wb if wb.shape[0] > 0 else None, scale)
         step = first_step + done // batch_size
     return float(loss_sum.copy_to_host()[0]), step, done

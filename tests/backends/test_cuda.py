@@ -202,6 +202,45 @@ def test_loss(code, param, mean, shape, dtype):
     assert_close("cuda loss sum", dtype, host(device_sum)[0], 1.5 + 4.0 * expected, TOLERANCE[dtype])
 
 
+@on_device
+@pytest.mark.parametrize("code, param", LOSSES, ids=["mse", "l1", "huber", "bce", "poisson", "ce", "ce_smooth"])
+def test_weighted_loss(code, param, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(6)
+    shape = (11, 3)
+    pred = (rng.standard_normal(shape) * 3).astype(dtype)
+    target = rng.uniform(size=shape).astype(dtype) if code != kernels.CROSS_ENTROPY else np.empty((0, 0), dtype)
+    labels = rng.integers(0, shape[1], shape[0]) if code == kernels.CROSS_ENTROPY else np.empty(0, np.int64)
+    weights = rng.random(shape[0]) * 2
+    class_weights = rng.random(3) + 0.5 if code == kernels.CROSS_ENTROPY else np.empty(0)
+    dpred = np.empty_like(pred)
+    scale = 0.37
+    expected = kernels.weighted_loss_value_and_grad(dpred, pred, target, labels, weights, class_weights, code,
+                                                    param, scale)
+    device_dpred, device_pred, device_target, device_labels, device_weights, device_class_weights = device(
+        np.empty_like(pred), pred, target, labels, weights, class_weights)
+    value = device_kernels.loss_value_and_grad(device_dpred, device_pred, device_target, device_labels, code, param,
+                                               True, weights=device_weights, scale=scale,
+                                               class_weights=device_class_weights if class_weights.size else None)
+    assert_close("cuda weighted loss value", dtype, value, expected, TOLERANCE[dtype])
+    assert_close("cuda weighted loss gradient", dtype, host(device_dpred), dpred, TOLERANCE[dtype])
+
+
+@on_device
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_weighted_training_follows_the_cpu(loss):
+    import fastbp
+
+    def make(model):
+        return fastbp.Adam(model, lr=0.05)
+
+    weights = np.array([0.5, 2.0, 0.0, 1.0, 3.0, 0.25, 1.5])
+    options = dict(loss=fastbp.CrossEntropyLoss(weight=[1.0, 2.0, 0.5], label_smoothing=0.1)
+                   if loss == "cross_entropy" else loss, dtype="float64", sample_weight=weights)
+    _assert_same_training(_fit("cuda", make, **options), _fit("cpu", make, **options), "float64")
+
+
 OPTIMIZERS = [
     (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
     (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
@@ -260,8 +299,8 @@ def _fit(device, make_optimizer, loss="mse", epochs=2, dtype="float32", **fit):
     smaller; returns the trainer."""
     import fastbp
 
-    X, y = _data(loss)
-    n_out = 3 if loss == "cross_entropy" else 2
+    X, y = _data(getattr(loss, "name", loss))
+    n_out = 3 if getattr(loss, "name", loss) == "cross_entropy" else 2
     model = fastbp.MLP([3, 5, n_out], activation="tanh", dtype=dtype, seed=0).to(device)
     trainer = fastbp.Trainer(model, loss, make_optimizer(model), **fit.pop("trainer", {}))
     trainer.fit(X, y, epochs=epochs, batch_size=4, seed=3, **fit)
