@@ -205,15 +205,18 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     tables = fused_tables(network.layers, network.layer_params) if fits_fused(network.layers) else None
     first_step = step
     n_out = int(network.layers[-1, N_OUT])
-    scale = None
-    for start in range(0, n, batch_size):
-        rows = min(batch_size, n - start)
+
+    def gradients(start, rows):
+        # the batch from order[start] gathered, and its gradients
         gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
         xb, tb, lb, wb = batch_views(batch_x, batch_targets, batch_labels, batch_weights, data, rows)
-        if divisors is not None:
-            scale = mean_scale(loss.code, divisors[start // batch_size], n_out, loss.mean)
+        scale = None if divisors is None else mean_scale(loss.code, divisors[start // batch_size], n_out, loss.mean)
         batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss, loss_value, tables,
                         wb if wb.shape[0] > 0 else None, scale)
+
+    for start in range(0, n, batch_size):
+        rows = min(batch_size, n - start)
+        gradients(start, rows)
         # take_step's stages, each skipped on the device once a step went non-finite
         finite_step(loss_value, network.grads, status, start)
         add_loss(loss_sum, loss_value, rows if loss.mean else 1.0, status)
@@ -223,12 +226,6 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
         update(network, optimizer, step, status)
     stopped, done = (int(v) for v in status.copy_to_host())
     if stopped:
-        rows = min(batch_size, n - done)
-        gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, done, rows)
-        xb, tb, lb, wb = batch_views(batch_x, batch_targets, batch_labels, batch_weights, data, rows)
-        if divisors is not None:
-            scale = mean_scale(loss.code, divisors[done // batch_size], n_out, loss.mean)
-        batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss, loss_value, tables,
-                        wb if wb.shape[0] > 0 else None, scale)
+        gradients(done, min(batch_size, n - done))
         step = first_step + done // batch_size
     return float(loss_sum.copy_to_host()[0]), step, done
