@@ -161,7 +161,7 @@ class Trainer(TrainerState):
                 left out of training, as if it were not in X. The history's
                 ``loss`` is each batch's weighted loss, counted by its rows;
                 its ``val_loss`` the weighted mean over the validation rows.
-                In one process (not with distributed training).
+                Every device and the distributed trainer take them.
 
         Returns:
             the trainer's History (every epoch of every fit call so far).
@@ -184,9 +184,6 @@ class Trainer(TrainerState):
         if full_batch and (checkpoint_every is not None or on_nonfinite == "skip" or self.model.device == "cuda"):
             raise ValueError("LBFGS trains on the CPU, with on_nonfinite='raise' and without checkpoint_every: "
                              "SciPy keeps its state inside one fit call")
-        if (weights.size or self.loss.class_weights.size) and not self._weighs_rows():
-            raise ValueError("sample_weight and class weights train in one process: fit this model without "
-                             "distributed training")
         # the rows that count: a row weighing 0 is left out, so the run is the one without it
         kept = np.flatnonzero(weights > 0) if weights.size and not weights.all() else None
         n = X.shape[0] if kept is None else kept.shape[0]
@@ -358,10 +355,6 @@ class Trainer(TrainerState):
         """(loss per sample over the whole of X, as History reports it, and the
         outputs (n_samples, n_out))."""
         return trainer_data.evaluate(self.model, self.loss, X, targets, labels, weights)
-
-    def _weighs_rows(self):
-        """Whether this trainer's epochs take sample and class weights."""
-        return True
 
     def evaluate(self, X, y, sample_weight=None):
         """The loss over the whole of (X, y), as one batch of that loss would

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from kernels import step as stages
-from kernels.losses import mean_scale
+from kernels.losses import batch_weight, mean_scale
 from kernels.network import N_OUT, WEIGHT_OFFSET, network_backward_layers
 from fastbp._checks import as_float, as_int, describe
 from fastbp.trainer import Trainer
@@ -237,10 +237,6 @@ class DistributedTrainer(Trainer):
         self.allreduce_seconds = 0.0
         return super().fit(X, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, seed=seed, **options)
 
-    def _weighs_rows(self):
-        # a weighted mean across ranks needs every rank's weight sum at every step
-        return self.world_size == 1
-
     def _epoch_function(self, rows):
         if self.world_size == 1:
             # alone, there is nothing to average: the one-process epoch, no collective per step
@@ -255,8 +251,8 @@ class DistributedTrainer(Trainer):
         ``bucket_bytes``). The finite check is of the averaged gradients,
         which every rank holds alike, so the ranks stop (or skip) at the same
         step."""
-        samples = data.order.shape[0]
-        mine = shard(data.order, self.rank, self.world_size)
+        samples, order = data.order.shape[0], data.order
+        mine = shard(order, self.rank, self.world_size)
         data = data._replace(order=mine)
         local_batch = batch_size // self.world_size
         n_out = network.layers[-1, N_OUT]
@@ -265,12 +261,18 @@ class DistributedTrainer(Trainer):
                                                               self.bucket_bytes)
         gradients = _as_tensor(grads)
         epoch_sum, loss_sum = loss_sum, 0.0
+        # with weights, every rank divides by the global batch's weight, which each knows from the whole order:
+        # the ranks' batches k together are entries k * batch_size ... of the order as shard pads it
+        weighted = data.weights.shape[0] > 0 or loss.class_weights.shape[0] > 0
+        padded = np.resize(order, mine.shape[0] * self.world_size) if weighted else None
         for start in range(0, mine.shape[0], local_batch):
             rows = min(local_batch, mine.shape[0] - start)
-            # sample weights are refused here (Trainer.fit): every rank's share weighs alike
             x, target, labels, weights = stages.gather_batch(work.batch_x, work.batch_targets, work.batch_labels,
                                                              work.batch_weights, data, start, rows)
-            scale = mean_scale(loss.code, rows, n_out, loss.mean)
+            divisor = rows if padded is None else batch_weight(data.weights, data.labels, loss.class_weights,
+                                                               padded, start * self.world_size,
+                                                               rows * self.world_size)
+            scale = mean_scale(loss.code, divisor, n_out, loss.mean)
             if plan is None:
                 # checked by take_step, once all-reduced
                 value = stages.batch_gradients(grads, work.z_store, work.a_store, work.scratch, x, target, labels,
@@ -279,15 +281,16 @@ class DistributedTrainer(Trainer):
             else:
                 value = self._bucketed_gradients(plan, step + 1, work, x, target, labels, weights, network, loss,
                                                  scale)
-            if loss.mean:
+            if loss.mean and not weighted:
                 # every rank's share is equally large: the mean of the ranks'
-                # gradients is the global batch's
+                # gradients is the global batch's (weighted, their sum is)
                 grads /= self.world_size
             # this rank's loss is its own: the ranks decide on the gradients alone
             if not stages.take_step(network, optimizer, 0.0, step, max_grad_norm, 1, True, False):
                 done = start // local_batch * batch_size
                 return self._epoch_loss(epoch_sum, loss_sum, start, step, done) + (done,)
-            loss_sum += value * rows if loss.mean else value
+            # weighted, this rank's value is its share of the global batch's mean
+            loss_sum += value * rows * (self.world_size if weighted else 1) if loss.mean else value
             step += 1
         return self._epoch_loss(epoch_sum, loss_sum, mine.shape[0], step, samples) + (samples,)
 

@@ -18,7 +18,7 @@ from fastbp.cli.model import build, replan
 from fastbp.cli.prepare import Prepared, data_inputs, describe_counts, targets_for
 from fastbp.cli.progress import CompileNotice, Progress, thread_limit
 from fastbp.cli.safety import StopOnInterrupt, check_output
-from fastbp.cli.settings import flag, flag_message, resolve
+from fastbp.cli.settings import flag_message, resolve
 
 # without --save-every, the checkpoint is written at most this often (and at the end): a write costs
 # more than an epoch of a small model
@@ -68,9 +68,6 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     if settings["optimizer"] == "lbfgs" and (device == "cuda" or distributed or checkpoint_every is not None):
         raise DataError("--optimizer lbfgs trains on the CPU in one process, without --checkpoint-every (SciPy keeps "
                         "its state inside the run); --save keeps the run")
-    weighted = [flag(key) for key in ("sample_weight", "class_weight") if settings.get(key) is not None]
-    if weighted and distributed:
-        raise DataError(f"{weighted[0]} trains in one process; drop --distributed")
     # saving over the checkpoint a run resumes from is how it goes on
     inputs = data_inputs(settings["data"], settings["target"])
     save = check_output("--save", save, inputs, overwrite)

@@ -27,11 +27,15 @@ def _data():
 
 
 def _train(trainer_class, optimizer, shuffle, model_seed=0, epochs=EPOCHS, sizes=(5, 7, 3), callbacks=None,
-           **options):
+           weighted=False, **options):
     model = fastbp.MLP(list(sizes), activation="tanh", dtype="float64", seed=model_seed)
     opt = fastbp.SGD(model, lr=0.1, momentum=0.9) if optimizer == "sgd" else fastbp.Adam(model, lr=0.01)
-    trainer = trainer_class(model, "cross_entropy", opt, max_grad_norm=1.0, **options)
-    history = trainer.fit(*_data(), epochs=epochs, batch_size=BATCH, shuffle=shuffle, seed=3, callbacks=callbacks)
+    loss = fastbp.CrossEntropyLoss(weight=[1.0, 2.5, 0.5]) if weighted else "cross_entropy"
+    trainer = trainer_class(model, loss, opt, max_grad_norm=1.0, **options)
+    # weighted: unequal weights, and zeros, which leave rows out (66 of 72 rows: the last global batch is short)
+    sample_weight = np.where(np.arange(N) % 12 == 5, 0.0, np.linspace(0.2, 3.0, N)) if weighted else None
+    history = trainer.fit(*_data(), epochs=epochs, batch_size=BATCH, shuffle=shuffle, seed=3, callbacks=callbacks,
+                          sample_weight=sample_weight)
     return model, opt, history
 
 
@@ -63,6 +67,8 @@ def worker(out, mode):
         with open(os.path.join(out, f"{optimizer}-{shuffle}-{rank}.json"), "w") as f:
             json.dump({"loss": history.loss, "steps": opt.step_count}, f)
     if mode == "train":
+        model, _, history = _train(distributed.DistributedTrainer, "adam", True, model_seed=rank, weighted=True)
+        np.save(os.path.join(out, f"weighted-{rank}.npy"), model._params)
         _checkpoint_and_resume(out, rank)
         before = model._params.copy()
         trainer = distributed.DistributedTrainer(model, "cross_entropy", fastbp.SGD(model))
@@ -186,6 +192,12 @@ def test_two_ranks_match_one_process_on_the_global_batch(two_ranks, optimizer, s
         np.testing.assert_allclose(params, model._params, rtol=1e-10, atol=0)
         # no sample is repeated (72 splits evenly): the reduced loss is the whole epoch's
         np.testing.assert_allclose(logs["loss"], history.loss, rtol=1e-10, atol=0)
+
+
+def test_two_ranks_train_weighted_as_one_process_on_the_global_batch(two_ranks):
+    model, _, _ = _train(fastbp.Trainer, "adam", True, weighted=True)
+    for rank in range(2):
+        np.testing.assert_allclose(np.load(two_ranks / f"weighted-{rank}.npy"), model._params, rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("optimizer,shuffle", CONFIGS)
