@@ -252,3 +252,27 @@ def test_class_weights_for_the_wrong_number_of_classes_are_refused():
     with pytest.raises(ValueError, match="3 class weights, but the model has 2 outputs"):
         trainer.fit(np.zeros((4, 3)), np.array([0, 1, 0, 1]))
     np.testing.assert_array_equal(model._params, before)
+
+
+def test_the_data_parallel_epoch_weighs_as_the_serial_one():
+    import numba
+
+    import kernels
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one thread: no data-parallel epoch")
+    rng = np.random.default_rng(11)
+    X, y, weights = rng.standard_normal((512, 6)), rng.integers(0, 3, 512), rng.random(512) + 0.1
+    loss = fastbp.CrossEntropyLoss(weight=[0.5, 1.0, 2.0])
+    outputs = []
+    previous = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            model = fastbp.MLP([6, 32, 3], dtype="float64", seed=0)
+            assert kernels.data_parallel_chunks(model.n_params, 256, threads) == threads
+            fastbp.Trainer(model, loss, fastbp.Adam(model, lr=0.01)).fit(X, y, epochs=2, batch_size=256, seed=0,
+                                                                         sample_weight=weights)
+            outputs.append(model.predict(X))
+    finally:
+        numba.set_num_threads(previous)
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-10, atol=1e-12)
