@@ -241,6 +241,26 @@ def test_weighted_training_follows_the_cpu(loss):
     _assert_same_training(_fit("cuda", make, **options), _fit("cpu", make, **options), "float64")
 
 
+@on_device
+@pytest.mark.parametrize("shape, p", [((1, 1), 0.5), ((13, 7), 0.1), ((9, 30), 0.7)])
+def test_dropout_draws_the_cpus_mask(shape, p, dtype):
+    import kernels.cuda as device_kernels
+
+    x = np.random.default_rng(7).standard_normal(shape).astype(dtype)
+    out, mask = np.empty_like(x), np.empty_like(x)
+    kernels.dropout_forward(out, mask, x, p, 4, 12, 3, 5)
+    device_out, device_mask, device_x = device(np.empty_like(x), np.empty_like(x), x)
+    device_kernels.dropout_forward(device_out, device_mask, device_x, p, 4, 12, 3, 5)
+    np.testing.assert_array_equal(host(device_mask), mask)
+    np.testing.assert_array_equal(host(device_out), out)
+    dout = np.random.default_rng(8).standard_normal(shape).astype(dtype)
+    dx = np.empty_like(x)
+    kernels.dropout_backward(dx, dout, mask)
+    device_dx, device_dout = device(np.empty_like(x), dout)
+    device_kernels.dropout_backward(device_dx, device_dout, device_mask)
+    np.testing.assert_array_equal(host(device_dx), dx)
+
+
 OPTIMIZERS = [
     (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
     (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
