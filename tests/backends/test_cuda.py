@@ -261,6 +261,31 @@ def test_dropout_draws_the_cpus_mask(shape, p, dtype):
     np.testing.assert_array_equal(host(device_dx), dx)
 
 
+@on_device
+@pytest.mark.parametrize("shape", [(1, 1), (13, 7), (9, 30)])
+def test_layernorm_computes_the_cpus_numbers(shape, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(9)
+    x, dout = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    weight, bias = (rng.standard_normal(shape[1]).astype(dtype) for _ in range(2))
+    out, mean, rstd = np.empty_like(x), np.empty(shape[0]), np.empty(shape[0])
+    kernels.layernorm_forward(out, mean, rstd, x, weight, bias, 1e-5)
+    dx, dweight, dbias = np.empty_like(x), np.zeros_like(weight), np.zeros_like(bias)
+    kernels.layernorm_backward(dx, dweight, dbias, dout, x, weight, mean, rstd)
+    arrays = device(np.empty_like(x), np.empty(shape[0]), np.empty(shape[0]), x, weight, bias, np.empty_like(x),
+                    np.zeros_like(weight), np.zeros_like(bias), dout)
+    device_out, device_mean, device_rstd, device_x, device_weight, device_bias, device_dx, device_dweight, \
+        device_dbias, device_dout = arrays
+    device_kernels.layernorm_forward(device_out, device_mean, device_rstd, device_x, device_weight, device_bias, 1e-5)
+    device_kernels.layernorm_backward(device_dx, device_dweight, device_dbias, device_dout, device_x, device_weight,
+                                      device_mean, device_rstd)
+    for name, ours, expected in [("out", device_out, out), ("mean", device_mean, mean), ("rstd", device_rstd, rstd),
+                                 ("dx", device_dx, dx), ("dweight", device_dweight, dweight),
+                                 ("dbias", device_dbias, dbias)]:
+        assert_close(f"cuda layernorm {name}", dtype, host(ours), expected, TOLERANCE[dtype])
+
+
 OPTIMIZERS = [
     (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
     (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
