@@ -7,7 +7,8 @@ from numba import cuda
 from kernels.layers import layernorm as _cpu
 from kernels.cuda.config import THREADS, blocks_for, device_twin
 
-_forward_row = device_twin(_cpu.forward_row)
+_moments = device_twin(_cpu.moments)
+_forward_row = device_twin(_cpu.forward_row, moments=_moments)
 _backward_row = device_twin(_cpu.backward_row)
 _backward_column = device_twin(_cpu.backward_column)
 

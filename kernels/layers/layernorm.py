@@ -5,8 +5,7 @@ last dimension), forward and backward side by side:
 ``rstd = 1 / sqrt(var + eps)`` per row, ``var`` the biased variance.
 
 The statistics of a row are summed in float64 in one pass over it
-(a shifted sum of squares, exact for rows whose values are far from zero),
-and kept for the backward.
+(``moments``), and kept for the backward.
 """
 import math
 
@@ -51,20 +50,27 @@ def layernorm_forward(out, mean, rstd, x, weight, bias, eps):
 @inline_jit
 def forward_row(out, mean, rstd, x, weight, bias, eps, r):
     """Row ``r`` of ``layernorm_forward`` (the CUDA twin runs this very code, a row per thread)."""
-    n = x.shape[1]
-    # shifted by the row's first value, so that a large common offset cancels before squaring
-    shift = float(x[r, 0])
+    row_mean, variance = moments(x[r])
+    mean[r] = row_mean
+    rstd[r] = 1.0 / math.sqrt(variance + eps)
+    for j in range(x.shape[1]):
+        out[r, j] = (float(x[r, j]) - mean[r]) * rstd[r] * weight[j] + bias[j]
+
+
+@inline_jit
+def moments(values):
+    """(mean, biased variance) of the 1-D ``values``, summed in float64 in
+    one pass, shifted by the first value so that a large common offset
+    cancels before squaring (batch normalisation's statistics too)."""
+    n = values.shape[0]
+    shift = float(values[0])
     total, squares = 0.0, 0.0
-    for j in range(n):
-        d = float(x[r, j]) - shift
+    for i in range(n):
+        d = float(values[i]) - shift
         total += d
         squares += d * d
     centred_mean = total / n
-    variance = max(squares / n - centred_mean * centred_mean, 0.0)
-    mean[r] = shift + centred_mean
-    rstd[r] = 1.0 / math.sqrt(variance + eps)
-    for j in range(n):
-        out[r, j] = (float(x[r, j]) - mean[r]) * rstd[r] * weight[j] + bias[j]
+    return shift + centred_mean, max(squares / n - centred_mean * centred_mean, 0.0)
 
 
 @jit

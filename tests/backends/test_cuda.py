@@ -286,6 +286,39 @@ def test_layernorm_computes_the_cpus_numbers(shape, dtype):
         assert_close(f"cuda layernorm {name}", dtype, host(ours), expected, TOLERANCE[dtype])
 
 
+@on_device
+@pytest.mark.parametrize("shape", [(2, 1), (13, 7), (30, 9)])
+def test_batchnorm_computes_the_cpus_numbers(shape, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(10)
+    n = shape[1]
+    x, dout = (rng.standard_normal(shape).astype(dtype) for _ in range(2))
+    weight, bias = (rng.standard_normal(n).astype(dtype) for _ in range(2))
+    out, mean, rstd, running_mean, running_var = np.empty_like(x), np.empty(n), np.empty(n), np.zeros(n), np.ones(n)
+    kernels.batchnorm_forward(out, mean, rstd, running_mean, running_var, x, weight, bias, 1e-5, 0.1)
+    dx, dweight, dbias = np.empty_like(x), np.zeros_like(weight), np.zeros_like(bias)
+    kernels.batchnorm_backward(dx, dweight, dbias, dout, x, weight, mean, rstd)
+    evaluated = np.empty_like(x)
+    kernels.batchnorm_inference(evaluated, x, weight, bias, running_mean, running_var, 1e-5)
+    (device_out, device_mean, device_rstd, device_running_mean, device_running_var, device_x, device_weight,
+     device_bias, device_dx, device_dweight, device_dbias, device_dout, device_evaluated) = device(
+        np.empty_like(x), np.empty(n), np.empty(n), np.zeros(n), np.ones(n), x, weight, bias, np.empty_like(x),
+        np.zeros_like(weight), np.zeros_like(bias), dout, np.empty_like(x))
+    device_kernels.batchnorm_forward(device_out, device_mean, device_rstd, device_running_mean, device_running_var,
+                                     device_x, device_weight, device_bias, 1e-5, 0.1)
+    device_kernels.batchnorm_backward(device_dx, device_dweight, device_dbias, device_dout, device_x, device_weight,
+                                      device_mean, device_rstd)
+    device_kernels.batchnorm_inference(device_evaluated, device_x, device_weight, device_bias, device_running_mean,
+                                       device_running_var, 1e-5)
+    for name, ours, expected in [("out", device_out, out), ("mean", device_mean, mean), ("rstd", device_rstd, rstd),
+                                 ("running mean", device_running_mean, running_mean),
+                                 ("running var", device_running_var, running_var), ("dx", device_dx, dx),
+                                 ("dweight", device_dweight, dweight), ("dbias", device_dbias, dbias),
+                                 ("evaluation", device_evaluated, evaluated)]:
+        assert_close(f"cuda batchnorm {name}", dtype, host(ours), expected, TOLERANCE[dtype])
+
+
 OPTIMIZERS = [
     (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
     (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
