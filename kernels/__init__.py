@@ -12,6 +12,7 @@ from kernels.layers.dense import dense_backward, dense_forward
 from kernels.layers.dropout import dropout_backward, dropout_forward
 from kernels.layers.batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from kernels.layers.layernorm import layernorm_backward, layernorm_forward
+from kernels.layers.periodic import periodic_backward, periodic_forward
 from kernels.losses import (
     BCE_WITH_LOGITS, CROSS_ENTROPY, HUBER, L1, MSE, POISSON_NLL,
     cross_entropy_loss, loss_value_and_grad, pointwise_loss, weighted_loss_value_and_grad,

@@ -12,6 +12,7 @@ from kernels.cuda.dense import column_sums, dense_backward, dense_forward
 from kernels.cuda.dropout import dropout_backward, dropout_forward
 from kernels.cuda.batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from kernels.cuda.layernorm import layernorm_backward, layernorm_forward
+from kernels.cuda.periodic import periodic_backward, periodic_forward
 from kernels.cuda.losses import cross_entropy_loss, loss_value_and_grad, pointwise_loss
 from kernels.cuda.network import network_backward, network_forward
 from kernels.cuda.optimizers import adam_step, optimizer_step, rmsprop_step, sgd_step

@@ -319,6 +319,32 @@ def test_batchnorm_computes_the_cpus_numbers(shape, dtype):
         assert_close(f"cuda batchnorm {name}", dtype, host(ours), expected, TOLERANCE[dtype])
 
 
+@on_device
+@pytest.mark.parametrize("batch, n_features, k, d", [(1, 1, 1, 1), (11, 3, 2, 4)])
+def test_periodic_embeddings_compute_the_cpus_numbers(batch, n_features, k, d, dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((batch, n_features)).astype(dtype)
+    frequencies = (rng.standard_normal((n_features, k)) * 0.3).astype(dtype)
+    weight = rng.standard_normal((n_features, d, 2 * k)).astype(dtype)
+    bias = rng.standard_normal((n_features, d)).astype(dtype)
+    dout = rng.standard_normal((batch, n_features * d)).astype(dtype)
+    out, z = np.empty((batch, n_features * d), dtype), np.empty((batch, n_features * d), dtype)
+    kernels.periodic_forward(out, z, x, frequencies, weight, bias)
+    grads = [np.zeros_like(a) for a in (x, frequencies, weight, bias)]
+    kernels.periodic_backward(*grads, dout, x, frequencies, weight, z)
+    device_out, device_z, device_x, device_frequencies, device_weight, device_bias, device_dout = device(
+        np.empty_like(out), np.empty_like(z), x, frequencies, weight, bias, dout)
+    device_kernels.periodic_forward(device_out, device_z, device_x, device_frequencies, device_weight, device_bias)
+    device_grads = device(*(np.zeros_like(a) for a in (x, frequencies, weight, bias)))
+    device_kernels.periodic_backward(*device_grads, device_dout, device_x, device_frequencies, device_weight,
+                                     device_z)
+    assert_close("cuda periodic out", dtype, host(device_out), out, TOLERANCE[dtype])
+    for name, ours, expected in zip(("dx", "dfrequencies", "dweight", "dbias"), device_grads, grads):
+        assert_close(f"cuda periodic {name}", dtype, host(ours), expected, TOLERANCE[dtype])
+
+
 OPTIMIZERS = [
     (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
     (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
