@@ -10,6 +10,7 @@ from kernels.activations import (
 from kernels.blas import gemm
 from kernels.layers.dense import dense_backward, dense_forward
 from kernels.layers.dropout import dropout_backward, dropout_forward
+from kernels.layers.embedding import embedding_backward, embedding_forward
 from kernels.layers.batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from kernels.layers.layernorm import layernorm_backward, layernorm_forward
 from kernels.layers.periodic import periodic_backward, periodic_forward

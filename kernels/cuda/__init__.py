@@ -10,6 +10,7 @@ launch kernels on them and return nothing, except the losses and
 from kernels.cuda.activations import activation_backward, activation_forward
 from kernels.cuda.dense import column_sums, dense_backward, dense_forward
 from kernels.cuda.dropout import dropout_backward, dropout_forward
+from kernels.cuda.embedding import embedding_backward, embedding_forward
 from kernels.cuda.batchnorm import batchnorm_backward, batchnorm_forward, batchnorm_inference
 from kernels.cuda.layernorm import layernorm_backward, layernorm_forward
 from kernels.cuda.periodic import periodic_backward, periodic_forward

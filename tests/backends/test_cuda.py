@@ -345,6 +345,25 @@ def test_periodic_embeddings_compute_the_cpus_numbers(batch, n_features, k, d, d
         assert_close(f"cuda periodic {name}", dtype, host(ours), expected, TOLERANCE[dtype])
 
 
+@on_device
+def test_embeddings_compute_the_cpus_numbers(dtype):
+    import kernels.cuda as device_kernels
+
+    rng = np.random.default_rng(13)
+    offsets = np.array([0, 3, 4, 9])
+    codes = np.stack([rng.integers(0, n, 10) for n in (3, 1, 5)], axis=1)
+    table, dout = rng.standard_normal((9, 2)).astype(dtype), rng.standard_normal((10, 6)).astype(dtype)
+    out, dtable = np.empty((10, 6), dtype), np.zeros((9, 2), dtype)
+    kernels.embedding_forward(out, codes, table, offsets)
+    kernels.embedding_backward(dtable, dout, codes, offsets)
+    device_out, device_codes, device_table, device_offsets, device_dtable, device_dout = device(
+        np.empty_like(out), codes, table, offsets, np.zeros_like(dtable), dout)
+    device_kernels.embedding_forward(device_out, device_codes, device_table, device_offsets)
+    device_kernels.embedding_backward(device_dtable, device_dout, device_codes, device_offsets)
+    np.testing.assert_array_equal(host(device_out), out)
+    np.testing.assert_array_equal(host(device_dtable), dtable)
+
+
 OPTIMIZERS = [
     (kernels.SGD, [0.1, 0.0, 0.0, 0.0, 0.0]),
     (kernels.SGD, [0.1, 0.9, 0.1, 0.01, 0.0]),
