@@ -73,10 +73,7 @@ class _Loss:
         """What a weighted mean over rows with these ``labels`` and
         ``weights`` (empty: none) divides by: the sum of their weights times
         their classes' weights, ``n_rows`` when there are none."""
-        if not weights.size and not self.class_weights.size:
-            return float(n_rows)
-        total = weights if weights.size else np.ones(n_rows)
-        return float(np.sum(total * self.class_weights[labels] if self.class_weights.size else total))
+        return kernels.losses.batch_weight(weights, labels, self.class_weights, np.arange(n_rows), 0, n_rows)
 
     def value_and_grad(self, dpred, pred, targets, labels, weights):
         """The loss of ``pred`` (its reduction, weighted by ``weights``, an

@@ -56,6 +56,9 @@ def evaluate(model, loss, X, targets, labels, weights):
     weights, their weighted mean, and the outputs (n_samples, n_out))."""
     outputs = model.predict(X)
     if weights.size or loss.class_weights.size:
+        # the whole set's weighted mean (or sum, per sample), a block at a time
+        scale = kernels.losses.mean_scale(loss.code, loss.divisor(labels, weights, X.shape[0]), outputs.shape[1],
+                                          loss.reduction == "mean")
         dpred = np.empty_like(outputs[:_LOSS_ROWS])
         total = 0.0
         for start in range(0, X.shape[0], _LOSS_ROWS):
@@ -64,11 +67,8 @@ def evaluate(model, loss, X, targets, labels, weights):
             total += kernels.weighted_loss_value_and_grad(
                 dpred[:output.shape[0]], output, targets[start:stop] if targets.size else targets,
                 labels[start:stop] if labels.size else labels, weights[start:stop] if weights.size else weights,
-                loss.class_weights, loss.code, loss.param, 1.0)
-        if loss.reduction == "sum":
-            return total / X.shape[0], outputs
-        per_row = 1.0 if loss.code == kernels.CROSS_ENTROPY else 1.0 / outputs.shape[1]
-        return total * per_row / loss.divisor(labels, weights, X.shape[0]), outputs
+                loss.class_weights, loss.code, loss.param, scale)
+        return (total if loss.reduction == "mean" else total / X.shape[0]), outputs
     mean = loss.reduction == "mean"
     total = 0.0
     for start in range(0, X.shape[0], _LOSS_ROWS):
