@@ -6,7 +6,11 @@ fastbp's classes: ``fastbp.files`` builds the objects from these dicts.
 A model file (``format`` "fastbp-model", ``format_version`` 1) holds:
 ``sizes`` (int64), ``activations`` (JSON: a list of [name, params] per layer),
 ``bias`` (bool), ``dtype`` ("float32" / "float64"), ``params`` (the flat
-parameter buffer, layer by layer: W (n_out, n_in) row-major, then b).
+parameter buffer, layer by layer: W (n_out, n_in) row-major, then b; a
+layer norm's weight and bias after its dense layer) and, for a model with
+layer norms, dropout or residual blocks, ``layers`` (JSON: its
+``dropout`` rates, ``norm``, ``norm_eps``, ``residual`` and
+``dropout_seed``).
 
 A checkpoint (``format`` "fastbp-checkpoint", ``format_version`` 3) holds the
 model's keys (``params``: the weights the model predicts with, the best
@@ -124,8 +128,12 @@ def _create_temporary(folder):
 
 def _model_arrays(model):
     """The file's arrays of an ``MLP.state_dict()``."""
-    return dict(sizes=np.array(model["sizes"], dtype=np.int64), activations=np.array(json.dumps(model["activations"])),
-                bias=np.array(model["bias"]), dtype=np.array(model["dtype"]), params=model["params"])
+    arrays = dict(sizes=np.array(model["sizes"], dtype=np.int64),
+                  activations=np.array(json.dumps(model["activations"])), bias=np.array(model["bias"]),
+                  dtype=np.array(model["dtype"]), params=model["params"])
+    if "layers" in model:
+        arrays["layers"] = np.array(json.dumps(model["layers"]))
+    return arrays
 
 
 def write_model(path, model):
@@ -213,6 +221,10 @@ def model_state(path, contents):
                  "bias": bool(contents["bias"]), "dtype": str(contents["dtype"]), "params": contents["params"].copy()}
         sizes, params = state["sizes"], state["params"]
         n = sum(n_out * (n_in + state["bias"]) for n_in, n_out in zip(sizes[:-1], sizes[1:]))
+        if "layers" in contents:
+            # the model these layers make checks the parameters' length
+            state["layers"] = dict(json.loads(str(contents["layers"])))
+            n = params.shape[0] if params.ndim == 1 else -1
         if params.shape != (n,) or params.dtype.name != state["dtype"]:
             raise ValueError(f"params of shape {params.shape} and dtype {params.dtype} do not fit the layer sizes")
     except (KeyError, TypeError, ValueError) as error:

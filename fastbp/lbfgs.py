@@ -42,6 +42,9 @@ class FullBatchObjective:
     def __init__(self, model, loss, X, y, sample_weight=None, l2=0.0, factor=1.0):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastbp.MLP, got {describe(model)}")
+        if any(p > 0 for p in model.dropout):
+            raise ValueError(f"L-BFGS needs a deterministic objective, and dropout draws a new one each step: "
+                             f"train {model!r} with a stochastic optimizer, or without dropout")
         self.model, self.loss = model, as_loss(loss)
         self.sparse = None
         if is_sparse(X):
@@ -67,7 +70,7 @@ class FullBatchObjective:
         # the weights of unweighted rows, made once
         self.weights = np.ones(min(n, _CHUNK_ROWS)) if self.weights is None else self.weights
         self.gradient = np.zeros(model.n_params)
-        self._weight_views = [(W, g) for (W, _), (g, _) in zip(model.params, model._views(self.gradient))]
+        self._weight_views = [(W, g) for (W, _), (g, _) in zip(model.params, model._views(self.gradient)[0])]
         self.evaluations = 0
 
     def __call__(self, theta):

@@ -19,7 +19,7 @@ from kernels.views import matrix_view
 
 
 @parallel_jit
-def parallel_gradients(chunk_grads, values, network, loss, data, work, start, rows, loss_scale, parts):
+def parallel_gradients(chunk_grads, values, network, loss, data, work, start, rows, loss_scale, parts, step):
     """The gradients of the minibatch ``data.order[start:start + rows]`` in
     ``network.grads``, its ``values.shape[0]`` parts computed on as many
     threads and added up (in ``parts`` slices on as many threads); returns
@@ -28,6 +28,7 @@ def parallel_gradients(chunk_grads, values, network, loss, data, work, start, ro
     ``chunk_grads`` : (n_chunks - 1, n_params) array, the gradients of the
         parts after the first (the first writes into ``network.grads``)
     ``values`` : (n_chunks,) float64 array, the parts' loss shares
+    ``step`` : the update this is the step of (dropout's mask key)
     The rest as in ``kernels.step.batch_gradients`` and ``train_epoch``.
     """
     batch_x, batch_targets, batch_labels, z_store, a_store, scratch, batch_weights = work
@@ -48,7 +49,7 @@ def parallel_gradients(chunk_grads, values, network, loss, data, work, start, ro
         grads = network.grads if c == 0 else chunk_grads[c - 1]
         # the parts' gradients are checked once added up, by take_step
         values[c] = batch_gradients(grads, z_store[first * total_units:], a_store[first * total_units:],
-                                    chunk_scratch, xb, tb, lb, wb, network, loss, loss_scale)[0]
+                                    chunk_scratch, xb, tb, lb, wb, network, loss, loss_scale, (step, first))[0]
     set_thread_count(threads)
     if parts > 1:
         add_rows_parallel(network.grads, chunk_grads, parts)

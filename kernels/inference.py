@@ -24,7 +24,7 @@ from kernels.checks import check_at_least, check_dtype, check_size, checked_dtyp
 from kernels.activations import _activation_forward
 from kernels.views import matrix_view
 from kernels.config import JIT_OPTIONS, TILED, inline_jit, jit, parallel_jit, set_thread_count, thread_count
-from kernels.layers import DENSE
+from kernels.layers import DENSE, EVALUATION
 from kernels.layers.table import ACTIVATION, BIAS_OFFSET, KIND, N_IN, N_OUT, WEIGHT_OFFSET, layer_units
 from kernels.network import _network_forward, check_network
 
@@ -134,7 +134,7 @@ def _predict_blocks(out, x, params, layers, layer_params, work, block, total_uni
             for c in range(n_in):
                 if not np.isfinite(x[r, c]):
                     return r * n_in + c
-        _network_forward(z_store, a_store, x[first:first + rows], params, layers, layer_params, rows)
+        _network_forward(z_store, a_store, x[first:first + rows], params, layers, layer_params, rows, EVALUATION)
         out[first:first + rows] = layer_units(a_store, layers, last, rows)
     return -1
 

@@ -13,10 +13,11 @@ Layer ``i`` owns a stretch of the flat parameter buffer (a dense layer
 cache (a dense layer's pre-activations) the same stretch of ``z_store`` at
 its cache offset. ``buffer_sizes`` gives the sizes of every buffer.
 """
-from kernels.activations import N_ACTIVATIONS
+from kernels.activations import IDENTITY, N_ACTIVATIONS
 from kernels.checks import check_at_least, check_dtype, check_size, checked_dtype
 from kernels.config import inline_jit, jit
-from kernels.layers import N_KINDS, layer_backward, layer_forward, sizes
+from kernels.layers import ACTIVATION as ACTIVATION_KIND, DENSE, EVALUATION, N_KINDS, RESIDUAL_ADD, RESIDUAL_START, \
+    layer_backward, layer_forward, sizes
 from kernels.layers.dense import is_small
 from kernels.layers.table import (
     ACTIVATION, BIAS_OFFSET, CACHE_OFFSET, KIND, N_COLUMNS, N_IN, N_OUT, UNIT_OFFSET, WEIGHT_OFFSET, layer_units,
@@ -25,7 +26,7 @@ from kernels.layers.table import (
 
 
 @jit
-def network_forward(z_store, a_store, x, params, layers, activation_params):
+def network_forward(z_store, a_store, x, params, layers, activation_params, mode=EVALUATION):
     """Run every layer; the output is ``layer_units(a_store, layers, -1, batch)``.
 
     Parameters
@@ -34,6 +35,8 @@ def network_forward(z_store, a_store, x, params, layers, activation_params):
     x : (batch, n_in) C-contiguous array
     params : (n_params,) array
     layers, activation_params : the layer table (see the module docstring)
+    mode : (step, first_row), see ``kernels.layers.layer_forward``; in
+        evaluation by default (dropout passes its inputs through)
 
     Arrays of one dtype (TypeError), a layer table that fits ``params`` and
     chains each layer's ``n_out`` to the next ``n_in``, and buffers large
@@ -42,7 +45,8 @@ def network_forward(z_store, a_store, x, params, layers, activation_params):
     kernel = "network_forward"
     total_units, _ = check_network(kernel, x, params, layers, activation_params)
     check_units(kernel, z_store, a_store, params, x.shape[0], total_units)
-    _network_forward(z_store, a_store, checked_dtype(x, params), params, layers, activation_params, x.shape[0])
+    _network_forward(z_store, a_store, checked_dtype(x, params), params, layers, activation_params, x.shape[0],
+                     mode)
 
 
 @jit
@@ -63,17 +67,24 @@ def check_network(kernel, x, params, layers, activation_params):
         if n_out < 1 or (i > 0 and n_in != layers[i - 1, N_OUT]):
             raise ValueError(kernel + ": layer " + str(i) + " must have n_out >= 1 and n_in equal to the previous layer's n_out, got n_in = "
                              + str(n_in) + ", n_out = " + str(n_out))
-        weights, bias = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
-        if weights < 0 or weights + n_out * n_in > params.shape[0] or bias < -1 or bias + n_out > params.shape[0]:
+        weights, bias, kind = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET], layers[i, KIND]
+        if kind < 0 or kind >= N_KINDS:
+            raise ValueError(kernel + ": layer " + str(i) + " has an unknown kind " + str(kind))
+        # a dense layer's weights, another's parameters (its bias among them)
+        owned = n_out * n_in if kind == DENSE else sizes(kind, n_in, n_out, bias >= 0)[0]
+        if weights < 0 or weights + owned > params.shape[0] or bias < -1 or bias + n_out > params.shape[0]:
             raise ValueError(kernel + ": layer " + str(i) + " has weights or bias outside params (" + str(params.shape[0])
                              + " elements); build the table with the model that owns params")
+        if kind != DENSE and (n_in != n_out or (kind != ACTIVATION_KIND and layers[i, ACTIVATION] != IDENTITY)):
+            raise ValueError(kernel + ": layer " + str(i) + " is not dense, so it must keep its width (n_in == n_out) "
+                             "and, unless an activation layer, have the identity activation")
+        if kind == RESIDUAL_START or kind == RESIDUAL_ADD:
+            check_residual(kernel, layers, activation_params, i)
         if layers[i, UNIT_OFFSET] != units:
             raise ValueError(kernel + ": layer " + str(i) + " must have unit_offset " + str(units) + " (the n_out of the layers before), got "
                              + str(layers[i, UNIT_OFFSET]))
         if layers[i, ACTIVATION] < 0 or layers[i, ACTIVATION] >= N_ACTIVATIONS:
             raise ValueError(kernel + ": layer " + str(i) + " has an unknown activation code " + str(layers[i, ACTIVATION]))
-        if layers[i, KIND] < 0 or layers[i, KIND] >= N_KINDS:
-            raise ValueError(kernel + ": layer " + str(i) + " has an unknown kind " + str(layers[i, KIND]))
         if layers[i, CACHE_OFFSET] != cache:
             raise ValueError(kernel + ": layer " + str(i) + " must have cache_offset " + str(cache) + " (the caches of the layers before), got "
                              + str(layers[i, CACHE_OFFSET]))
@@ -81,6 +92,23 @@ def check_network(kernel, x, params, layers, activation_params):
         cache += sizes(layers[i, KIND], n_in, n_out, bias >= 0)[1]
         max_width = max(max_width, n_out)
     return max(units, cache), max_width
+
+
+@jit
+def check_residual(kernel, layers, layer_params, i):
+    """Layer ``i``, an end of a residual connection, names its other end
+    (``layer_params[i, 0]``): the matching kind, after a start or before an
+    add, of its width, naming it back."""
+    n_layers, kind = layers.shape[0], layers[i, KIND]
+    other = layer_params[i, 0]
+    j = int(other) if other >= 0 and other < n_layers else -1
+    matching = (j >= 0 and other == j and layers[j, KIND] == (RESIDUAL_ADD if kind == RESIDUAL_START else RESIDUAL_START)
+                and (j > i) == (kind == RESIDUAL_START) and layers[j, N_OUT] == layers[i, N_OUT]
+                and layer_params[j, 0] == i)
+    if not matching:
+        raise ValueError(kernel + ": layer " + str(i) + " is an end of a residual connection, whose layer_params[i, 0] "
+                         "must be the index of its other end (a start before an add, of one width, each naming the "
+                         "other), got " + str(other))
 
 
 @jit
@@ -92,13 +120,13 @@ def check_units(kernel, z_store, a_store, params, batch, total_units):
     check_dtype(kernel, "a_store", a_store, "params", params)
 
 
-def _forward_layers(z_store, a_store, x, params, layers, layer_params, batch):
+def _forward_layers(z_store, a_store, x, params, layers, layer_params, batch, mode):
     # every layer in order, each by its kind; x is (batch, n_in), or a flat
     # buffer of those rows (a tiny network's gathered batch)
-    layer_forward(z_store, a_store, x, 0, params, layers, layer_params, 0, batch)
+    layer_forward(z_store, a_store, x, 0, params, layers, layer_params, 0, batch, mode)
     for i in range(1, layers.shape[0]):
         layer_forward(z_store, a_store, a_store, batch * layers[i - 1, UNIT_OFFSET], params, layers, layer_params,
-                      i, batch)
+                      i, batch, mode)
 
 
 def _backward_layers(grads, scratch, x, params, layers, layer_params, z_store, a_store, batch, need_dx, accumulate,
@@ -217,9 +245,10 @@ def buffer_sizes(layers):
 
 @jit
 def all_small(layers, batch):
-    """Whether every layer of a ``batch``-row step runs as plain loops
-    (``kernels.layers.dense.is_small``), and so does every smaller batch."""
+    """Whether every layer of a ``batch``-row step is dense and runs as
+    plain loops (``kernels.layers.dense.is_small``), and so does every
+    smaller batch."""
     for i in range(layers.shape[0]):
-        if not is_small(batch, layers[i, N_IN], layers[i, N_OUT]):
+        if layers[i, KIND] != DENSE or not is_small(batch, layers[i, N_IN], layers[i, N_OUT]):
             return False
     return True

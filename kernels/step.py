@@ -11,6 +11,7 @@ from numba import prange
 
 from kernels.blas import all_finite
 from kernels.config import inline_jit, jit, parallel_jit
+from kernels.layers import EVALUATION
 from kernels.losses import scaled_loss_value_and_grad
 from kernels.network import N_OUT, UNIT_OFFSET, _network_backward, _network_forward, _small_network_backward, \
     _small_network_forward, layer_units, scratch_view
@@ -67,16 +68,18 @@ def gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start
 # loop of the data-parallel epoch, a raise is a second exit from the loop,
 # which then runs on one thread.
 @inline_jit
-def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale):
+def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale, mode):
     """Forward, loss and backward over a minibatch, or a part of one.
 
     ``grads`` is written (not accumulated); ``z_store``, ``a_store`` and
     ``scratch`` are the part's buffers; ``x``, ``target``, ``labels``,
     ``weights`` the gathered rows; ``loss_scale`` the whole minibatch's
-    ``kernels.losses.mean_scale``. Returns this part's share of the
+    ``kernels.losses.mean_scale``; ``mode`` (step, first_row), the update
+    this is the step of and the part's first row within its minibatch
+    (``kernels.layers.layer_forward``). Returns this part's share of the
     minibatch loss, and whether every gradient it wrote is finite.
     """
-    value = batch_loss(z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale)
+    value = batch_loss(z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale, mode)
     params, _, layers, layer_params = network
     finite = _network_backward(grads, scratch, x, params, layers, layer_params, z_store, a_store, x.shape[0], False,
                                False, 0, -1)
@@ -84,14 +87,14 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, weights
 
 
 @inline_jit
-def batch_loss(z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale):
+def batch_loss(z_store, a_store, scratch, x, target, labels, weights, network, loss, loss_scale, mode):
     """The forward pass and loss of ``batch_gradients``: returns the loss
     share and leaves d(loss)/d(prediction) in ``scratch`` row 0, where the
     backward starts."""
     params, _, layers, layer_params = network
     rows = x.shape[0]
     last = layers.shape[0] - 1
-    _network_forward(z_store, a_store, x, params, layers, layer_params, rows)
+    _network_forward(z_store, a_store, x, params, layers, layer_params, rows, mode)
     prediction = layer_units(a_store, layers, last, rows)
     dprediction = scratch_view(scratch, np.int64(0), rows, layers[last, N_OUT])
     return scaled_loss_value_and_grad(dprediction, prediction, target, labels, weights, loss.class_weights, loss.code,
@@ -108,7 +111,8 @@ def small_batch_gradients(work, network, loss, loss_scale, rows, weighted):
     params, grads, layers, layer_params = network
     last = layers.shape[0] - 1
     n_out = layers[last, N_OUT]
-    _small_network_forward(z_store, a_store, batch_x, params, layers, layer_params, rows)
+    # dense layers alone (all_small), so no mode but evaluation's
+    _small_network_forward(z_store, a_store, batch_x, params, layers, layer_params, rows, EVALUATION)
     prediction = unchecked_view(a_store, rows * layers[last, UNIT_OFFSET], rows, n_out)
     dprediction = unchecked_view(scratch[0], 0, rows, n_out)
     target = unchecked_view(batch_targets, 0, rows if batch_targets.shape[0] > 0 else 0, n_out)

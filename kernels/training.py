@@ -147,7 +147,7 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
         # the gradients, checked as they are written (checked) or by take_step
         checked = False
         if n_chunks is not None:
-            value = parallel_gradients(chunk_grads, values, network, loss, data, work, start, rows, scale, parts)
+            value = parallel_gradients(chunk_grads, values, network, loss, data, work, start, rows, scale, parts, step)
         else:
             if small_steps is not None and small:
                 gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
@@ -155,7 +155,7 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
             else:
                 xb, tb, lb, wb = gather_batch(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
                 value, checked = batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, wb, network,
-                                                 loss, scale)
+                                                 loss, scale, (step, np.int64(0)))
             if not checked:
                 return loss_sum, step, start
         if not take_step(network, optimizer, value, step, max_grad_norm, parts, not checked,

@@ -265,6 +265,8 @@ class DistributedTrainer(Trainer):
         # the ranks' batches k together are entries k * batch_size ... of the order as shard pads it
         weighted = data.weights.shape[0] > 0 or loss.class_weights.shape[0] > 0
         padded = np.resize(order, mine.shape[0] * self.world_size) if weighted else None
+        # dropout's masks: this rank's rows numbered after those of the ranks before
+        first_row = np.int64(self.rank * local_batch)
         for start in range(0, mine.shape[0], local_batch):
             rows = min(local_batch, mine.shape[0] - start)
             x, target, labels, weights = stages.gather_batch(work.batch_x, work.batch_targets, work.batch_labels,
@@ -276,11 +278,11 @@ class DistributedTrainer(Trainer):
             if plan is None:
                 # checked by take_step, once all-reduced
                 value = stages.batch_gradients(grads, work.z_store, work.a_store, work.scratch, x, target, labels,
-                                               weights, network, loss, scale)[0]
+                                               weights, network, loss, scale, (step, first_row))[0]
                 self._all_reduce(gradients, step + 1)
             else:
-                value = self._bucketed_gradients(plan, step + 1, work, x, target, labels, weights, network, loss,
-                                                 scale)
+                value = self._bucketed_gradients(plan, step, work, x, target, labels, weights, network, loss,
+                                                 scale, first_row)
             if loss.mean and not weighted:
                 # every rank's share is equally large: the mean of the ranks'
                 # gradients is the global batch's (weighted, their sum is)
@@ -303,19 +305,20 @@ class DistributedTrainer(Trainer):
         self._all_reduce(_as_tensor(totals), step)
         return epoch_sum + (totals[0] / totals[1] * samples if rows else 0.0), step
 
-    def _bucketed_gradients(self, plan, step, work, x, target, labels, weights, network, loss, loss_scale):
-        """``kernels.step.batch_gradients`` with each bucket's all-reduce
-        started as soon as the backward has written it; returns once all are
-        done."""
+    def _bucketed_gradients(self, plan, step, work, x, target, labels, weights, network, loss, loss_scale,
+                            first_row):
+        """``kernels.step.batch_gradients`` of update ``step + 1`` with each
+        bucket's all-reduce started as soon as the backward has written it;
+        returns once all are done."""
         params, grads, layers, layer_params = network
         value = stages.batch_loss(work.z_store, work.a_store, work.scratch, x, target, labels, weights, network,
-                                  loss, loss_scale)
+                                  loss, loss_scale, (np.int64(step), first_row))
         pending = []
         for first, end, start, stop in plan:
             network_backward_layers(grads, work.scratch, x, params, layers, layer_params, work.z_store,
                                     work.a_store, first, end)
-            pending.append(self._all_reduce(_as_tensor(grads[start:stop]), step, async_op=True))
-        self._wait(pending, step)
+            pending.append(self._all_reduce(_as_tensor(grads[start:stop]), step + 1, async_op=True))
+        self._wait(pending, step + 1)
         return value
 
     def _all_reduce(self, tensor, step, async_op=False):

@@ -129,6 +129,13 @@ def build_parser():
                        f"labels (<= {data.MAX_INFERRED_CLASSES}) classify, anything else regresses")
     train.add_argument("--hidden", type=_widths, metavar="W1,W2", help="hidden layer widths (default 256,128)")
     train.add_argument("--activation", choices=ACTIVATIONS, help="hidden activation (default relu)")
+    train.add_argument("--dropout", type=_fraction, metavar="P",
+                       help="dropout after each hidden layer, each unit dropped with probability P in training "
+                            "(as torch.nn.Dropout; default 0: none)")
+    train.add_argument("--norm", choices=("layer",),
+                       help="a layer norm (torch.nn.LayerNorm) after each hidden layer's activation (default none)")
+    train.add_argument("--residual", action="store_const", const=True,
+                       help="a ResNet: each hidden layer a residual block of its width (all --hidden widths equal)")
     train.add_argument("--loss", choices=CLASSIFY_LOSSES + REGRESS_LOSSES,
                        help="default cross_entropy to classify, mse to regress")
     train.add_argument("--optimizer", choices=OPTIMIZERS,
@@ -224,6 +231,11 @@ def build_parser():
                        help="sgd or adam (repeatable); default both")
     bench.add_argument("--activation", choices=runners.ACTIVATIONS, default="relu",
                        help="hidden activation (default relu)")
+    bench.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
+                       help="dropout after each hidden layer, in every framework (default 0: none)")
+    bench.add_argument("--norm", choices=("layer",), help="a layer norm after each hidden layer, in every framework")
+    bench.add_argument("--residual", action="store_true",
+                       help="residual blocks, one per hidden width (fastbp.MLP(residual=True)), in every framework")
     bench.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="time on the CPU, or on an NVIDIA GPU against torch eager with TF32 off and on, "

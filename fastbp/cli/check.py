@@ -15,9 +15,13 @@ import numpy as np
 
 from fastbp.activations import NAMES, Activation
 from fastbp.losses import LOSSES
-from fastbp.mlp import MLP, _require_torch
+from fastbp.interop.torch import require_torch as _require_torch
+from fastbp.mlp import MLP
 from fastbp.optim import SGD, Adam, AdamW, RMSprop
 from fastbp.trainer import Trainer
+import kernels
+from kernels.layers import DROPOUT, EVALUATION
+from kernels.layers.table import KIND
 
 # Every element must satisfy |ours - torch| <= atol + rtol * |torch|, torch in
 # float64. float64 kernels stay below 1e-2 of this tolerance. float32 kernels
@@ -96,8 +100,9 @@ def _forward_backward(model, x, dout, device):
     device_x, device_params, device_grads, device_scratch = (
         cuda.to_device(a) for a in (x, model._params, model._grads, scratch))
     device_z, device_a = (cuda.device_array(rows * model._total_units, model.dtype) for _ in range(2))
+    # a first forward in training mode, as model.forward's: step 0
     kernels.cuda.network_forward(device_z, device_a, device_x, device_params, model._layers,
-                                 model._activation_params)
+                                 model._activation_params, (0, 0) if model.training else EVALUATION)
     kernels.cuda.network_backward(device_grads, device_scratch, device_x, device_params, model._layers,
                                   model._activation_params, device_z, device_a, True)
     out = layer_units(device_a.copy_to_host(), model._layers, last, rows)
@@ -227,6 +232,51 @@ def _network(dtype, setup):
     return [_error(out, out_t.detach().numpy(), dtype), _error(ours, grads, dtype)]
 
 
+def _norm_dropout_network(dtype, setup, residual):
+    """An MLP with layer norms and dropout (``residual``: residual blocks
+    too), in training mode: output, input and parameter gradients, torch
+    given the masks fastbp drew."""
+    torch, device, sizes = setup
+    batch, layer_sizes = sizes["network"]
+    rng = np.random.default_rng(8)
+    model = MLP(layer_sizes[:2] + layer_sizes[1:2] + layer_sizes[-1:], activation="relu", dtype=dtype, seed=9,
+                dropout=0.25, norm="layer", residual=residual)
+    x, dout = rng.standard_normal((batch, layer_sizes[0])), rng.standard_normal((batch, layer_sizes[-1]))
+    out, dx, ours = _forward_backward(model, x, dout, device)
+    reference = _torch_model(model, torch)
+    # each dropout layer's mask at step 0, the first forward's
+    masks = []
+    for i in np.flatnonzero(model._layers[:, KIND] == DROPOUT):
+        n = int(model._layers[i, 1])
+        mask, ones = np.empty((batch, n)), np.ones((batch, n))
+        kernels.dropout_forward(np.empty_like(mask), mask, ones, 0.25, model.dropout_seed, 0, int(i))
+        masks.append(mask)
+
+    def masked(sequential):
+        for index, module in enumerate(sequential):
+            if isinstance(module, torch.nn.Dropout):
+                sequential[index] = _Masked(torch.from_numpy(masks.pop(0)))
+            elif hasattr(module, "body"):
+                masked(module.body)
+    masked(reference)
+    x_t = torch.tensor(x, requires_grad=True)
+    out_t = reference(x_t)
+    out_t.backward(torch.tensor(dout))
+    grads = torch.cat([p.grad.reshape(-1) for p in reference.parameters()]).numpy()
+    return [_error(out, out_t.detach().numpy(), dtype), _error(dx, x_t.grad.numpy(), dtype),
+            _error(ours, grads, dtype)]
+
+
+def _Masked(mask):
+    """A torch module multiplying by ``mask``: dropout, given its mask."""
+    import torch
+
+    class Masked(torch.nn.Module):
+        def forward(self, x):
+            return x * mask
+    return Masked()
+
+
 def rows(device="cpu"):
     """(name, parts, {dtype: [error per part]}) for every check, the kernels
     run on ``device`` ("cpu", or "cuda": a RuntimeError saying what is
@@ -248,6 +298,9 @@ def rows(device="cpu"):
     if device == "cpu":
         checks.append(("loss cross_entropy weighted", ("value", "dpred"), lambda d: _weighted_loss(d, setup)))
     checks.append((f"mlp {network} gelu/silu", ("out", "grads"), lambda d: _network(d, setup)))
+    checks.append(("mlp + layer norm, dropout", ("out", "dx", "grads"),
+                   lambda d: _norm_dropout_network(d, setup, False)))
+    checks.append(("resnet + norm, dropout", ("out", "dx", "grads"), lambda d: _norm_dropout_network(d, setup, True)))
     checks += [(f"{sizes['training'][3]} epochs {name}", ("params",), lambda d, n=name: _training(n, d, setup))
                for name in OPTIMIZERS]
     return [(name, parts, {dtype: run(dtype) for dtype in TOLERANCE}) for name, parts, run in checks]

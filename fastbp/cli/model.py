@@ -34,8 +34,12 @@ def _build(settings, prepared):
         n_out = 1
     settings["loss"] = loss_name
     loss = _loss(loss_name, settings, prepared)
+    if settings.get("residual") and len(set(settings["hidden"])) != 1:
+        raise DataError(f"--residual makes each hidden layer a residual block of one width: give --hidden widths "
+                        f"all equal, got {','.join(map(str, settings['hidden']))}")
     model = MLP([prepared.n_features, *settings["hidden"], n_out], activation=settings["activation"],
-                dtype=settings["dtype"], seed=settings["seed"])
+                dtype=settings["dtype"], seed=settings["seed"], dropout=settings.get("dropout") or 0.0,
+                norm=settings.get("norm"), residual=bool(settings.get("residual")))
     name = settings["optimizer"]
     if name == "lbfgs":
         return Trainer(model, loss, _lbfgs(model, settings))

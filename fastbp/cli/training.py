@@ -68,6 +68,8 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     if settings["optimizer"] == "lbfgs" and (device == "cuda" or distributed or checkpoint_every is not None):
         raise DataError("--optimizer lbfgs trains on the CPU in one process, without --checkpoint-every (SciPy keeps "
                         "its state inside the run); --save keeps the run")
+    if settings["optimizer"] == "lbfgs" and settings.get("dropout"):
+        raise DataError("--optimizer lbfgs needs a deterministic objective: train --dropout with another optimizer")
     # saving over the checkpoint a run resumes from is how it goes on
     inputs = data_inputs(settings["data"], settings["target"])
     save = check_output("--save", save, inputs, overwrite)
@@ -184,7 +186,9 @@ def _header(trainer, settings, prepared, device, world_size, resume, change):
              if settings["optimizer"] == "lbfgs" else
              f"{settings['optimizer']} lr {trainer.optimizer.lr:g}, {trainer.loss.name} loss, batch "
              f"{settings['batch_size']}, {settings['lr_schedule']} schedule")
-    return (f"model: MLP {list(model.sizes)} {settings['activation']}, {model.dtype.name}, "
+    layers = ((", residual blocks" if model.residual else "") + (", layer norm" if model.norm else "") +
+              (f", dropout {max(model.dropout):g}" if any(p > 0 for p in model.dropout) else ""))
+    return (f"model: MLP {list(model.sizes)} {settings['activation']}{layers}, {model.dtype.name}, "
             f"{model.n_params:,} parameters; {steps}"
             + (", standardized inputs" + (" and targets" if prepared.task == "regress" else "")
                if settings["standardize"] else "")

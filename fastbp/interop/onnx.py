@@ -35,7 +35,9 @@ has no double kernel for an op (Erf, Elu) or takes a float attribute
 (LeakyRelu's alpha), a double model's graph spells the function out in ops
 it does have. Its outputs agree with ``predict`` to about 1e-15 of the
 largest output; a float model's to about 1e-6, ONNX Runtime's float Tanh,
-Erf and Sigmoid being approximations where the kernels work in double.
+Erf and Sigmoid being approximations where the kernels work in double
+(with layer norms, ONNX Runtime's LayerNormalization: about 1e-12 in
+double).
 """
 import functools
 import json
@@ -43,7 +45,7 @@ import json
 import numpy as np
 
 from fastbp.archive import atomic_write
-from kernels.layers import DENSE
+from kernels.layers import ACTIVATION, DENSE, DROPOUT, LAYERNORM, RESIDUAL_ADD, RESIDUAL_START
 from kernels.layers.table import KIND
 
 # ai.onnx.ml's version of LabelEncoder (2) and OneHotEncoder (1) alike
@@ -187,15 +189,29 @@ def _features(graph, tensor, steps, dtype):
 
 
 def _network(graph, x, model):
-    """The network's output (N, sizes[-1]) from its input ``x``: each layer
-    a Gemm with W (n_out, n_in) transposed, then its activation."""
-    for i, ((W, b), activation) in enumerate(zip(model.params, model.activations)):
-        kind = int(model._layers[i, KIND])
-        if kind != DENSE:
-            raise ValueError(f"layer {i} is of kind {kind}, which ONNX export does not know (only dense layers)")
-        weights = [graph.constant(W, model.dtype)] + ([] if b is None else [graph.constant(b, model.dtype)])
-        x = graph.op("Gemm", x, *weights, transB=1)
-        x = _activation(graph, x, activation, model.dtype, i)
+    """The network's output (N, sizes[-1]) from its input ``x``, layer by
+    layer of its table: a dense layer a Gemm with W (n_out, n_in)
+    transposed, then its activation; a layer norm LayerNormalization over
+    the features; a residual connection an Add of its start's inputs;
+    dropout nothing (the graph is the model in evaluation)."""
+    dense, norms, starts = iter(model.params), iter(model.norms), []
+    for i, (kind, act) in enumerate(zip(model._layers[:, KIND], model._row_activations)):
+        if kind == DENSE:
+            W, b = next(dense)
+            weights = [graph.constant(W, model.dtype)] + ([] if b is None else [graph.constant(b, model.dtype)])
+            x = graph.op("Gemm", x, *weights, transB=1)
+        elif kind == LAYERNORM:
+            weight, bias = next(norms)
+            x = graph.op("LayerNormalization", x, graph.constant(weight, model.dtype),
+                         graph.constant(bias, model.dtype), axis=-1, epsilon=model.norm_eps)
+        elif kind == RESIDUAL_START:
+            starts.append(x)
+        elif kind == RESIDUAL_ADD:
+            x = graph.op("Add", x, starts.pop())
+        elif kind not in (DROPOUT, ACTIVATION):
+            raise ValueError(f"layer {i} is of kind {kind}, which ONNX export does not know")
+        if act is not None:
+            x = _activation(graph, x, act, model.dtype, i)
     return x
 
 

@@ -187,7 +187,7 @@ def packing(model):
     vector: every ``coefs_[i].ravel()`` (n_in, n_out), then every
     ``intercepts_[i]``."""
     positions = np.arange(model.n_params)
-    views = model._views(positions)
+    views = model._views(positions)[0]
     return np.concatenate([W.T.ravel() for W, _ in views] + [b for _, b in views])
 
 

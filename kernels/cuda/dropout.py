@@ -7,8 +7,10 @@ from kernels.layers import dropout as _cpu
 from kernels.cuda.config import THREADS, blocks_for, device_twin
 
 _mix = device_twin(_cpu._mix)
-_uniform = device_twin(_cpu.uniform, _mix=_mix)
-_mask_value = device_twin(_cpu.mask_value, uniform=_uniform)
+_layer_key = device_twin(_cpu.layer_key, _mix=_mix)
+_drop_threshold = device_twin(_cpu.drop_threshold)
+_mask_at = device_twin(_cpu.mask_at, _mix=_mix)
+_mask_value = device_twin(_cpu.mask_value, layer_key=_layer_key, drop_threshold=_drop_threshold, mask_at=_mask_at)
 
 
 @cuda.jit

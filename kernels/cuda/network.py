@@ -5,8 +5,15 @@ table stays on the host: it drives the launches, one per layer and pass.
 import numpy as np
 from numba import cuda, float64
 
+from kernels.layers import ACTIVATION as ACTIVATION_KIND, DENSE, DROPOUT, EVALUATION, LAYERNORM, RESIDUAL_ADD, \
+    RESIDUAL_START
+from kernels.layers.table import CACHE_OFFSET, KIND
 from kernels.network import ACTIVATION, BIAS_OFFSET, N_IN, N_OUT, UNIT_OFFSET, WEIGHT_OFFSET
+from kernels.cuda.activations import activation_backward, activation_forward
 from kernels.cuda.config import FUSED_ROWS, FUSED_WIDTH, TILE
+from kernels.cuda.dropout import dropout_backward, dropout_forward
+from kernels.cuda.layernorm import layernorm_backward, layernorm_forward
+from kernels.cuda.residual import add_backward, add_forward, start_backward, start_forward
 from kernels.cuda.dense import (
     dense_backward, dense_forward, dense_rows_backward, dense_rows_forward, dense_tile_gradients,
 )
@@ -32,36 +39,81 @@ def scratch_view(scratch, parity, batch, width):
     return scratch[parity, :batch * width].reshape(batch, width)
 
 
-def network_forward(z_store, a_store, x, params, layers, activation_params):
+def layer_cache(store, layers, i, batch, width):
+    """The (batch, width) view of layer ``i``'s cache in a flat device buffer."""
+    start = batch * int(layers[i, CACHE_OFFSET])
+    return store[start:start + batch * width].reshape(batch, width)
+
+
+def _norm_views(store, params, layers, i, batch):
+    # a layer norm's (mean, rstd) in its cache and (weight, bias) in params
+    n, start = int(layers[i, N_OUT]), batch * int(layers[i, CACHE_OFFSET])
+    w, b = int(layers[i, WEIGHT_OFFSET]), int(layers[i, BIAS_OFFSET])
+    return store[start:start + batch], store[start + batch:start + 2 * batch], params[w:w + n], params[b:b + n]
+
+
+def network_forward(z_store, a_store, x, params, layers, activation_params, mode=EVALUATION):
     """Twin of ``kernels.network_forward``: every argument but the host
-    ``layers`` and ``activation_params`` on the device."""
+    ``layers``, ``activation_params`` and ``mode`` on the device; each
+    layer by its kind."""
     batch = x.shape[0]
-    inputs = x
+    step, first_row = mode
     for i in range(layers.shape[0]):
-        W, b = layer_weights(params, layers, i)
-        z = layer_units(z_store, layers, i, batch)
+        kind, n_out, code = int(layers[i, KIND]), int(layers[i, N_OUT]), int(layers[i, ACTIVATION])
+        p1, p2 = activation_params[i]
+        inputs = x if i == 0 else layer_units(a_store, layers, i - 1, batch)
         a = layer_units(a_store, layers, i, batch)
-        dense_forward(a, inputs, W, b, z, int(layers[i, ACTIVATION]), *activation_params[i])
-        inputs = a
+        if kind == DENSE:
+            W, b = layer_weights(params, layers, i)
+            dense_forward(a, inputs, W, b, layer_cache(z_store, layers, i, batch, n_out), code, p1, p2)
+        elif kind == DROPOUT:
+            # in evaluation, a rate of 0: a mask of ones
+            training = step >= 0 and p1 > 0.0
+            dropout_forward(a, layer_cache(z_store, layers, i, batch, n_out), inputs, p1 if training else 0.0,
+                            int(p2), max(step, 0), i, first_row)
+        elif kind == LAYERNORM:
+            mean, rstd, weight, bias = _norm_views(z_store, params, layers, i, batch)
+            layernorm_forward(a, mean, rstd, inputs, weight, bias, p1)
+        elif kind == ACTIVATION_KIND:
+            activation_forward(a, inputs, code, p1, p2)
+        elif kind == RESIDUAL_START:
+            start_forward(a, inputs)
+        else:
+            add_forward(a, inputs, layer_units(a_store, layers, int(p1), batch))
 
 
 def network_backward(grads, scratch, x, params, layers, activation_params, z_store, a_store, need_dx):
-    """Twin of ``kernels.network_backward``; each layer's activation derivative
-    is fused into its dense backward, so ``scratch`` row ``parity`` holds
-    d(loss)/d(a) of the layer and never d(loss)/d(z)."""
+    """Twin of ``kernels.network_backward`` (accumulating into ``grads``);
+    a dense layer's activation derivative is fused into its backward, so
+    ``scratch`` row ``parity`` holds d(loss)/d(a) of the layer and never
+    d(loss)/d(z)."""
     batch = x.shape[0]
     n_layers = layers.shape[0]
     for i in range(n_layers - 1, -1, -1):
         parity = (n_layers - 1 - i) % 2
-        n_in, n_out = int(layers[i, N_IN]), int(layers[i, N_OUT])
+        kind, n_in, n_out = int(layers[i, KIND]), int(layers[i, N_IN]), int(layers[i, N_OUT])
+        code, (p1, p2) = int(layers[i, ACTIVATION]), activation_params[i]
         dout = scratch_view(scratch, parity, batch, n_out)
-        W, b = layer_weights(params, layers, i)
-        dW, db = layer_weights(grads, layers, i)
         inputs = layer_units(a_store, layers, i - 1, batch) if i > 0 else x
-        rows = batch if i > 0 or need_dx else 0
-        dinputs = scratch_view(scratch, 1 - parity, rows, n_in)
-        dense_backward(dinputs, dW, db, dout, inputs, W, layer_units(z_store, layers, i, batch),
-                       layer_units(a_store, layers, i, batch), int(layers[i, ACTIVATION]), *activation_params[i])
+        # the other kinds write dx whether or not it is needed: the scratch has the room
+        dinputs = scratch_view(scratch, 1 - parity, batch if i > 0 or need_dx or kind != DENSE else 0, n_in)
+        if kind == DENSE:
+            W, b = layer_weights(params, layers, i)
+            dW, db = layer_weights(grads, layers, i)
+            dense_backward(dinputs, dW, db, dout, inputs, W, layer_cache(z_store, layers, i, batch, n_out),
+                           layer_units(a_store, layers, i, batch), code, p1, p2)
+        elif kind == DROPOUT:
+            dropout_backward(dinputs, dout, layer_cache(z_store, layers, i, batch, n_out))
+        elif kind == LAYERNORM:
+            mean, rstd, weight, _ = _norm_views(z_store, params, layers, i, batch)
+            _, _, dweight, dbias = _norm_views(z_store, grads, layers, i, batch)
+            layernorm_backward(dinputs, dweight, dbias, dout, inputs, weight, mean, rstd)
+        elif kind == ACTIVATION_KIND:
+            activation_backward(dinputs, dout, inputs, layer_units(a_store, layers, i, batch), code, p1, p2)
+        elif kind == RESIDUAL_ADD:
+            add_backward(dinputs, layer_cache(z_store, layers, i, batch, n_out), dout)
+        else:
+            start_backward(dinputs, dout, layer_cache(z_store, layers, int(p1), batch, n_out))
 
 
 # The fused path: for networks no wider than FUSED_WIDTH, the forward pass,
@@ -72,8 +124,8 @@ def network_backward(grads, scratch, x, params, layers, activation_params, z_sto
 
 
 def fits_fused(layers):
-    """Whether every layer's output is at most FUSED_WIDTH wide."""
-    return int(layers[:, N_OUT].max()) <= FUSED_WIDTH
+    """Whether every layer is dense, its output at most FUSED_WIDTH wide."""
+    return bool((layers[:, KIND] == DENSE).all()) and int(layers[:, N_OUT].max()) <= FUSED_WIDTH
 
 
 def fused_tables(layers, activation_params):

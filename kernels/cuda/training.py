@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from kernels.layers import EVALUATION
 from kernels.losses import mean_scale
 from kernels.network import N_OUT
 from kernels.cuda.config import THREADS, blocks_for, block_sum, no_stop
@@ -76,7 +77,7 @@ def _fill(values, value):
 
 
 def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network, loss, loss_value, tables=None,
-                    weights=None, scale=None):
+                    weights=None, scale=None, mode=EVALUATION):
     """Twin of ``kernels.step.batch_gradients``: forward, loss and backward
     over a gathered minibatch, ``grads`` written (not accumulated).
 
@@ -85,7 +86,8 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network
     ``fused_tables`` where it ``fits_fused``, else None for the layer by
     layer passes; ``weights`` the rows' weights (None: none) and ``scale``
     the batch's ``kernels.losses.mean_scale`` (None: of its rows);
-    ``loss.class_weights`` a device array. The other arguments are as in
+    ``loss.class_weights`` a device array; ``mode`` (step, first_row), as
+    in ``kernels.step.batch_gradients``. The other arguments are as in
     ``train_epoch``.
     """
     params, _, layers, activation_params = network
@@ -94,7 +96,7 @@ def batch_gradients(grads, z_store, a_store, scratch, x, target, labels, network
     if tables is not None:
         fused_network_forward(z_store, a_store, x, params, tables)
     else:
-        network_forward(z_store, a_store, x, params, layers, activation_params)
+        network_forward(z_store, a_store, x, params, layers, activation_params, mode)
     prediction = layer_units(a_store, layers, layers.shape[0] - 1, rows)
     dprediction = scratch_view(scratch, 0, rows, int(layers[-1, N_OUT]))
     class_weights = loss.class_weights if loss.class_weights.shape[0] > 0 else None
@@ -206,17 +208,17 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
     first_step = step
     n_out = int(network.layers[-1, N_OUT])
 
-    def gradients(start, rows):
-        # the batch from order[start] gathered, and its gradients
+    def gradients(start, rows, step):
+        # the batch from order[start] gathered, and its gradients, of update step + 1
         gather_rows(batch_x, batch_targets, batch_labels, batch_weights, data, start, rows)
         xb, tb, lb, wb = batch_views(batch_x, batch_targets, batch_labels, batch_weights, data, rows)
         scale = None if divisors is None else mean_scale(loss.code, divisors[start // batch_size], n_out, loss.mean)
         batch_gradients(network.grads, z_store, a_store, scratch, xb, tb, lb, network, loss, loss_value, tables,
-                        wb if wb.shape[0] > 0 else None, scale)
+                        wb if wb.shape[0] > 0 else None, scale, (step, 0))
 
     for start in range(0, n, batch_size):
         rows = min(batch_size, n - start)
-        gradients(start, rows)
+        gradients(start, rows, step)
         # take_step's stages, each skipped on the device once a step went non-finite
         finite_step(loss_value, network.grads, status, start)
         add_loss(loss_sum, loss_value, rows if loss.mean else 1.0, status)
@@ -226,6 +228,6 @@ def train_epoch(network, optimizer, loss, data, work, step, loss_sum, batch_size
         update(network, optimizer, step, status)
     stopped, done = (int(v) for v in status.copy_to_host())
     if stopped:
-        gradients(done, min(batch_size, n - done))
         step = first_step + done // batch_size
+        gradients(done, min(batch_size, n - done), step)
     return float(loss_sum.copy_to_host()[0]), step, done

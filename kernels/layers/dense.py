@@ -269,7 +269,7 @@ def layer_weights(params, layers, i):
 # layer_backward): below SMALL_GEMM the loops above, else views of the flat
 # buffers and the products.
 @inline_jit
-def forward(z_store, a_store, inputs, start, params, layers, layer_params, i, batch):
+def forward(z_store, a_store, inputs, start, params, layers, layer_params, i, batch, mode):
     n_in, n_out, w, b = layers[i, N_IN], layers[i, N_OUT], layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
     code, p1, p2 = layers[i, ACTIVATION], layer_params[i, 0], layer_params[i, 1]
     if is_small(batch, n_in, n_out):

@@ -9,8 +9,12 @@ The statistics of a row are summed in float64 in one pass over it
 """
 import math
 
+from kernels.blas import all_finite
 from kernels.checks import check_dtype, check_same_shape, check_size
 from kernels.config import inline_jit, jit
+from kernels.layers.dense import input_rows
+from kernels.layers.table import BIAS_OFFSET, CACHE_OFFSET, N_OUT, WEIGHT_OFFSET, layer_units
+from kernels.views import unchecked_view
 
 
 @jit
@@ -19,6 +23,45 @@ def sizes(n_in, n_out, bias):
     (n,) each; the row's mean and rstd (the backward recomputes the
     normalised inputs from them and the layer's inputs)."""
     return 2 * n_out, 2
+
+
+# The layer in the network's loops (kernels.layers.layer_forward and
+# layer_backward): ``weight`` and ``bias`` at its offsets, ``eps`` in
+# ``layer_params[i, 0]``, each row's mean then rstd in its cache.
+@inline_jit
+def _layer_views(store, params, layers, i, batch):
+    n, cache_at = layers[i, N_OUT], batch * layers[i, CACHE_OFFSET]
+    w, b = layers[i, WEIGHT_OFFSET], layers[i, BIAS_OFFSET]
+    return (store[cache_at:cache_at + batch], store[cache_at + batch:cache_at + 2 * batch], params[w:w + n],
+            params[b:b + n])
+
+
+@inline_jit
+def forward(z_store, a_store, inputs, start, params, layers, layer_params, i, batch, mode):
+    mean, rstd, weight, bias = _layer_views(z_store, params, layers, i, batch)
+    x = input_rows(inputs, start, batch, layers[i, N_OUT])
+    out = layer_units(a_store, layers, i, batch)
+    for r in range(batch):
+        forward_row(out, mean, rstd, x, weight, bias, layer_params[i, 0], r)
+
+
+@inline_jit
+def backward(dinputs, grads, delta, inputs, start, params, layers, layer_params, z_store, a_store, i, batch,
+             need_dinputs, accumulate):
+    n = layers[i, N_OUT]
+    mean, rstd, weight, _ = _layer_views(z_store, params, layers, i, batch)
+    _, _, dweight, dbias = _layer_views(z_store, grads, layers, i, batch)
+    x = input_rows(inputs, start, batch, n)
+    dout = unchecked_view(delta, 0, batch, n)
+    if need_dinputs:
+        dx = unchecked_view(dinputs, 0, batch, n)
+        for r in range(batch):
+            backward_row(dx, dout, x, weight, mean, rstd, r)
+    if not accumulate:
+        dweight[:] = 0.0
+        dbias[:] = 0.0
+    parameter_gradients(dweight, dbias, dout, x, mean, rstd)
+    return all_finite(dweight) and all_finite(dbias)
 
 
 @jit
@@ -53,8 +96,10 @@ def forward_row(out, mean, rstd, x, weight, bias, eps, r):
     row_mean, variance = moments(x[r])
     mean[r] = row_mean
     rstd[r] = 1.0 / math.sqrt(variance + eps)
+    # as stored (rounded to the cache's dtype), as the backward reads them
+    m, s = float(mean[r]), float(rstd[r])
     for j in range(x.shape[1]):
-        out[r, j] = (float(x[r, j]) - mean[r]) * rstd[r] * weight[j] + bias[j]
+        out[r, j] = (float(x[r, j]) - m) * s * weight[j] + bias[j]
 
 
 @inline_jit
@@ -64,11 +109,20 @@ def moments(values):
     cancels before squaring (batch normalisation's statistics too)."""
     n = values.shape[0]
     shift = float(values[0])
-    total, squares = 0.0, 0.0
-    for i in range(n):
+    # four partial sums, added in a fixed order at the end: the adds of one
+    # sum wait on each other, four of them overlap
+    t0, t1, t2, t3, s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    body = n - n % 4
+    for i in range(0, body, 4):
+        d0, d1 = float(values[i]) - shift, float(values[i + 1]) - shift
+        d2, d3 = float(values[i + 2]) - shift, float(values[i + 3]) - shift
+        t0, t1, t2, t3 = t0 + d0, t1 + d1, t2 + d2, t3 + d3
+        s0, s1, s2, s3 = s0 + d0 * d0, s1 + d1 * d1, s2 + d2 * d2, s3 + d3 * d3
+    for i in range(body, n):
         d = float(values[i]) - shift
-        total += d
-        squares += d * d
+        t0 += d
+        s0 += d * d
+    total, squares = (t0 + t1) + (t2 + t3), (s0 + s1) + (s2 + s3)
     centred_mean = total / n
     return shift + centred_mean, max(squares / n - centred_mean * centred_mean, 0.0)
 
@@ -96,7 +150,35 @@ def layernorm_backward(dx, dweight, dbias, dout, x, weight, mean, rstd):
     check_size(kernel, "rstd", rstd, 0, x.shape[0], "x.shape[0] (batch)")
     for r in range(x.shape[0]):
         backward_row(dx, dout, x, weight, mean, rstd, r)
-    for j in range(x.shape[1]):
+    parameter_gradients(dweight, dbias, dout, x, mean, rstd)
+
+
+@inline_jit
+def parameter_gradients(dweight, dbias, dout, x, mean, rstd):
+    """Every column of ``backward_column``, four at a time where it can (a
+    row's four values read together); each column summed as
+    ``backward_column`` sums it, so the numbers are its own."""
+    n = x.shape[1]
+    body = n - n % 4
+    for j in range(0, body, 4):
+        w0, w1, w2, w3, b0, b1, b2, b3 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        for r in range(x.shape[0]):
+            m, s = mean[r], rstd[r]
+            g0, g1, g2, g3 = float(dout[r, j]), float(dout[r, j + 1]), float(dout[r, j + 2]), float(dout[r, j + 3])
+            w0 += g0 * (float(x[r, j]) - m) * s
+            w1 += g1 * (float(x[r, j + 1]) - m) * s
+            w2 += g2 * (float(x[r, j + 2]) - m) * s
+            w3 += g3 * (float(x[r, j + 3]) - m) * s
+            b0, b1, b2, b3 = b0 + g0, b1 + g1, b2 + g2, b3 + g3
+        dweight[j] += w0
+        dweight[j + 1] += w1
+        dweight[j + 2] += w2
+        dweight[j + 3] += w3
+        dbias[j] += b0
+        dbias[j + 1] += b1
+        dbias[j + 2] += b2
+        dbias[j + 3] += b3
+    for j in range(body, n):
         backward_column(dweight, dbias, dout, x, mean, rstd, j)
 
 
@@ -107,17 +189,22 @@ def backward_row(dx, dout, x, weight, mean, rstd, r):
     # so d(norm) = dout * weight, and through the row's statistics
     # dx = rstd * (d(norm) - mean_j(d(norm)) - norm * mean_j(d(norm) * norm))
     n = x.shape[1]
-    dnorm_mean, dnorm_norm_mean = 0.0, 0.0
-    for j in range(n):
-        norm = (float(x[r, j]) - mean[r]) * rstd[r]
+    m, s = float(mean[r]), float(rstd[r])
+    # two sums, each in two partial sums added at the end (as moments does)
+    a0, a1, b0, b1 = 0.0, 0.0, 0.0, 0.0
+    body = n - n % 2
+    for j in range(0, body, 2):
+        dnorm0, dnorm1 = float(dout[r, j]) * weight[j], float(dout[r, j + 1]) * weight[j + 1]
+        a0, a1 = a0 + dnorm0, a1 + dnorm1
+        b0, b1 = b0 + dnorm0 * ((float(x[r, j]) - m) * s), b1 + dnorm1 * ((float(x[r, j + 1]) - m) * s)
+    for j in range(body, n):
         dnorm = float(dout[r, j]) * weight[j]
-        dnorm_mean += dnorm
-        dnorm_norm_mean += dnorm * norm
-    dnorm_mean /= n
-    dnorm_norm_mean /= n
+        a0 += dnorm
+        b0 += dnorm * ((float(x[r, j]) - m) * s)
+    dnorm_mean, dnorm_norm_mean = (a0 + a1) / n, (b0 + b1) / n
     for j in range(n):
-        norm = (float(x[r, j]) - mean[r]) * rstd[r]
-        dx[r, j] = (float(dout[r, j]) * weight[j] - dnorm_mean - norm * dnorm_norm_mean) * rstd[r]
+        norm = (float(x[r, j]) - m) * s
+        dx[r, j] = (float(dout[r, j]) * weight[j] - dnorm_mean - norm * dnorm_norm_mean) * s
 
 
 @inline_jit

@@ -424,7 +424,7 @@ def _fit(device, make_optimizer, loss="mse", epochs=2, dtype="float32", **fit):
 
     X, y = _data(getattr(loss, "name", loss))
     n_out = 3 if getattr(loss, "name", loss) == "cross_entropy" else 2
-    model = fastbp.MLP([3, 5, n_out], activation="tanh", dtype=dtype, seed=0).to(device)
+    model = fastbp.MLP([3, 5, n_out], activation="tanh", dtype=dtype, seed=0, **fit.pop("layers", {})).to(device)
     trainer = fastbp.Trainer(model, loss, make_optimizer(model), **fit.pop("trainer", {}))
     trainer.fit(X, y, epochs=epochs, batch_size=4, seed=3, **fit)
     return trainer
@@ -457,6 +457,19 @@ def _assert_same_training(ours, expected, dtype, tolerance=None):
 def test_training_follows_the_cpu(optimizer):
     make = _optimizers()[optimizer]
     _assert_same_training(_fit("cuda", make), _fit("cpu", make), "float32")
+
+
+@on_device
+@pytest.mark.parametrize("layers", [{"dropout": 0.3, "norm": "layer"},
+                                    {"dropout": 0.2, "norm": "layer", "residual": True}, {"residual": True}])
+def test_norm_dropout_and_residual_training_follows_the_cpu(layers):
+    # the same masks on either device: the numbers differ by rounding alone
+    import fastbp
+
+    def make(model):
+        return fastbp.Adam(model, lr=0.05)
+    options = dict(loss="cross_entropy", dtype="float64", layers=layers, validation_split=0.3)
+    _assert_same_training(_fit("cuda", make, **options), _fit("cpu", make, **options), "float64")
 
 
 @on_device

@@ -38,6 +38,26 @@ def test_each_framework_runs_alone_in_a_fresh_process_with_the_threads_asked(sho
     assert max(losses) - min(losses) < 1e-5 * max(losses)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_every_framework_trains_the_same_norms_and_residual_blocks(short_rounds, residual):
+    frameworks = ["fastbp"] + harness.peers()
+    config = harness.Config("test", (4, 8, 8, 3), 5)
+    row = harness.measure(config, "adam", frameworks, rounds=1, threads=1, ceiling_gflops=1.0, norm="layer",
+                          residual=residual)
+    losses = [row["rounds"][name][0]["first_call_loss"] for name in frameworks]
+    # float32 steps through the norms' statistics: equal to rounding, compounded over the block's steps
+    assert max(losses) - min(losses) < 3e-4 * max(losses)
+    plain = harness.measure(config, "adam", ["fastbp"], rounds=1, threads=1, ceiling_gflops=1.0)
+    assert abs(plain["rounds"]["fastbp"][0]["first_call_loss"] - losses[0]) > 1e-3 * losses[0]
+    assert (row["norm"], row["residual"]) == ("layer", residual)
+    # a residual 4-8-8-3: 4x8, a block per hidden width with two 8x8 each, 8x3
+    assert row["flops_per_step"] == (2 * 5 * (3 * (32 + 4 * 64 + 24) - 32) if residual else config.flops_per_step)
+    # dropout draws other masks in each framework: the same layers, other numbers
+    row = harness.measure(config, "sgd", frameworks, rounds=1, threads=1, ceiling_gflops=1.0, dropout=0.5,
+                          residual=residual)
+    assert all(row["rounds"][name][0]["first_call_loss"] > 0 for name in frameworks)
+
+
 @pytest.mark.skipif(not importlib.util.find_spec("jax"), reason="JAX is not installed")
 def test_jax_is_a_peer_when_installed_and_a_single_output_uses_binary_cross_entropy(short_rounds):
     row = harness.measure(harness.CONFIGS["tiny"], "sgd", ["fastbp", "jax"], rounds=1, threads=1,

@@ -59,6 +59,10 @@ def files(tmp_path_factory):
     (["--optimizer", "lbfgs", "--lr", "0.1"], ["--lr does not apply to --optimizer lbfgs"]),
     (["--optimizer", "lbfgs", "--checkpoint-every", "5"], ["--optimizer lbfgs trains on the CPU in one process"]),
     (["--save-every", "0"], ["--save-every", "got 0"]),
+    (["--dropout", "1"], ["--dropout", "[0, 1)", "got 1"]),
+    (["--norm", "batch"], ["--norm", "'batch'"]),
+    (["--optimizer", "lbfgs", "--dropout", "0.1"], ["--optimizer lbfgs needs a deterministic objective"]),
+    (["--residual", "--hidden", "8,4"], ["--residual", "all equal, got 8,4"]),
     (["--data", "{files}/nan_target.npz"], ["--data", "targets", "NaN", "index (5, 0)"]),
     (["--data", "{files}/continuous.npz", "--task", "classify"], ["looks continuous", "--task regress"]),
 ])
@@ -217,6 +221,26 @@ def weighted_csv(tmp_path_factory):
     lines = ["a,b,label,w"] + [f"{x:.6f},{y:.6f},{c},{v:.6f}" for x, y, c, v in zip(a, b, label, weight)]
     path.write_text("\n".join(lines) + "\n")
     return path, weight
+
+
+def test_dropout_and_norm_train_save_and_resume(tmp_path, capsys):
+    checkpoint = tmp_path / "m.ckpt"
+    status, out, err = train(capsys, "--dataset", "iris", "--hidden", "8,8", "--dropout", "0.1", "--norm", "layer",
+                             "--epochs", 2, "--save", checkpoint)
+    assert status == 0, err
+    assert "MLP [4, 8, 8, 3] relu, layer norm, dropout 0.1," in out
+    trainer = fastbp.load_checkpoint(checkpoint)
+    assert (trainer.model.norm, trainer.model.dropout) == ("layer", (0.1, 0.1))
+    status, out, err = train(capsys, "--resume", checkpoint, "--epochs", 3, "--quiet")
+    assert status == 0, err
+    assert fastbp.load_checkpoint(checkpoint).epoch == 3
+    status, out, err = train(capsys, "--resume", checkpoint, "--epochs", 4, "--dropout", "0.2")
+    assert_one_line(status, err, "--dropout cannot be combined with --resume")
+    status, out, err = train(capsys, "--dataset", "iris", "--hidden", "8,8", "--residual", "--epochs", 1,
+                             "--save", tmp_path / "r.npz")
+    assert status == 0, err
+    assert "MLP [4, 8, 8, 3] relu, residual blocks," in out
+    assert fastbp.load_checkpoint(tmp_path / "r.npz").model.residual
 
 
 def test_sample_weight_and_class_weight_train_weighted_and_resume(weighted_csv, tmp_path, capsys):

@@ -82,6 +82,21 @@ def test_the_network_alone_matches_predict(tmp_path, activation, dtype):
         assert_matches(run(tmp_path / "model.onnx", {"input": x})["output"], model.predict(x))
 
 
+@pytest.mark.parametrize("layers", [{"dropout": 0.2, "norm": "layer"}, {"residual": True},
+                                    {"residual": True, "norm": "layer", "dropout": 0.1}])
+def test_norms_dropout_and_residual_blocks_match_predict(tmp_path, layers, dtype):
+    model = fastbp.MLP([4, 8, 8, 3], activation="gelu", dtype=dtype, seed=1, **layers)
+    for weight, bias in model.norms:
+        weight[...], bias[...] = 1.5, -0.25
+    x = np.random.default_rng(2).standard_normal((16, 4)).astype(dtype)
+    model.to_onnx(tmp_path / "model.onnx")
+    assert_standard(tmp_path / "model.onnx", {""})
+    # dropout is the identity at inference: the graph is predict's
+    expected, tolerance = model.predict(x), {np.float64: 1e-11, np.float32: 1e-5}[dtype]
+    np.testing.assert_allclose(run(tmp_path / "model.onnx", {"input": x})["output"], expected, rtol=tolerance,
+                               atol=tolerance * np.abs(expected).max())
+
+
 def test_an_opset_is_chosen_and_checked(tmp_path):
     model = fastbp.MLP([3, 2], seed=0)
     model.to_onnx(tmp_path / "model.onnx", opset=18)

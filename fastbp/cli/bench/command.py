@@ -100,13 +100,16 @@ def bench(args, parser):
                 rows.append(harness.measure(config, optimizer, ["fastbp"] + peers, rounds=args.rounds,
                                               threads=threads, activation=args.activation, dtype=args.dtype,
                                               ceiling_gflops=ceiling and ceiling["gflops"], progress=progress,
-                                              device=args.device, isa=isa))
+                                              device=args.device, isa=isa, dropout=args.dropout,
+                                              norm=args.norm, residual=args.residual))
             except harness.Refused as refusal:
                 print(f"\nfastbp: error: --device {args.device}: {refusal}", file=sys.stderr)
                 return 2
             if not args.quiet:
                 print(f"\033[K{harness.format_table(rows[-1:]).splitlines()[-1]}", flush=True)
-    print(f"\n{args.activation}, {args.dtype}, cross-entropy, on the {'GPU' if on_gpu else 'CPU'}; each framework "
+    layers = ((", residual blocks" if args.residual else "") + (", layer norm" if args.norm else "")
+              + (f", dropout {args.dropout:g}" if args.dropout else ""))
+    print(f"\n{args.activation}{layers}, {args.dtype}, cross-entropy, on the {'GPU' if on_gpu else 'CPU'}; each framework "
           f"in its own process, {args.rounds} interleaved rounds; times per step in us, median [min-max] of the "
           "rounds' medians")
     print(f"threads: {threads} for every framework; the pools each process reported:")
@@ -135,7 +138,8 @@ def bench(args, parser):
 
 # flag -> argument: what only the training bench uses
 _TRAINING_ONLY = {"--configs": "configs", "--sweep": "sweep", "--optimizer": "optimizer",
-                  "--torch-compile": "torch_compile", "--startup": "startup"}
+                  "--torch-compile": "torch_compile", "--startup": "startup", "--dropout": "dropout", "--norm": "norm",
+                  "--residual": "residual"}
 
 
 def bench_inference(args, parser):

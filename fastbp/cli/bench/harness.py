@@ -53,11 +53,16 @@ class Config:
         sample one in the forward, one for dW and one for dx in the backward,
         except the first layer, whose dx (the input's gradient) is never
         computed. Biases, activations, the loss and the update are left out."""
-        weights = [n_in * n_out for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
-        return 2 * self.batch * (3 * sum(weights) - weights[0])
+        return step_flops(self.sizes, self.batch)
 
     def label(self):
         return f"{'-'.join(map(str, self.sizes))} / {self.batch}"
+
+
+def step_flops(sizes, batch, residual=False):
+    """``Config.flops_per_step`` of the dense layers of ``runners.dense_shapes``."""
+    weights = [n_in * n_out for n_in, n_out in runners.dense_shapes(sizes, residual)]
+    return 2 * batch * (3 * sum(weights) - weights[0])
 
 
 CONFIGS = {c.name: c for c in [
@@ -214,17 +219,19 @@ def compare(summaries):
 
 
 def measure(config, optimizer, frameworks, rounds=3, threads=None, activation="relu", dtype="float32",
-            ceiling_gflops=None, progress=None, device="cpu", isa=None):
+            ceiling_gflops=None, progress=None, device="cpu", isa=None, dropout=0.0, norm=None, residual=False):
     """One row: ``rounds`` interleaved rounds of every framework, each round
     in a fresh process, every round's blocks kept; fastbp and torch train on
-    ``device``."""
+    ``device``; ``dropout``, ``norm`` and ``residual`` as ``fastbp.MLP``
+    takes them, the peers given the same layers."""
     threads = threads or os.cpu_count() or 1
     itemsize = 8 if dtype == "float64" else 4
     check_fits_in_memory(config, itemsize)
     n_steps = n_steps_for(config, ceiling_gflops or 100.0, itemsize)
     spec = {"sizes": list(config.sizes), "batch": config.batch, "optimizer": optimizer, "activation": activation,
             "dtype": dtype, "threads": threads, "n_steps": n_steps, "seconds": ROUND_SECONDS, "device": device,
-            "isa": isa}
+            "isa": isa, "dropout": dropout, "norm": norm, "residual": residual}
+    flops = step_flops(config.sizes, config.batch, residual)
     results = {name: [] for name in frameworks}
     for round_index in range(rounds):
         for name in frameworks:
@@ -234,10 +241,11 @@ def measure(config, optimizer, frameworks, rounds=3, threads=None, activation="r
     summaries = {name: summarize([statistics.median(r["step_seconds"]) for r in runs])
                  for name, runs in results.items()}
     row = {"config": config.name, "sizes": list(config.sizes), "batch": config.batch, "optimizer": optimizer,
-           "activation": activation, "dtype": dtype, "device": device, "threads": threads, "n_steps": n_steps,
-           "flops_per_step": config.flops_per_step, "frameworks": summaries, "rounds": results,
-           **compare(summaries)}
-    row["fastbp_gflops"] = config.flops_per_step / summaries["fastbp"]["median_s"] / 1e9
+           "activation": activation, "dropout": dropout, "norm": norm, "residual": residual, "dtype": dtype,
+           "device": device,
+           "threads": threads, "n_steps": n_steps,
+           "flops_per_step": flops, "frameworks": summaries, "rounds": results, **compare(summaries)}
+    row["fastbp_gflops"] = flops / summaries["fastbp"]["median_s"] / 1e9
     if ceiling_gflops:
         row["fraction_of_ceiling"] = row["fastbp_gflops"] / ceiling_gflops
     return row

@@ -50,13 +50,24 @@ SGD_LR, ADAM_LR = 0.01, 1e-3
 MIN_BLOCKS = 3
 
 
-def initial_parameters(sizes, dtype, seed=0):
-    """[(W (n_out, n_in), b (n_out,)), ...] drawn as torch.nn.Linear draws
-    them, U(-1/sqrt(n_in), 1/sqrt(n_in)), from one seeded stream."""
+def dense_shapes(sizes, residual=False):
+    """(n_in, n_out) of each dense layer, in order: of the chain of
+    ``sizes``, or with ``residual`` of fastbp.MLP(sizes, residual=True) (a
+    layer to the width d, two d x d layers per residual block, one per
+    hidden width, and the output layer)."""
+    if not residual:
+        return list(zip(sizes[:-1], sizes[1:]))
+    d = sizes[1]
+    return [(sizes[0], d)] + [(d, d)] * (2 * (len(sizes) - 2)) + [(d, sizes[-1])]
+
+
+def initial_parameters(sizes, dtype, seed=0, residual=False):
+    """[(W (n_out, n_in), b (n_out,)), ...] of every dense layer
+    (``dense_shapes``) drawn as torch.nn.Linear draws them,
+    U(-1/sqrt(n_in), 1/sqrt(n_in)), from one seeded stream."""
     rng = np.random.default_rng(seed)
-    bound = [1 / np.sqrt(n_in) for n_in in sizes[:-1]]
     return [(rng.uniform(-k, k, (n_out, n_in)).astype(dtype), rng.uniform(-k, k, n_out).astype(dtype))
-            for n_in, n_out, k in zip(sizes[:-1], sizes[1:], bound)]
+            for n_in, n_out in dense_shapes(sizes, residual) for k in [1 / np.sqrt(n_in)]]
 
 
 def batches(sizes, batch, n_steps, dtype, seed=1):
@@ -130,7 +141,8 @@ def _fastbp(spec, X, y, initial):
     import fastbp
 
     model = fastbp.MLP(spec["sizes"], activation=spec["activation"], dtype=spec["dtype"],
-                       device=spec.get("device", "cpu"))
+                       device=spec.get("device", "cpu"), dropout=spec.get("dropout", 0.0), norm=spec.get("norm"),
+                       residual=spec.get("residual", False))
     for (W, b), (W0, b0) in zip(model.params, initial):
         W[...], b[...] = W0, b0
     optimizer = (fastbp.SGD(model, lr=SGD_LR) if spec["optimizer"] == "sgd" else fastbp.Adam(model, lr=ADAM_LR))
@@ -167,15 +179,15 @@ def _torch(spec, X, y, initial):
     vector = {"capability": torch.backends.cpu.get_cpu_capability(), **blas_kernels(),
                  **{name: os.environ[name] for name in ("MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
                     if name in os.environ}}
-    layers = []
-    for index, (W0, b0) in enumerate(initial):
-        linear = torch.nn.Linear(W0.shape[1], W0.shape[0], dtype=getattr(torch, spec["dtype"]))
+    dtype = getattr(torch, spec["dtype"])
+    linears = []
+    for W0, b0 in initial:
+        linear = torch.nn.Linear(W0.shape[1], W0.shape[0], dtype=dtype)
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(W0))
             linear.bias.copy_(torch.from_numpy(b0))
-        layers.append(linear)
-        if index < len(initial) - 1:
-            layers.append(getattr(torch.nn, ACTIVATIONS[spec["activation"]][0])())
+        linears.append(linear)
+    layers = _torch_layers(torch, spec, linears)
     model = torch.nn.Sequential(*layers).to(device)
     forward = torch.compile(model) if configuration["compiled"] else model
     optimizer = (torch.optim.SGD(model.parameters(), lr=SGD_LR) if spec["optimizer"] == "sgd"
@@ -199,6 +211,38 @@ def _torch(spec, X, y, initial):
     return run, threads, vector
 
 
+def _torch_layers(torch, spec, linears):
+    """The modules of fastbp's layers around ``linears`` (the layout of
+    fastbp.interop.torch, written here: this process never imports fastbp)."""
+    dtype, rate = getattr(torch, spec["dtype"]), spec.get("dropout", 0.0)
+
+    def activation():
+        return getattr(torch.nn, ACTIVATIONS[spec["activation"]][0])()
+
+    def norm(n):
+        return [torch.nn.LayerNorm(n, dtype=dtype)] if spec.get("norm") == "layer" else []
+
+    def dropout():
+        return [torch.nn.Dropout(rate)] if rate > 0 else []
+    if not spec.get("residual"):
+        layers = []
+        for linear in linears[:-1]:
+            layers += [linear, activation(), *norm(linear.out_features), *dropout()]
+        return layers + [linears[-1]]
+
+    class Block(torch.nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return x + self.body(x)
+    d = linears[0].out_features
+    blocks = [Block(torch.nn.Sequential(*norm(d), first, activation(), *dropout(), second, *dropout()))
+              for first, second in zip(linears[1:-1:2], linears[2:-1:2])]
+    return [linears[0], *blocks, *norm(d), activation(), linears[-1]]
+
+
 def _jax(spec, X, y, initial):
     import jax
     import jax.numpy as jnp
@@ -211,34 +255,62 @@ def _jax(spec, X, y, initial):
         activation = lambda x: jax.nn.gelu(x, approximate=False)  # noqa: E731  (torch's default)
     # (n_in, n_out) weights: x @ W is the layout XLA's dot takes without a transpose
     params = [(jnp.asarray(W0.T.copy()), jnp.asarray(b0)) for W0, b0 in initial]
+    norm, rate, residual = spec.get("norm") == "layer", spec.get("dropout", 0.0), spec.get("residual", False)
+    # the layer norms' (weight, bias): after every hidden layer; residual, one per block and the head's
+    widths = [W0.shape[0] for W0, _ in initial[:-1]] if not residual else [initial[0][0].shape[0]] * (len(initial) // 2)
+    params.append([(jnp.ones(n, initial[0][0].dtype), jnp.zeros(n, initial[0][0].dtype)) for n in widths]
+                  if norm else [])
     optimizer = optax.sgd(SGD_LR) if spec["optimizer"] == "sgd" else optax.adam(ADAM_LR, b1=0.9, b2=0.999, eps=1e-8)
     state = optimizer.init(params)
     cross_entropy = (optax.sigmoid_binary_cross_entropy if spec["sizes"][-1] == 1
                      else optax.softmax_cross_entropy_with_integer_labels)
 
-    def loss_fn(params, x, targets):
-        for W, b in params[:-1]:
-            x = activation(x @ W + b)
-        W, b = params[-1]
+    def layer_norm(x, k, norms):
+        if not norm:
+            return x
+        mean, variance = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mean) * jax.lax.rsqrt(variance + 1e-5) * norms[k][0] + norms[k][1]
+
+    def dropout(x, key, k):
+        if rate == 0:
+            return x
+        keep = jax.random.bernoulli(jax.random.fold_in(key, k), 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+    def loss_fn(params, x, targets, key):
+        *dense, norms = params
+        if not residual:
+            for k, (W, b) in enumerate(dense[:-1]):
+                x = dropout(layer_norm(activation(x @ W + b), k, norms), key, k)
+        else:
+            W, b = dense[0]
+            x = x @ W + b
+            for k in range(len(dense) // 2 - 1):
+                (W1, b1), (W2, b2) = dense[1 + 2 * k], dense[2 + 2 * k]
+                branch = dropout(activation(layer_norm(x, k, norms) @ W1 + b1), key, 2 * k)
+                x = x + dropout(branch @ W2 + b2, key, 2 * k + 1)
+            x = activation(layer_norm(x, len(dense) // 2 - 1, norms))
+        W, b = dense[-1]
         return cross_entropy(x @ W + b, targets).mean()
 
     def step(carry, batch):
-        params, state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params, *batch)
+        params, state, key = carry
+        key, subkey = jax.random.split(key)
+        loss, grads = jax.value_and_grad(loss_fn)(params, *batch, subkey)
         updates, state = optimizer.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), loss
+        return (optax.apply_updates(params, updates), state, key), loss
 
-    def epoch(params, state, xs, ys):
-        (params, state), losses = jax.lax.scan(step, (params, state), (xs, ys))
-        return params, state, losses.mean()
+    def epoch(params, state, xs, ys, key):
+        (params, state, key), losses = jax.lax.scan(step, (params, state, key), (xs, ys))
+        return params, state, key, losses.mean()
 
-    epoch = jax.jit(epoch, donate_argnums=(0, 1))
+    epoch = jax.jit(epoch, donate_argnums=(0, 1, 4))
     xs = jnp.asarray(X.reshape(spec["n_steps"], spec["batch"], -1))
     ys = jnp.asarray(y.reshape(spec["n_steps"], spec["batch"], *y.shape[1:]))
-    carry = [params, state]
+    carry = [params, state, jax.random.PRNGKey(0)]
 
     def run(record=False):
-        carry[0], carry[1], loss = epoch(carry[0], carry[1], xs, ys)
+        carry[0], carry[1], carry[2], loss = epoch(carry[0], carry[1], xs, ys, carry[2])
         loss.block_until_ready()
         return float(loss) if record else None
     threads = {"XLA_FLAGS": os.environ.get("XLA_FLAGS", ""), **limit_threads(spec["threads"])}
@@ -252,7 +324,7 @@ def time_training(spec):
     MIN_BLOCKS blocks; each block gives one time per step."""
     dtype = np.dtype(spec["dtype"])
     X, y = batches(spec["sizes"], spec["batch"], spec["n_steps"], dtype)
-    initial = initial_parameters(spec["sizes"], dtype)
+    initial = initial_parameters(spec["sizes"], dtype, residual=spec.get("residual", False))
     framework = spec["framework"]
     if framework == "fastbp":
         run, threads, vector = _fastbp(spec, X, y, initial)
