@@ -231,7 +231,7 @@ def test_dropout_and_norm_train_save_and_resume(tmp_path, capsys):
     assert "MLP [4, 8, 8, 3] relu, layer norm, dropout 0.1," in out
     trainer = fastbp.load_checkpoint(checkpoint)
     assert (trainer.model.norm, trainer.model.dropout) == ("layer", (0.1, 0.1))
-    status, out, err = train(capsys, "--resume", checkpoint, "--epochs", 3, "--quiet")
+    status, out, err = train(capsys, "--resume", checkpoint, "--epochs", 3, "--quiet", "--save", checkpoint)
     assert status == 0, err
     assert fastbp.load_checkpoint(checkpoint).epoch == 3
     status, out, err = train(capsys, "--resume", checkpoint, "--epochs", 4, "--dropout", "0.2")
