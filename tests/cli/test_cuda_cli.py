@@ -55,9 +55,10 @@ def test_check_on_the_gpu_fails_on_a_broken_device_kernel(monkeypatch, capsys):
     monkeypatch.setattr(check, "OPTIMIZERS", {"adamw": check.OPTIMIZERS["adamw"]})
     assert cli.main(["check", "--device", "cuda"]) == 1
     lines = capsys.readouterr().out.splitlines()
-    result = {line.split("  ")[0]: line.split()[-1] for line in lines[1:5]}
+    result = {line.split("  ")[0]: line.split()[-1] for line in lines[1:7]}
     # the loss kernel is untouched; everything downstream of the dense forward misses
     assert result == {"dense + tanh": "MISS", "loss mse": "ok", "mlp 3-6-5-2 gelu/silu": "MISS",
+                      "mlp + layer norm, dropout": "MISS", "resnet + norm, dropout": "MISS",
                       "2 epochs adamw": "MISS"}, lines
     assert lines[-1].startswith("MISS")
 
