@@ -7,14 +7,14 @@ from kernels.layers import ACTIVATION, DENSE, DROPOUT, LAYERNORM, RESIDUAL_ADD, 
 def layout(sizes, activations, bias, dropout, norm, eps, residual):
     """(rows of the layer table as ``kernels.layers.layer_table`` takes
     them, rows of its scalars, the ``fastbp.Activation`` of each row, None
-    where it has none)."""
+    where it has none: a dense layer's, the identity included)."""
     rows, scalars, row_activations = [], [], []
 
     def add(kind, n_in, n_out, act=None, p1=0.0, has_bias=False):
         applies = act is not None and act.code != IDENTITY
         rows.append((kind, n_in, n_out, act.code if applies else IDENTITY, has_bias))
         scalars.append((act.p1, act.p2) if applies else (p1, 0.0))
-        row_activations.append(act if applies else None)
+        row_activations.append(act)
 
     *hidden, output = activations
     if not residual:

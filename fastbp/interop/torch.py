@@ -52,7 +52,7 @@ def to_torch(model):
         elif kind == RESIDUAL_ADD:
             outer.append(residual_block_class()(torch.nn.Sequential(*modules)))
             modules = outer
-        if act is not None:
+        if act is not None and act.name != "identity":
             modules.append(act.to_torch())
     return torch.nn.Sequential(*modules)
 

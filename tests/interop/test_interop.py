@@ -17,7 +17,9 @@ def test_from_torch_takes_the_layers_that_do_nothing_at_inference():
         torch.nn.Linear(16, 3)).double()
     with pytest.warns(UserWarning, match="dropout does nothing at inference") as caught:
         model = fastbp.MLP.from_torch(sequential)
-    assert len(caught) == 2 and "sequential[4] is Dropout" in str(caught[0].message)
+    # Dropout after a hidden layer is fastbp's own; AlphaDropout is not, and is left out
+    assert len(caught) == 1 and "sequential[8] is AlphaDropout" in str(caught[0].message)
+    assert model.dropout == (0.5, 0.0)
     assert model.sizes == (8, 16, 16, 3) and [a.name for a in model.activations] == ["relu", "tanh", "identity"]
     x = np.random.default_rng(0).standard_normal((5, 8))
     with torch.no_grad():
