@@ -158,7 +158,7 @@ def _reference_epoch(params, grads, code, hyper, states, X, targets, labels, bat
         rows = min(batch_size, n - start)
         xb, tb, lb, wb = stages.gather_batch(batch_x, batch_targets, batch_labels, np.empty(0), data, start, rows)
         scale = kernels.losses.mean_scale(loss_code, rows, n_out, True)
-        stages.batch_gradients(grads, z, a, scratch, xb, tb, lb, wb, network, loss, scale)
+        stages.batch_gradients(grads, z, a, scratch, xb, tb, lb, wb, network, loss, scale, (step, 0))
         if max_grad_norm > 0.0:
             kernels.clip_grad_norm(grads, max_grad_norm)
         step += 1
