@@ -277,7 +277,8 @@ def checkpoint_state(path, contents, optimizer_layout):
             "history": training["history"],
             "metadata": training["metadata"],
             "rng_state": None if rng_state.size == 0 else _fitting(path, "rng_state", rng_state, {1}, np.uint64),
-            "best": None if training["best"] is None else [int(training["best"][0]), float(training["best"][1])],
+            "best": None if training["best"] is None else [int(training["best"][0]), float(training["best"][1]),
+                                                           *training["best"][2:3]],
             "best_params": None if best_epoch is None else {
                 "epoch": int(best_epoch),
                 "params": _fitting(path, "best_params", contents["best_params"], {n}, dtype)},

@@ -10,7 +10,7 @@ from fastbp._checks import as_bool, as_choice, as_float, as_int, describe
 from fastbp.history import History
 from fastbp.losses import as_loss
 from fastbp import trainer_data
-from fastbp.metrics import metric_name
+from fastbp.metrics import check_metric, metric_name
 from fastbp.mlp import MLP
 from fastbp.optim import LBFGS, Optimizer
 from fastbp.schedules import Schedule
@@ -31,6 +31,9 @@ class Trainer(TrainerState):
         schedule: a learning-rate schedule built on ``optimizer``
             (fastbp.StepLR, CosineAnnealingLR, ReduceLROnPlateau), stepped
             after every epoch; None keeps the rate constant.
+        metric: what ``score`` and the history's ``val_metric`` report, one
+            of ``fastbp.metrics.CLASSIFY`` or ``REGRESS`` for the loss's task
+            (default accuracy to classify, R^2 to regress).
 
     The trainer keeps everything a run needs to go on: ``epoch``, the
     ``history`` of every epoch, the shuffling stream, the best epoch so far;
@@ -53,7 +56,7 @@ class Trainer(TrainerState):
         >>> history = trainer.fit(X, y, epochs=10, batch_size=64, validation_split=0.1, seed=0)
     """
 
-    def __init__(self, model, loss, optimizer, max_grad_norm=None, schedule=None):
+    def __init__(self, model, loss, optimizer, max_grad_norm=None, schedule=None, metric=None):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be a fastbp.MLP, got {describe(model)}")
         loss = as_loss(loss)
@@ -72,13 +75,14 @@ class Trainer(TrainerState):
         self.max_grad_norm = None if max_grad_norm is None else as_float(
             "max_grad_norm", max_grad_norm, low=0.0, low_open=True)
         self.epoch = 0
-        self.history = History(metric_name(loss))
+        self.history = History(metric_name(loss) if metric is None else check_metric(loss, metric))
         self.stop_training = False
         # data a checkpoint carries for its writer (the command line keeps
         # its preprocessing here); JSON-serialisable values only
         self.metadata = {}
         self._rng_state = None
-        # (epoch, monitored loss) of the best epoch so far, and (epoch,
+        # (epoch, monitored value) of the best epoch so far, lower better (a
+        # third entry "metric" when the metric was monitored), and (epoch,
         # parameters) of it
         self._best = None
         self._best_params = None
@@ -107,8 +111,9 @@ class Trainer(TrainerState):
         return trainer_data.rows(self.model, self.loss, X, y, sample_weight, name, y_name)
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, seed=None, validation_data=None,
-            validation_split=0.0, early_stopping=None, min_delta=0.0, restore_best=True, callbacks=(),
-            checkpoint_every=None, checkpoint_path=None, on_nonfinite="raise", sample_weight=None):
+            validation_split=0.0, early_stopping=None, min_delta=0.0, restore_best=None, callbacks=(),
+            checkpoint_every=None, checkpoint_path=None, on_nonfinite="raise", sample_weight=None,
+            monitor="loss"):
         """Train for ``epochs`` more passes over (X, y) in minibatches.
 
         Args:
@@ -125,14 +130,18 @@ class Trainer(TrainerState):
                 (X_val, y_val, sample_weight_val) for a weighted score.
             validation_split: or the fraction of (X, y) to hold out for that,
                 taken from the end of the data.
-            early_stopping: stop once the validation loss (the training loss
-                without validation data) has not improved for this many
-                epochs; None trains every epoch.
-            min_delta: the least decrease that counts as an improvement (of
-                the per-sample loss History reports).
-            restore_best: with early_stopping, end with the parameters of the
-                best epoch, even one from an earlier fit call (training goes
-                on from the last epoch's, see the class docstring).
+            early_stopping: stop once the monitored value has not improved
+                for this many epochs; None trains every epoch.
+            min_delta: the least change that counts as an improvement (of
+                the per-sample loss History reports, or of the metric).
+            restore_best: end with the parameters of the best epoch, even
+                one from an earlier fit call (training goes on from the last
+                epoch's, see the class docstring); None (the default) does
+                with early_stopping only.
+            monitor: what picks the best epoch and stops early: "loss", the
+                validation loss (the training loss without validation data),
+                or "metric", the validation metric (``history.metric``; a
+                tie goes to the lower validation loss).
             callbacks: a list of callables ``f(trainer, logs)`` (or objects
                 with ``on_epoch_end(trainer, logs)``), or None for none, run
                 after every epoch; logs is
@@ -173,7 +182,11 @@ class Trainer(TrainerState):
         shuffle = as_bool("shuffle", shuffle)
         patience = None if early_stopping is None else as_int("early_stopping", early_stopping, minimum=1)
         min_delta = as_float("min_delta", min_delta, low=0.0)
-        restore_best = as_bool("restore_best", restore_best)
+        restore_best = patience is not None if restore_best is None else as_bool("restore_best", restore_best)
+        monitor = as_choice("monitor", monitor, ("loss", "metric"))
+        if monitor == "metric" and validation is None:
+            raise ValueError("monitor='metric' watches the validation metric: give validation_data or "
+                             "validation_split, or monitor='loss'")
         seed = None if seed is None else as_int("seed", seed, minimum=0)
         if not isinstance(callbacks, (list, tuple, type(None))):
             raise TypeError(f"callbacks must be a list of callables (callbacks=[f] for one), got {describe(callbacks)}")
@@ -198,9 +211,12 @@ class Trainer(TrainerState):
         model._ensure_capacity(rows)
         model._forward_rows = None  # the cached forward pass is about to be overwritten
         order = np.arange(n, dtype=np.int64)
-        keep_best = patience is not None and restore_best
+        keep_best = restore_best
+        if self._best is not None and (len(self._best) == 3) != (monitor == "metric"):
+            self._best = None  # the best epoch so far was chosen by the other measure
         self.stop_training = False
-        end_epoch = (lambda logs, start: self._end_epoch(logs, start, validation, min_delta, callbacks, patience))
+        end_epoch = (lambda logs, start: self._end_epoch(logs, start, validation, min_delta, callbacks, patience,
+                                                         monitor))
         if full_batch:
             times = [time.perf_counter()]
 
@@ -252,18 +268,18 @@ class Trainer(TrainerState):
                               UserWarning, stacklevel=2)
         return self.history
 
-    def _end_epoch(self, logs, start, validation, min_delta, callbacks, patience):
+    def _end_epoch(self, logs, start, validation, min_delta, callbacks, patience, monitor):
         """After an epoch: validation, the history's row, the best epoch, the
         schedule, the callbacks; returns whether training stops."""
         model = self.model
         if validation is not None:
             logs["val_loss"], outputs = self._evaluate(*validation)
-            logs["val_metric"] = trainer_data.weighted_score(self.loss, outputs, *validation[1:])
+            logs["val_metric"] = trainer_data.weighted_score(self.loss, outputs, *validation[1:], self.metric)
         logs["seconds"] = time.perf_counter() - start
         self.history.append(logs)
         monitored = logs.get("val_loss", logs["loss"])
-        if self._best is None or monitored < self._best[1] - min_delta:
-            self._best = (self.epoch, monitored)
+        self._best = trainer_data.best_so_far(self._best, self.history, monitor, min_delta)
+        if self._best[0] == self.epoch:
             kept = model._params.copy() if self._best_params is None else self._best_params[1]
             kept[...] = model._params
             self._best_params = (self.epoch, kept)
@@ -364,9 +380,20 @@ class Trainer(TrainerState):
         per_sample = self._evaluate(X, targets, labels, weights)[0]
         return per_sample if self.loss.reduction == "mean" else per_sample * X.shape[0]
 
-    def score(self, X, y, sample_weight=None):
-        """The metric of ``history.metric`` (accuracy or R^2) on (X, y),
+    @property
+    def metric(self):
+        """The name of the metric ``score`` reports (``history.metric``)."""
+        return self.history.metric
+
+    @property
+    def best_epoch(self):
+        """The best epoch so far, as the last fit's ``monitor`` chose it; None before any."""
+        return None if self._best is None else self._best[0]
+
+    def score(self, X, y, sample_weight=None, metric=None):
+        """The metric ``metric`` (default ``self.metric``) on (X, y),
         weighted by ``sample_weight`` if given."""
+        metric = self.metric if metric is None else check_metric(self.loss, metric)
         X, targets, labels, weights = self._data(X, y, sample_weight=sample_weight)
         return trainer_data.weighted_score(self.loss, self._evaluate(X, targets, labels, weights)[1], targets,
-                                           labels, weights)
+                                           labels, weights, metric)

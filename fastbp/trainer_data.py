@@ -5,7 +5,7 @@ import numpy as np
 
 import kernels
 from fastbp._checks import as_float, as_matrix, as_weights, describe
-from fastbp.metrics import score
+from fastbp.metrics import LOWER_IS_BETTER, score
 
 # rows per loss call of an evaluation: bounds the gradient scratch
 _LOSS_ROWS = 4096
@@ -82,6 +82,22 @@ def evaluate(model, loss, X, targets, labels, weights):
     return total / X.shape[0], outputs
 
 
-def weighted_score(loss, outputs, targets, labels, weights):
-    """The metric (accuracy or R^2) of ``outputs``, weighted by ``weights`` (empty: none)."""
-    return score(loss, outputs, targets, labels, weights if weights.size else None)
+def weighted_score(loss, outputs, targets, labels, weights, metric=None):
+    """The metric ``metric`` (``fastbp.metrics.score``) of ``outputs``, weighted by ``weights`` (empty: none)."""
+    return score(loss, outputs, targets, labels, weights if weights.size else None, metric)
+
+
+def best_so_far(best, history, monitor, min_delta):
+    """The best epoch, (epoch, value) lower better, once ``history``'s last
+    row is in: by the loss it monitors, or (``monitor`` "metric", the entry
+    (epoch, value, "metric")) by the validation metric, a tie going to the
+    lower validation loss."""
+    epoch, loss = history.epoch[-1], history.val_loss[-1]
+    loss = history.loss[-1] if np.isnan(loss) else loss
+    if monitor == "loss":
+        return (epoch, loss) if best is None or loss < best[1] - min_delta else best
+    value = history.val_metric[-1] * (1 if history.metric in LOWER_IS_BETTER else -1)
+    if best is None or value < best[1] - min_delta or (
+            value == best[1] and loss < history.val_loss[history.epoch.index(best[0])]):
+        return (epoch, value, "metric")
+    return best

@@ -37,7 +37,8 @@ class TrainerState:
     its ``state``; None without one), ``max_grad_norm``, ``epoch``,
     ``history`` (``History.as_dict``), ``metadata``, ``rng_state`` (the
     shuffling stream, (1,) uint64, or None before any fit), ``best``
-    ([epoch, monitored loss] of the best epoch, or None), ``best_params``
+    ([epoch, monitored loss] of the best epoch, [epoch, monitored metric,
+    "metric"] when the metric picked it, lower better, or None), ``best_params``
     (``epoch`` and ``params`` of the best epoch kept, or None),
     ``last_params`` (the last epoch's parameters while the model holds
     restored best ones, else None) and ``in_epoch`` (None at the end of an
@@ -105,8 +106,10 @@ class TrainerState:
         if not isinstance(state["metadata"], dict):
             raise TypeError(f"state['metadata'] must be a dict, got {describe(state['metadata'])}")
         best = state["best"]
-        if best is not None and (not isinstance(best, (list, tuple)) or len(best) != 2):
-            raise TypeError(f"state['best'] must be None or [epoch, monitored loss], got {describe(best)}")
+        if best is not None and (not isinstance(best, (list, tuple)) or len(best) not in (2, 3)
+                                 or best[2:] not in ([], ["metric"], ("metric",))):
+            raise TypeError(f"state['best'] must be None, [epoch, monitored loss] or [epoch, monitored metric, "
+                            f"'metric'], got {describe(best)}")
         best_params = state["best_params"]
         if best_params is not None:
             check_keys("state['best_params']", best_params, ("epoch", "params"))
@@ -120,7 +123,7 @@ class TrainerState:
             "_rng_state": _or_none(state["rng_state"],
                                    lambda v: as_state_array("state['rng_state']", v, (1,), np.uint64)),
             "_best": _or_none(best, lambda b: (as_int("state['best'][0]", b[0], minimum=1),
-                                               float(as_float("state['best'][1]", b[1])))),
+                                               float(as_float("state['best'][1]", b[1])), *b[2:])),
             "_best_params": best_params,
             "_last_params": _or_none(state["last_params"],
                                      lambda v: as_state_array("state['last_params']", v, (n,), dtype)),

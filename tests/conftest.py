@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from fastbp.cli import check
+from tests import background
 
 TOLERANCE = {np.float64: check.TOLERANCE["float64"], np.float32: check.TOLERANCE["float32"]}
 
@@ -73,3 +74,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{dtype}: atol {tolerance['atol']:g}, rtol {tolerance['rtol']:g}")
     for (name, dtype), ratio in sorted(WORST.items()):
         terminalreporter.write_line(f"{name:<44} {dtype:<8} {ratio:.2e}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "background(key): owns a suite run beside the session (tests/background.py)")
+
+
+def pytest_collection_finish(session):
+    background.start(background.keys_of(session.items))
+
+
+def pytest_sessionfinish(session):
+    background.stop()

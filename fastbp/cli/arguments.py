@@ -13,6 +13,7 @@ from fastbp.optim import OPTIMIZERS
 from fastbp.preprocessing import IMPUTE, UNKNOWN_CATEGORY
 from fastbp.cli.bench import harness, runners
 from fastbp.cli.settings import CLASSIFY_LOSSES, REGRESS_LOSSES
+from fastbp.metrics import CLASSIFY as CLASSIFY_METRICS, REGRESS as REGRESS_METRICS
 
 
 OVERWRITE = ("replace an existing output file that fastbp did not write (without it, only its own checkpoints, "
@@ -148,8 +149,15 @@ def build_parser():
     train.add_argument("--batch-size", type=_positive, help="samples per update (default 64)")
     train.add_argument("--val-split", type=_fraction, help="fraction held out to validate each epoch (default 0.1)")
     train.add_argument("--test-split", type=_fraction, help="fraction held out for the final test (default 0.2)")
+    train.add_argument("--metric", choices=CLASSIFY_METRICS + REGRESS_METRICS,
+                       help="what validation picks the best epoch by and the run reports on validation and test "
+                            "rows (default accuracy to classify, r2 to regress; a tie goes to the lower "
+                            "validation loss)")
     train.add_argument("--early-stopping", type=_positive, metavar="PATIENCE",
-                       help="stop after this many epochs without a better validation loss; keep the best weights")
+                       help="stop after this many epochs without a better validation --metric")
+    train.add_argument("--restore-best", action=argparse.BooleanOptionalAction,
+                       help="end with the weights of the best validation epoch, which the run scores and saves "
+                            "(default on; --no-restore-best keeps the last epoch's)")
     train.add_argument("--lr-schedule", choices=("constant", "step", "cosine", "plateau"),
                        help="step: x0.1 every epochs/3; cosine: to 0 over the run; plateau: x0.1 after 5 epochs "
                             "without a better validation loss (default cosine)")

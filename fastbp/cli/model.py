@@ -2,6 +2,7 @@
 built from its settings, and a resumed run's schedule laid out again."""
 from fastbp.data import DataError
 from fastbp.losses import LOSSES, CrossEntropyLoss, class_weights
+from fastbp.metrics import CLASSIFY, REGRESS
 from fastbp.mlp import MLP
 from fastbp.optim import LBFGS, OPTIMIZERS
 from fastbp.schedules import CosineAnnealingLR, ReduceLROnPlateau, StepLR
@@ -33,6 +34,9 @@ def _build(settings, prepared):
             raise DataError(f"--loss bce_with_logits needs two classes, the data has {n_out}")
         n_out = 1
     settings["loss"] = loss_name
+    metrics = CLASSIFY if task == "classify" else REGRESS
+    if settings.get("metric") is not None and settings["metric"] not in metrics:
+        raise DataError(f"--metric {settings['metric']} does not fit the task {task}; use one of {', '.join(metrics)}")
     loss = _loss(loss_name, settings, prepared)
     if settings.get("residual") and len(set(settings["hidden"])) != 1:
         raise DataError(f"--residual makes each hidden layer a residual block of one width: give --hidden widths "
@@ -42,7 +46,7 @@ def _build(settings, prepared):
                 norm=settings.get("norm"), residual=bool(settings.get("residual")))
     name = settings["optimizer"]
     if name == "lbfgs":
-        return Trainer(model, loss, _lbfgs(model, settings))
+        return Trainer(model, loss, _lbfgs(model, settings), metric=settings.get("metric"))
     kwargs = {"lr": settings["lr"] if settings["lr"] is not None else (0.01 if name == "sgd" else 1e-3)}
     if settings["weight_decay"] is not None:  # else the optimizer's default: 0, or 0.01 for adamw
         kwargs["weight_decay"] = settings["weight_decay"]
@@ -52,7 +56,8 @@ def _build(settings, prepared):
         kwargs["momentum"] = settings["momentum"] if settings["momentum"] is not None else (0.9 if name == "sgd" else 0.0)
     optimizer = OPTIMIZERS[name](model, **kwargs)
     return Trainer(model, loss, optimizer, max_grad_norm=settings["max_grad_norm"],
-                   schedule=plan_schedule(settings["lr_schedule"], optimizer, settings["epochs"]))
+                   schedule=plan_schedule(settings["lr_schedule"], optimizer, settings["epochs"]),
+                   metric=settings.get("metric"))
 
 
 def _loss(name, settings, prepared):

@@ -10,13 +10,13 @@ DEFAULTS = {
     "early_stopping": None, "lr_schedule": "cosine", "max_grad_norm": None, "seed": 0,
     "dtype": "float32", "standardize": None, "features": None, "impute": None, "unknown_category": None,
     "max_categories": None, "on_nonfinite": "raise", "class_weight": None, "sample_weight": None,
-    "dropout": None, "norm": None, "residual": None,
+    "dropout": None, "norm": None, "residual": None, "metric": None, "restore_best": None,
 }
 # what a checkpoint fixes: giving one of these with --resume is an error
 MODEL_SETTINGS = ("task", "hidden", "activation", "loss", "optimizer", "momentum", "weight_decay",
                   "max_grad_norm", "seed", "dtype", "standardize", "val_split", "test_split",
                   "features", "impute", "unknown_category", "max_categories", "class_weight", "sample_weight",
-                  "dropout", "norm", "residual")
+                  "dropout", "norm", "residual", "metric")
 CLASSIFY_LOSSES, REGRESS_LOSSES = ("cross_entropy", "bce_with_logits"), ("mse", "l1", "huber")
 
 

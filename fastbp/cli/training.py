@@ -17,6 +17,7 @@ from fastbp.files import load_checkpoint
 from fastbp.cli.model import build, replan
 from fastbp.cli.prepare import Prepared, data_inputs, describe_counts, targets_for
 from fastbp.cli.progress import CompileNotice, Progress, thread_limit
+from fastbp.cli.report import test_report
 from fastbp.cli.safety import StopOnInterrupt, check_output
 from fastbp.cli.settings import flag_message, resolve
 
@@ -98,7 +99,7 @@ def _train(given, resume, save, plot, quiet, threads, out, save_every, overwrite
     trainer.metadata = {"settings": settings, "preprocessing": prepared.preprocessing}
     with limit:
         outcome = _fit(trainer, settings, parts, resume is None, quiet, save, save_every, checkpoint_every)
-    return _report(trainer, settings, parts["test"], outcome, save, plot, started, data_seconds, out)
+    return _report(trainer, settings, prepared, parts["test"], outcome, save, plot, started, data_seconds, out)
 
 
 def _check_options(device, distributed, save, save_every, checkpoint_every, plot):
@@ -201,10 +202,10 @@ def _header(trainer, settings, prepared, device, world_size, resume, change):
 
 @dataclasses.dataclass
 class _Outcome:
-    """How a fit ended: the test score (None when not scored), whether Ctrl-C
+    """How a fit ended: the test rows' outputs (None when not scored), whether Ctrl-C
     stopped it after an epoch (``interrupted``) or in one (``aborted``, the
     trainer's state not whole), its times, and the --save callback."""
-    test_score: float | None
+    test_score: object
     interrupted: bool
     aborted: bool
     fit_seconds: float
@@ -226,12 +227,13 @@ def _fit(trainer, settings, parts, fresh, quiet, save, save_every, checkpoint_ev
             trainer.fit(X_train, y_train, epochs=settings["epochs"] - trainer.epoch,
                         batch_size=settings["batch_size"], seed=settings["seed"] if fresh else None,
                         validation_data=(X_val, y_val, w_val) if len(X_val) else None, sample_weight=w_train,
-                        early_stopping=settings["early_stopping"],
+                        early_stopping=settings["early_stopping"], monitor="metric" if len(X_val) else "loss",
+                        restore_best=settings.get("restore_best") is not False,
                         callbacks=[progress, stopper] + ([saver] if saver else []),
                         checkpoint_every=checkpoint_every, checkpoint_path=save if checkpoint_every else None,
                         on_nonfinite=settings["on_nonfinite"])
             if len(X_test) and not stopper.pressed:
-                test_score = trainer.score(X_test, y_test, w_test)
+                test_score = trainer.model.predict(X_test)
     except (TypeError, ValueError) as error:
         # what the library refuses of a setting, such as a --batch-size that does not split across the processes
         if flag_message(error) == str(error):
@@ -248,24 +250,23 @@ def _fit(trainer, settings, parts, fresh, quiet, save, save_every, checkpoint_ev
                     jit.duration if jit.done else 0.0, saver)
 
 
-def _report(trainer, settings, test, outcome, save, plot, started, data_seconds, out):
+def _report(trainer, settings, prepared, test, outcome, save, plot, started, data_seconds, out):
     """The summary after the fit, the last checkpoint and the chart; the exit status."""
     history, metric = trainer.history, trainer.history.metric
-    best, n_test = history.best_epoch, len(test[0])
+    best = trainer.best_epoch
     if best is not None and not outcome.aborted:
-        index = best - 1
-        monitored = (f"val_loss {history.val_loss[index]:.4f}, val_{metric} {history.val_metric[index]:.4f}"
+        index = history.epoch.index(best)
+        units = " of standardized targets" if metric in ("rmse", "mae") and settings["standardize"] else ""
+        monitored = (f"val_loss {history.val_loss[index]:.4f}, val_{metric} {history.val_metric[index]:.4f}{units}"
                      if history.has_validation else f"loss {history.loss[index]:.4f}")
-        asked = settings["epochs"]
+        asked, restored = settings["epochs"], settings.get("restore_best") is not False and best != trainer.epoch
         why = (f" run (interrupted, {asked} asked for)" if outcome.interrupted else
-               f" run (early stopping, {asked} asked for; best weights restored)" if trainer.epoch < asked else "")
-        print(f"best epoch {best} of {trainer.epoch}{why}: {monitored}", file=out)
+               f" run (early stopping, {asked} asked for)" if trainer.epoch < asked else "")
+        print(f"best epoch {best} of {trainer.epoch}{why}: {monitored}"
+              + ("; its weights restored" if restored and not outcome.interrupted else ""), file=out)
     if outcome.test_score is not None:
-        score = outcome.test_score
-        detail = " (weighted)" if test[2] is not None else ""  # a weighted accuracy counts no rows
-        if metric == "accuracy" and test[2] is None:
-            detail = f" ({int(round(score * n_test))}/{n_test} correct)"
-        print(f"test {metric} {score:.4f}{detail}", file=out)
+        for line in test_report(trainer, prepared, outcome.test_score, *test[1:]):
+            print(line, file=out)
     if save and not outcome.aborted:
         outcome.saver.write(trainer)
     if outcome.interrupted:

@@ -20,6 +20,7 @@ import pytest
 
 import kernels
 from fastbp.activations import NAMES, Activation
+from tests import background
 from tests.conftest import TOLERANCE, assert_close, check_against_torch
 
 pytestmark = pytest.mark.gpu
@@ -47,20 +48,31 @@ on_device = pytest.mark.skipif(
     if WHERE == "subprocess" else WHERE)
 
 
-def run_under_simulator(test_file):
-    """Run the tests of ``test_file`` again in a subprocess under the CUDA
-    simulator, where this process cannot run them on a device."""
+def simulator_job(test_file):
+    """The key of the background job that runs the tests of ``test_file``
+    again under the CUDA simulator, declared where this process cannot run
+    them on a device."""
+    key = f"simulator:{pathlib.Path(test_file).name}"
+    if WHERE == "subprocess":
+        background.declare(key, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                                 str(pathlib.Path(test_file))], dict(os.environ, NUMBA_ENABLE_CUDASIM="1"), ROOT,
+                           timeout=1800)
+    return key
+
+
+def run_under_simulator(key):
     if WHERE != "subprocess":
         pytest.skip("the device tests run in this process" if WHERE == "here" else WHERE)
-    environment = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                             str(pathlib.Path(test_file))], cwd=ROOT, env=environment,
-                            capture_output=True, text=True, timeout=1200)
+    result = background.result(key)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
+SIMULATOR_JOB = simulator_job(__file__)
+
+
+@background.mark(SIMULATOR_JOB)
 def test_under_simulator():
-    run_under_simulator(__file__)
+    run_under_simulator(SIMULATOR_JOB)
 
 
 def device(*arrays):

@@ -162,7 +162,52 @@ def test_early_stopping_summary_says_how_many_ran(capsys):
     status, out, err = train(capsys, *SMALL, "--epochs", 200, "--early-stopping", 1)
     assert status == 0, err
     ran = int(out.split(" run (early stopping")[0].split(" of ")[-1])
-    assert ran < 200 and f"of {ran} run (early stopping, 200 asked for; best weights restored): val_loss" in out
+    assert ran < 200 and f"of {ran} run (early stopping, 200 asked for): val_loss" in out
+    assert "; its weights restored" in out
+
+
+def _best_line(out):
+    line = next(line for line in out.splitlines() if line.startswith("best epoch "))
+    return int(line.split()[2]), line
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "log_loss", "balanced_accuracy"])
+def test_the_run_keeps_and_scores_the_best_validation_epoch_of_its_metric(tmp_path, capsys, metric):
+    status, out, err = train(capsys, *SMALL, "--epochs", 12, "--metric", metric, "--save", tmp_path / "m.npz")
+    assert status == 0, err
+    best, line = _best_line(out)
+    trainer = fastbp.Trainer.load(tmp_path / "m.npz")
+    history = trainer.history
+    assert history.metric == metric and trainer.best_epoch == best and f"val_{metric}" in line
+    values = history.val_metric
+    top = min(values) if metric == "log_loss" else max(values)
+    ties = [i for i, value in enumerate(values) if value == top]
+    assert best == history.epoch[min(ties, key=lambda i: history.val_loss[i])]
+    assert (best != 12) == ("its weights restored" in line)
+    assert f"test {metric} " in out and "test accuracy " in out
+    # the per-class report: a row per digit
+    header = out.splitlines().index(next(row for row in out.splitlines() if row.startswith("class ")))
+    assert [row.split()[0] for row in out.splitlines()[header + 1:header + 11]] == [str(d) for d in range(10)]
+
+
+def test_no_restore_best_keeps_the_last_epoch(capsys):
+    status, out, err = train(capsys, *SMALL, "--epochs", 12, "--no-restore-best")
+    assert status == 0, err
+    assert "its weights restored" not in _best_line(out)[1]
+
+
+def test_regression_reports_its_metrics_in_the_targets_units(capsys):
+    status, out, err = train(capsys, *SMALL, "--dataset", "diabetes", "--epochs", 5, "--metric", "mae")
+    assert status == 0, err
+    assert "val_mae" in _best_line(out)[1] and "of standardized targets" in _best_line(out)[1]
+    line = next(line for line in out.splitlines() if line.startswith("test mae "))
+    assert "r2 " in line and "rmse " in line and "in the target's units" in line
+    assert float(line.split()[2]) > 5  # diabetes targets run from 25 to 346: not standardized units
+
+
+def test_a_metric_of_the_other_task_exits_2_naming_it(capsys):
+    status, out, err = train(capsys, *SMALL, "--metric", "rmse", "--epochs", 1)
+    assert status == 2 and "--metric rmse does not fit the task classify; use one of accuracy" in err
 
 
 def test_save_every_and_the_cheap_default(tmp_path, monkeypatch, capsys):

@@ -16,13 +16,18 @@ from fastbp import cli
 from fastbp.cli import check
 from fastbp.cli.bench import harness, runners
 from tests.conftest import TOLERANCE, assert_close
-from tests.backends.test_cuda import SIMULATED, WHERE, _run_python, on_device, run_under_simulator
+from tests import background
+from tests.backends.test_cuda import SIMULATED, WHERE, _run_python, on_device, run_under_simulator, simulator_job
 
 pytestmark = pytest.mark.gpu
 
 
+SIMULATOR_JOB = simulator_job(__file__)
+
+
+@background.mark(SIMULATOR_JOB)
 def test_under_simulator():
-    run_under_simulator(__file__)
+    run_under_simulator(SIMULATOR_JOB)
 
 
 @on_device

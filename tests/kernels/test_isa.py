@@ -5,7 +5,6 @@ the correctness tests run again for every other ISA this CPU can execute
 no-tile path), each in a process of its own."""
 import os
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import fastbp
 from kernels import isa, tiles
 from kernels.config import TILED, split_passes
+from tests import background
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 X86 = {"avx2", "fma", "avx512f", "sse2"}
@@ -76,10 +76,10 @@ def test_without_tiles_a_threaded_step_leaves_blas_its_own_pool_alone():
         assert not split_passes(model.n_params, 1 << 20)
 
 
-# every test that compares numbers with torch or across thread counts
-CHECKED = ["tests/kernels/test_tiles.py", "tests/kernels/test_kernels.py", "tests/library/test_models.py",
-           "tests/library/test_training.py", "tests/kernels/test_speed_paths.py", "tests/backends/test_fused.py",
-           "tests/kernels/test_isa.py"]
+# the tests of every kernel the ISA shapes, against torch and across thread counts and paths (the
+# model-level tests run their kernels through these)
+CHECKED = ["tests/kernels/test_tiles.py", "tests/kernels/test_kernels.py", "tests/kernels/test_speed_paths.py",
+           "tests/backends/test_fused.py", "tests/kernels/test_isa.py"]
 
 
 def other_isas():
@@ -89,11 +89,16 @@ def other_isas():
     return [name for name in ("avx2", "none") if name != isa.NAME and (name == "none" or name in runnable)]
 
 
-@pytest.mark.parametrize("name", other_isas())
+def _isa_job(name):
+    key = f"isa:{name}"
+    background.declare(key, [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *CHECKED],
+                       isa.environment(name), ROOT, timeout=2400)
+    return pytest.param(name, marks=background.mark(key))
+
+
+@pytest.mark.parametrize("name", [_isa_job(name) for name in other_isas()])
 def test_every_correctness_test_passes_on_every_isa_this_cpu_runs(name):
-    env = isa.environment(name)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *CHECKED],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    result = background.result(f"isa:{name}")
     tail = result.stdout[-3000:] + result.stderr[-2000:]
     assert result.returncode == 0, tail
     assert " passed" in result.stdout and " failed" not in result.stdout, tail

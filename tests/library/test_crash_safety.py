@@ -135,7 +135,7 @@ def test_a_truncated_checkpoint_is_reported_never_loaded(tmp_path, keep):
     with pytest.raises(ValueError, match="cut.npz.* is not a readable fastbp checkpoint file"):
         fastbp.Trainer.load(tmp_path / "cut.npz")
     result = subprocess.run([sys.executable, "-m", "fastbp", "train", "--resume", str(tmp_path / "cut.npz")],
-                            capture_output=True, text=True, timeout=60) if keep == 0.7 else None
+                            capture_output=True, text=True, timeout=300) if keep == 0.7 else None
     if result is not None:
         assert result.returncode == 2
         assert "--resume: " in result.stderr and "is not a readable fastbp checkpoint file" in result.stderr
@@ -161,7 +161,7 @@ def test_a_cli_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path, dtype):
     training samples in batches of 50 end each epoch on a batch of 8."""
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(),
                                                                              os.environ.get("PYTHONPATH")]))}
-    subprocess.run(cli(*fresh(dtype), "--save", tmp_path / "reference.npz"), check=True, timeout=120,
+    subprocess.run(cli(*fresh(dtype), "--save", tmp_path / "reference.npz"), check=True, timeout=300,
                    env=environment, capture_output=True)
     checkpoint, pick = tmp_path / "ck.npz", random.Random(dtype)
     kills = 0
@@ -180,13 +180,13 @@ def test_a_cli_run_killed_with_sigkill_resumes_bit_for_bit(tmp_path, dtype):
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
-        process.wait(timeout=60)
+        process.wait(timeout=300)
         process.stderr.close()
         # what the next run goes on from: the middle of an epoch, its order drawn again
         assert fastbp.Trainer.load(checkpoint)._epoch_state is not None
     assert kills >= 3
     subprocess.run(cli("--checkpoint-every", 2, "--save", checkpoint, "--resume", checkpoint), check=True,
-                   timeout=120, env=environment, capture_output=True)
+                   timeout=300, env=environment, capture_output=True)
     (params, steps), (reference_params, reference_steps) = saved(checkpoint), saved(tmp_path / "reference.npz")
     assert steps == reference_steps
     np.testing.assert_array_equal(params, reference_params)
