@@ -80,6 +80,11 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "background(key): owns a suite run beside the session (tests/background.py)")
 
 
+def pytest_collection_modifyitems(items):
+    # the tests that wait for a background suite go last, so that the session runs beside the suite
+    items.sort(key=lambda item: item.get_closest_marker("background") is not None)
+
+
 def pytest_collection_finish(session):
     background.start(background.keys_of(session.items))
 
