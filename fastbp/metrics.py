@@ -36,6 +36,11 @@ def check_metric(loss, name):
     return name
 
 
+def _weights(weights, n):
+    """The weight of every row: ones when not weighted."""
+    return np.ones(n) if weights is None else np.asarray(weights, np.float64)
+
+
 def _mean(values, weights):
     return float(np.mean(values) if weights is None else np.average(values, weights=weights))
 
@@ -68,7 +73,7 @@ def _softmax(outputs):
 
 def balanced_accuracy(outputs, targets, labels, loss_code, weights=None):
     """The mean recall over the classes that occur (sklearn.metrics.balanced_accuracy_score)."""
-    w = np.ones(len(outputs)) if weights is None else np.asarray(weights, np.float64)
+    w = _weights(weights, len(outputs))
     if loss_code == kernels.BCE_WITH_LOGITS:
         scores = []
         for truth, _, predicted in _binary_problems(outputs, targets, labels, loss_code):
@@ -97,7 +102,7 @@ def log_loss(outputs, targets, labels, loss_code, weights=None):
 def _binary_auc(truth, score, weights):
     """The area under the ROC curve of ``score`` for ``truth``, tied scores as
     one threshold (sklearn.metrics.roc_auc_score); NaN when one side is empty."""
-    w = np.ones(len(score)) if weights is None else np.asarray(weights, np.float64)
+    w = _weights(weights, len(score))
     order = np.argsort(-score, kind="mergesort")
     score, truth, w = score[order], truth[order], w[order]
     last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # the last row of each distinct score
@@ -128,7 +133,7 @@ def f1(outputs, targets, labels, loss_code, weights=None):
     problems = _binary_problems(outputs, targets, labels, loss_code)
     if loss_code == kernels.CROSS_ENTROPY and len(problems) == 2:
         problems = problems[1:]
-    w = np.ones(len(outputs)) if weights is None else np.asarray(weights, np.float64)
+    w = _weights(weights, len(outputs))
     scores = []
     for truth, _, predicted in problems:
         tp = np.sum(w * (truth & predicted))
@@ -140,7 +145,7 @@ def f1(outputs, targets, labels, loss_code, weights=None):
 def per_class(outputs, labels, weights=None):
     """[(precision, recall, f1, support)] per class of cross-entropy logits
     (sklearn.metrics.precision_recall_fscore_support; support as the weight)."""
-    w = np.ones(len(outputs)) if weights is None else np.asarray(weights, np.float64)
+    w = _weights(weights, len(outputs))
     predicted = np.argmax(outputs, axis=1)
     rows = []
     for c in range(outputs.shape[1]):
